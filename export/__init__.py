@@ -1,0 +1,1 @@
+"""PyTorch -> ONNX: writes model bundles from checkpoints and checks parity."""

@@ -1,0 +1,1 @@
+"""The PyTorch side: encoders, matchmap scores, losses, datasets, training and evaluation loops."""

@@ -1,0 +1,43 @@
+"""Batched matchmaps and scores in torch; the twin of assoc.runtime.matchmap (a test keeps them equal).
+
+Shapes: patches (B, P, D) for B images of P patches, words (C, T, D) for C captions of T tokens with a
+word mask (C, T) that is False for special tokens, padding and bare punctuation.
+"""
+
+from __future__ import annotations
+
+import torch
+
+SCORES = ("misa", "sisa", "mima")
+
+
+def pairwise_scores(
+    patches: torch.Tensor, words: torch.Tensor, word_mask: torch.Tensor, kind: str = "misa"
+) -> torch.Tensor:
+    """Score every image against every caption -> (B, C)."""
+    mm = torch.einsum("bpd,ctd->bcpt", patches, words)  # (B, C, P, T)
+    mask = word_mask.to(mm.dtype)[None, :, :]  # (1, C, T)
+    n_words = mask.sum(-1).clamp_min(1.0)
+    if kind == "misa":
+        return (mm.amax(dim=2) * mask).sum(-1) / n_words
+    if kind == "sisa":
+        return (mm.mean(dim=2) * mask).sum(-1) / n_words
+    if kind == "mima":
+        return mm.amax(dim=2).masked_fill(mask == 0, float("-inf")).amax(-1)
+    raise ValueError(f"unknown score kind {kind!r}; expected one of {SCORES}")
+
+
+def paired_scores(
+    patches: torch.Tensor, words: torch.Tensor, word_mask: torch.Tensor, kind: str = "misa"
+) -> torch.Tensor:
+    """Score image i against caption i only -> (B,)."""
+    mm = torch.einsum("bpd,btd->bpt", patches, words)
+    mask = word_mask.to(mm.dtype)
+    n_words = mask.sum(-1).clamp_min(1.0)
+    if kind == "misa":
+        return (mm.amax(dim=1) * mask).sum(-1) / n_words
+    if kind == "sisa":
+        return (mm.mean(dim=1) * mask).sum(-1) / n_words
+    if kind == "mima":
+        return mm.amax(dim=1).masked_fill(mask == 0, float("-inf")).amax(-1)
+    raise ValueError(f"unknown score kind {kind!r}; expected one of {SCORES}")

@@ -1,0 +1,71 @@
+"""The two halves of a bundle on ONNX Runtime: photos -> patch grids, queries -> word vectors."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+
+from .bundle import Bundle
+from .errors import QueryError
+from .preprocess import preprocess
+from .providers import open_session
+from .tokenizer import QueryTokenizer
+
+
+class ImageEncoder:
+    def __init__(self, bundle: Bundle, device: str = "auto", threads: int | None = None) -> None:
+        self.config = bundle.config.visual
+        self.session = open_session(bundle.visual_path, device, threads)
+
+    def prepare(self, img: Image.Image) -> np.ndarray:
+        return preprocess(img, self.config)
+
+    def encode_arrays(self, batch: np.ndarray) -> np.ndarray:
+        """(N, 3, H, W) float32 -> (N, h, w, D) float32 patch grids (L2-normalised per patch)."""
+        (out,) = self.session.run([self.config.output_name], {self.config.input_name: batch})
+        return out
+
+    def encode(self, images: list[Image.Image]) -> np.ndarray:
+        return self.encode_arrays(np.stack([self.prepare(img) for img in images]))
+
+
+@dataclass(frozen=True)
+class EncodedQuery:
+    text: str
+    vectors: np.ndarray  # (T, D) one per scoring token
+    token_word: np.ndarray  # (T,) index into words of the word each vector belongs to
+    words: list[str]
+
+    def word_vectors(self) -> list[np.ndarray]:
+        """Per word, the vectors of its tokens (a word may be split into several word pieces)."""
+        return [self.vectors[self.token_word == i] for i in range(len(self.words))]
+
+
+class TextEncoder:
+    def __init__(self, bundle: Bundle, device: str = "auto", threads: int | None = None) -> None:
+        self.config = bundle.config.textual
+        self.tokenizer = QueryTokenizer(bundle.tokenizer_path, self.config.max_length)
+        self.session = open_session(bundle.textual_path, device, threads)
+
+    def encode(self, texts: list[str]) -> list[EncodedQuery]:
+        """Texts -> per text the vectors of the tokens that take part in a score."""
+        for text in texts:
+            if not text.strip():
+                raise QueryError("the query is empty")
+        batch = self.tokenizer(texts)
+        ids_name, mask_name = self.config.input_names
+        (tokens,) = self.session.run(
+            [self.config.output_name], {ids_name: batch.input_ids, mask_name: batch.attention_mask}
+        )
+        out = []
+        for row, text in enumerate(texts):
+            keep = batch.word_mask[row]
+            if not keep.any():
+                raise QueryError(f"the query {text!r} has no words to search for")
+            out.append(EncodedQuery(text, tokens[row][keep], batch.word_index[row][keep], batch.words[row]))
+        return out
+
+    def encode_one(self, text: str) -> EncodedQuery:
+        return self.encode([text])[0]

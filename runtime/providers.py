@@ -1,0 +1,51 @@
+"""Choosing an ONNX Runtime execution provider without error spam on machines that lack one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import onnxruntime as ort
+
+from .errors import AssocError
+
+DEVICES = ("auto", "cpu", "cuda", "coreml")
+_PROVIDER = {"cuda": "CUDAExecutionProvider", "coreml": "CoreMLExecutionProvider"}
+
+
+def open_session(model: Path, device: str = "auto", threads: int | None = None) -> ort.InferenceSession:
+    """An InferenceSession on the asked device.
+
+    'auto' uses CUDA only when a session really starts on it: onnxruntime-gpu lists the CUDA provider
+    even where the CUDA libraries are missing, logs errors, then falls back. The probe runs with the
+    logger silenced and looks at the providers the session actually got.
+    """
+    if device not in DEVICES:
+        raise AssocError(f"unknown device {device!r}; use one of {', '.join(DEVICES)}")
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    if threads:
+        options.intra_op_num_threads = threads
+    available = ort.get_available_providers()
+    wanted = ["cuda"] if device == "auto" else [device] if device != "cpu" else []
+    for name in wanted:
+        provider = _PROVIDER[name]
+        if provider not in available:
+            if device == "auto":
+                continue
+            raise AssocError(f"--device {name}: this onnxruntime build has no {provider}")
+        session = _quiet_session(model, options, [provider, "CPUExecutionProvider"])
+        if session is not None and provider in session.get_providers():
+            return session
+        if device != "auto":
+            raise AssocError(f"--device {name}: {provider} did not start (are its libraries installed?)")
+    return ort.InferenceSession(str(model), sess_options=options, providers=["CPUExecutionProvider"])
+
+
+def _quiet_session(model: Path, options: ort.SessionOptions, providers: list[str]) -> ort.InferenceSession | None:
+    ort.set_default_logger_severity(4)
+    try:
+        return ort.InferenceSession(str(model), sess_options=options, providers=providers)
+    except Exception:  # noqa: BLE001 - any failure to start on the accelerator means: not usable
+        return None
+    finally:
+        ort.set_default_logger_severity(2)

@@ -1,0 +1,39 @@
+"""Shared fixtures: real data from ../shared/data and a real model bundle."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("ASSOC_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.fail(f"real test data not found at {SHARED_DATA} (set ASSOC_SHARED_DATA)")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def flickr8k(shared_data: Path) -> Path:
+    return shared_data / "flickr8k"
+
+
+@pytest.fixture(scope="session")
+def coco_boxes(shared_data: Path) -> Path:
+    return shared_data / "coco-boxes"
+
+
+@pytest.fixture(scope="session")
+def bundle_dir() -> Path:
+    """The model bundle that ships with assoc (package data of assoc.runtime)."""
+    from assoc.runtime.default_model import default_bundle_path
+
+    path = default_bundle_path()
+    if path is None:
+        pytest.fail("no default bundle is shipped (runtime/default_bundle) and ASSOC_MODEL is unset")
+    return path
