@@ -57,9 +57,7 @@ class QueryTokenizer:
             attention[row, :k] = enc.attention_mask
             words: list[str] = []
             seen: dict[int, int] = {}
-            for col, (special, wid, (start, end)) in enumerate(
-                zip(enc.special_tokens_mask, enc.word_ids, enc.offsets, strict=True)
-            ):
+            for col, (special, wid) in enumerate(zip(enc.special_tokens_mask, enc.word_ids, strict=True)):
                 if special or wid is None:
                     continue
                 if wid not in seen:

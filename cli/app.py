@@ -1,0 +1,52 @@
+"""The `assoc` command: a Typer app whose commands live in small modules beside this one.
+
+Errors a user can act on (assoc.runtime.errors.AssocError) print one line on stderr and exit 2.
+Training, export and evaluation import torch lazily, inside their commands, so searching never loads it.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+import typer
+from typer.core import TyperGroup
+
+from ..runtime.errors import AssocError
+
+
+class _Group(TyperGroup):
+    def invoke(self, ctx: click.Context):  # noqa: ANN201 - click's signature
+        try:
+            return super().invoke(ctx)
+        except AssocError as exc:
+            message = " ".join(str(exc).split())  # exactly one line, whatever the message held
+            sys.stderr.write(f"assoc: error: {message}\n")
+            raise typer.Exit(2) from None
+        except KeyboardInterrupt:
+            sys.stderr.write("assoc: interrupted\n")
+            raise typer.Exit(130) from None
+
+
+app = typer.Typer(
+    cls=_Group,
+    name="assoc",
+    help="Search your photos with words, and see where in each photo the words land.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _register() -> None:
+    from . import info_cmd, localize_cmd, model_cmds, query_cmd
+
+    for module in (query_cmd, localize_cmd, info_cmd, model_cmds):
+        module.register(app)
+
+
+_register()
+
+
+def main() -> None:
+    app()

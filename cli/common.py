@@ -1,0 +1,51 @@
+"""Options and output helpers that several commands share.
+
+stdout carries results (tables, JSON, paths, pictures); progress and notes go to stderr, so
+`assoc query --json ... | jq` and `assoc index ... > log` both do what one expects.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from PIL import Image
+from rich.console import Console, Group
+from rich.text import Text
+
+from ..runtime.providers import DEVICES
+
+ModelOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--model", help="Model bundle folder (default: $ASSOC_MODEL, else the bundle shipped with assoc)."
+    ),
+]
+DeviceOpt = Annotated[str, typer.Option("--device", help=f"ONNX Runtime device: {' | '.join(DEVICES)}.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout.")]
+
+PICTURE_CELLS = 48  # terminal columns of one heatmap picture (narrower if the terminal is)
+
+
+def out_console() -> Console:
+    """Results go to stdout; made per call so a test runner's captured stdout is the one written to."""
+    return Console(highlight=False)
+
+
+def err_console() -> Console:
+    return Console(stderr=True, highlight=False)
+
+
+def echo_json(value: Any) -> None:
+    typer.echo(json.dumps(value, ensure_ascii=False))
+
+
+def heatmap_picture(photo: Image.Image, grid_map: Any, caption: str, console: Console) -> Group:
+    """A photo with a heatmap blended over it, drawn for this terminal, with a caption underneath."""
+    from ..runtime.heatmap import overlay  # imports the encoders, hence onnxruntime
+    from ..runtime.terminal import render
+
+    width = max(8, min(PICTURE_CELLS, console.width - 2))
+    return Group(render(overlay(photo, grid_map), width), Text(caption, style="bold"))

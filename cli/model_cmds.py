@@ -1,0 +1,192 @@
+"""`assoc train`, `export`, `eval` and `pointing`: the model's side. torch is imported only inside train,
+export and checkpoint evaluation; bundle evaluation runs on ONNX Runtime."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import fields
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from ..runtime.errors import AssocError
+
+_console = Console(stderr=True)
+
+
+def _needs_torch() -> None:
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        raise AssocError("this command needs the training extras: pip install 'assoc[train]'") from None
+
+
+def train(
+    config: Annotated[Path | None, typer.Option(help="TOML or YAML file of settings.")] = None,
+    data: Annotated[
+        str | None, typer.Option(help="Captions: a Flickr8k folder, Karpathy/COCO JSON, jsonl or csv.")
+    ] = None,
+    out: Annotated[str | None, typer.Option(help="Run folder (checkpoints, log, feature cache).")] = None,
+    epochs: Annotated[int | None, typer.Option()] = None,
+    batch_size: Annotated[int | None, typer.Option()] = None,
+    embed_dim: Annotated[int | None, typer.Option(help="D: bytes per photo = grid cells x D x 2.")] = None,
+    loss: Annotated[str | None, typer.Option(help="sampled | semihard | hardest | infonce")] = None,
+    score: Annotated[str | None, typer.Option(help="misa | sisa | mima")] = None,
+    trunk: Annotated[
+        str | None, typer.Option(help="efficientnet-lite0 | resnet50 | convnext_tiny | mobilenet_v3_large")
+    ] = None,
+    trunk_weights: Annotated[str | None, typer.Option(help="Local weights file for the trunk.")] = None,
+    text_model: Annotated[str | None, typer.Option(help="Local Hugging Face BERT-family folder.")] = None,
+    train_stages: Annotated[int | None, typer.Option(help="Trailing trunk stages to train (0 = frozen).")] = None,
+    train_layers: Annotated[int | None, typer.Option(help="Top text layers to train.")] = None,
+    image_size: Annotated[int | None, typer.Option()] = None,
+    lr: Annotated[float | None, typer.Option()] = None,
+    backbone_lr: Annotated[float | None, typer.Option()] = None,
+    seed: Annotated[int | None, typer.Option()] = None,
+    device: Annotated[str | None, typer.Option(help="auto | cpu | cuda")] = None,
+    limit_images: Annotated[int | None, typer.Option(help="Train on the first N images only.")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue from OUT/last.pt.")] = False,
+) -> None:
+    """Train a matchmap model on captioned photos; the best dev checkpoint is OUT/best.pt."""
+    _needs_torch()
+    from ..models.config import TrainConfig
+    from ..models.train import train as run_training
+
+    try:
+        settings = TrainConfig.from_file(config) if config else TrainConfig()
+    except (OSError, ValueError) as exc:
+        raise AssocError(f"cannot read settings {config}: {exc}") from None
+    overrides = {name: value for name, value in locals().items() if value is not None}
+    for f in fields(settings):
+        if f.name in overrides and f.name not in ("config", "resume"):
+            setattr(settings, f.name, overrides[f.name])
+    result = run_training(settings, resume=resume, console=_console)
+    _console.print(f"best epoch {result.best_epoch}; checkpoint {result.out / 'best.pt'}")
+    typer.echo(json.dumps({"best_epoch": result.best_epoch, "dev": result.best_metrics}))
+
+
+def export(
+    checkpoint: Annotated[Path, typer.Argument(help="A checkpoint written by assoc train.")],
+    out: Annotated[Path, typer.Argument(help="New bundle folder.")],
+    quantize: Annotated[bool, typer.Option("--quantize", help="int8 text encoder.")] = False,
+    parity_data: Annotated[
+        Path | None, typer.Option(help="Folder of photos for the parity check (default: a few of DATA).")
+    ] = None,
+    name: Annotated[str | None, typer.Option(help="Model name recorded in config.json.")] = None,
+) -> None:
+    """Export a checkpoint to an ONNX model bundle and check it against PyTorch."""
+    _needs_torch()
+    from ..export.bundle_export import export_bundle
+    from ..export.parity import measure_parity
+    from ..models.model import load_checkpoint
+
+    if not checkpoint.is_file():
+        raise AssocError(f"checkpoint not found: {checkpoint}")
+    try:
+        export_bundle(checkpoint, out, name)
+    except FileExistsError as exc:
+        raise AssocError(str(exc)) from None
+    model, _ = load_checkpoint(checkpoint)
+    photos = _parity_photos(parity_data or Path(model.config.data))
+    captions = ["a dog runs across the grass", "two children play on the beach ."]
+    parity = measure_parity(model, out, photos, captions)
+    _console.print(
+        f"parity on {len(photos)} photos: visual max |diff| {parity.visual_max_abs:.2e}, "
+        f"textual {parity.textual_max_abs:.2e}"
+    )
+    try:
+        parity.check(visual_bound=1e-3, textual_bound=1e-3)
+    except AssertionError as exc:
+        raise AssocError(str(exc)) from None
+    if quantize:
+        from ..export.quantize import quantize_textual
+
+        size = quantize_textual(out)
+        quantized = measure_parity(model, out, photos, captions)
+        _console.print(f"int8 text encoder: {size / 1e6:.1f} MB, max |diff| {quantized.textual_max_abs:.2e}")
+    typer.echo(str(out))
+
+
+def _parity_photos(folder: Path, count: int = 4) -> list[Path]:
+    from ..runtime.images import PHOTO_SUFFIXES
+
+    for candidate in (folder / "images", folder):
+        if candidate.is_dir():
+            photos = sorted(p for p in candidate.iterdir() if p.suffix.lower() in PHOTO_SUFFIXES)[:count]
+            if photos:
+                return photos
+    raise AssocError(f"no photos for the parity check in {folder}; pass --parity-data DIR")
+
+
+def evaluate(
+    data: Annotated[Path, typer.Option(help="Flickr8k-layout folder (or other caption source).")],
+    split: Annotated[str, typer.Option(help="Split to evaluate, e.g. dev.")] = "dev",
+    model: Annotated[Path | None, typer.Option(help="Bundle folder (default: the shipped bundle).")] = None,
+    checkpoint: Annotated[Path | None, typer.Option(help="Evaluate a torch checkpoint instead.")] = None,
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda | coreml")] = "auto",
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Recall@1/5/10 and median rank, both directions, 5 captions per image."""
+    from ..models.datasets import five_caption_eval_set, load_split
+
+    items, report = load_split(data, split)
+    eval_set = five_caption_eval_set(items)
+    if not eval_set.images:
+        raise AssocError(f"{data} split {split!r} has no image with 5 captions")
+    if not as_json:
+        _console.print(f"{split}: {report.summary()}")
+    if checkpoint is not None:
+        _needs_torch()
+        from ..models.evaluate import evaluate as evaluate_checkpoint
+        from ..models.model import load_checkpoint
+
+        if not checkpoint.is_file():
+            raise AssocError(f"checkpoint not found: {checkpoint}")
+        torch_model, _ = load_checkpoint(checkpoint)
+        result = evaluate_checkpoint(torch_model, *eval_set)
+    else:
+        from ..runtime.evaluation import evaluate_bundle
+        from .options import resolve_bundle
+
+        result = evaluate_bundle(resolve_bundle(model), *eval_set, device=device)
+    if as_json:
+        typer.echo(json.dumps(result))
+        return
+    table = Table(title=f"{data} · {split}: {result['images']} images, {result['captions']} captions")
+    table.add_column("direction")
+    for key in ("R@1", "R@5", "R@10", "median_rank"):
+        table.add_column(key, justify="right")
+    for direction in ("text_to_image", "image_to_text"):
+        row = result[direction]
+        table.add_row(direction.replace("_", " "), *(f"{row[k]:g}" for k in ("R@1", "R@5", "R@10", "median_rank")))
+    Console().print(table)
+
+
+def pointing(
+    data: Annotated[Path, typer.Argument(help="Folder with manifest.json of photos and object boxes (COCO).")],
+    model: Annotated[Path | None, typer.Option(help="Bundle folder (default: the shipped bundle).")] = None,
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda | coreml")] = "auto",
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Pointing game: how often a category's heatmap peak lands in a box of it, against the centre point."""
+    from ..runtime.pointing import pointing_game
+    from .options import resolve_bundle
+
+    result = pointing_game(resolve_bundle(model), data, device).to_json_dict()
+    if as_json:
+        typer.echo(json.dumps(result))
+        return
+    typer.echo(
+        f"pointing game on {result['trials']} (photo, category) pairs, {result['categories']} categories: "
+        f"heatmap peak {result['hit_rate']}% vs centre point {result['centre_baseline']}%"
+    )
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(train)
+    app.command()(export)
+    app.command("eval")(evaluate)
+    app.command()(pointing)

@@ -1,0 +1,29 @@
+"""int8 dynamic quantisation of a bundle's text encoder (weights int8, activations quantised on the fly)."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from ..runtime.bundle import TEXTUAL_MODEL, load_bundle, write_config
+
+
+def quantize_textual(bundle_dir: Path) -> int:
+    """Replace textual/model.onnx by its int8 form in place; return the new size in bytes."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    bundle = load_bundle(bundle_dir)
+    target = bundle.textual_path
+    with tempfile.TemporaryDirectory() as tmp:
+        staged = Path(tmp) / "model.onnx"
+        quantize_dynamic(
+            str(target),
+            str(staged),
+            weight_type=QuantType.QInt8,
+            op_types_to_quantize=["MatMul", "Gather"],
+        )
+        staged.replace(target)
+    config = bundle.config
+    textual = config.textual.__class__(**{**config.textual.__dict__, "quantized": True})
+    write_config(Path(bundle_dir), config.__class__(**{**config.__dict__, "textual": textual}))
+    return (Path(bundle_dir) / TEXTUAL_MODEL).stat().st_size

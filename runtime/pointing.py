@@ -1,0 +1,69 @@
+"""The pointing game: does a category's heatmap peak fall inside a box of that category?
+
+Run on COCO-style data (a manifest.json of images with `boxes` of `category` and `bbox_xywh` in the
+photo's pixels). The query is the category name; the peak is the phrase heatmap's best cell centre in
+the photo's own pixels. The baseline always points at the photo's centre.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from .bundle import Bundle
+from .encoders import ImageEncoder, TextEncoder
+from .errors import AssocError
+from .heatmap import cell_to_pixel, compute_heatmaps
+from .images import load_image
+
+
+@dataclass(frozen=True)
+class PointingResult:
+    trials: int  # (image, category) pairs
+    hits: int
+    centre_hits: int
+    categories: int
+
+    def to_json_dict(self) -> dict:
+        return {
+            "trials": self.trials,
+            "hit_rate": round(100.0 * self.hits / max(1, self.trials), 2),
+            "centre_baseline": round(100.0 * self.centre_hits / max(1, self.trials), 2),
+            "categories": self.categories,
+        }
+
+
+def _inside(point: tuple[float, float], box: list[float]) -> bool:
+    x, y, w, h = box
+    return x <= point[0] <= x + w and y <= point[1] <= y + h
+
+
+def pointing_game(bundle: Bundle, folder: Path, device: str = "auto") -> PointingResult:
+    manifest = Path(folder) / "manifest.json"
+    try:
+        records = json.loads(manifest.read_text(encoding="utf-8"))["images"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise AssocError(f"{manifest}: not a readable boxes manifest ({exc})") from None
+    images, text = ImageEncoder(bundle, device), TextEncoder(bundle, device)
+    trials = hits = centre_hits = 0
+    seen_categories: set[str] = set()
+    for record in records:
+        boxes: dict[str, list[list[float]]] = {}
+        for box in record.get("boxes", []):
+            if not box.get("iscrowd"):
+                boxes.setdefault(box["category"], []).append(box["bbox_xywh"])
+        if not boxes:
+            continue
+        photo = load_image(Path(folder) / record["file"])
+        grid = images.encode([photo.image])[0]
+        size = (photo.width, photo.height)
+        centre = (photo.width / 2, photo.height / 2)
+        for category, query in zip(boxes, text.encode(list(boxes)), strict=True):
+            maps = compute_heatmaps(grid, query)
+            peak = cell_to_pixel(maps.phrase_peak, maps.grid, size)
+            trials += 1
+            hits += any(_inside(peak, b) for b in boxes[category])
+            centre_hits += any(_inside(centre, b) for b in boxes[category])
+            seen_categories.add(category)
+    return PointingResult(trials, hits, centre_hits, len(seen_categories))

@@ -1,0 +1,392 @@
+"""Qdrant as an assoc store: a server (url) or qdrant-client's local mode (path, or ":memory:").
+
+Each photo is one point with two named vectors:
+- ``pooled``: one dense vector per photo (COSINE, HNSW), the first stage that picks candidates;
+- ``patches``: the whole patch grid as a multivector (DOT, MAX_SIM, no HNSW), which reranks the
+  candidates exactly. Patches are stored as float16 values, like the built-in gallery.
+
+Qdrant's MAX_SIM sums the best-patch scores over the query vectors; assoc averages them, so search
+divides by the number of query vectors and scores land on the built-in gallery's scale.
+
+Point ids are uuid5 of the path, so indexing a path again replaces its point. One extra point with no
+vectors holds the collection's metadata (bundle id, embed dim): a collection is tied to one model.
+
+qdrant-client is an optional dependency (``assoc[qdrant]``), imported only when a store is opened.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+
+from .errors import AssocError, GalleryError, QueryError
+from .store import PhotoRecord, SearchHit
+
+POOLED = "pooled"
+PATCHES = "patches"
+MIN_SERVER_VERSION = (1, 10)  # multivectors and query_points with prefetch
+BATCH_POINTS = 64
+BATCH_FLOATS = 1_000_000  # keeps one JSON upsert well under the server's 32 MB request limit
+PAGE = 1000
+TRANSIENT_STATUS = frozenset({429, 500, 502, 503, 504})
+
+# Never change these: every stored point id is derived from them.
+_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "assoc:qdrant-store")
+META_ID = str(uuid.uuid5(_NAMESPACE, "\0collection-metadata"))  # NUL cannot occur in a path
+
+T = TypeVar("T")
+
+
+def point_id(path: str) -> str:
+    """The stable id of a photo's point."""
+    return str(uuid.uuid5(_NAMESPACE, path))
+
+
+def pool(vectors: np.ndarray) -> np.ndarray:
+    """The first-stage vector of a grid (h, w, D) or a query (T, D): the L2-normalised mean vector."""
+    mean = np.asarray(vectors, dtype=np.float32).reshape(-1, vectors.shape[-1]).mean(axis=0)
+    norm = float(np.linalg.norm(mean))
+    return mean / norm if norm > 0 else mean
+
+
+def _qdrant() -> Any:
+    try:
+        import qdrant_client
+    except ImportError:
+        raise AssocError("the Qdrant store needs qdrant-client: install assoc[qdrant]") from None
+    return qdrant_client
+
+
+class QdrantStore:
+    """A Store kept in a Qdrant collection. Give either ``url`` (+ ``api_key``) or a local ``path``.
+
+    ``shard_number``, ``replication_factor`` and ``on_disk`` (patch multivectors served from disk;
+    the small pooled vectors stay in RAM for HNSW) apply only when the collection is created.
+    ``prefetch`` is how many first-stage candidates are reranked exactly.
+    """
+
+    def __init__(
+        self,
+        bundle_id: str,
+        embed_dim: int,
+        *,
+        url: str | None = None,
+        api_key: str | None = None,
+        path: str | Path | None = None,
+        collection: str = "assoc",
+        prefetch: int = 200,
+        shard_number: int | None = None,
+        replication_factor: int | None = None,
+        on_disk: bool = False,
+        timeout: int | None = None,
+        attempts: int = 4,
+        backoff_s: float = 0.5,
+    ) -> None:
+        if (url is None) == (path is None):
+            raise GalleryError("the Qdrant store needs either a server url or a local path, not both")
+        qdrant_client = _qdrant()
+        self.bundle_id = bundle_id
+        self.embed_dim = embed_dim
+        self.collection = collection
+        self.prefetch = prefetch
+        self._models = qdrant_client.models
+        self._remote = url is not None
+        self._attempts = max(1, attempts)
+        self._backoff_s = backoff_s
+        self._where = f"Qdrant at {url}" if self._remote else f"local Qdrant {path}"
+        if self._remote:
+            self._client = qdrant_client.QdrantClient(
+                url=url, api_key=api_key, timeout=timeout, check_compatibility=False
+            )
+        else:
+            self._client = _open_local(qdrant_client, str(path))
+        try:
+            if self._remote:
+                self._check_server_version()
+            self._open_collection(shard_number, replication_factor, on_disk)
+        except BaseException:
+            self._client.close()
+            raise
+
+    # -- Store protocol ------------------------------------------------------------------------------
+
+    def records(self) -> dict[str, PhotoRecord]:
+        out: dict[str, PhotoRecord] = {}
+        offset = None
+        while True:
+            points, offset = self._call(
+                "list photos",
+                lambda o=offset: self._client.scroll(
+                    self.collection,
+                    scroll_filter=self._photos_only(),
+                    limit=PAGE,
+                    offset=o,
+                    with_payload=True,
+                    with_vectors=False,
+                ),
+            )
+            for point in points:
+                record = _record(point.payload)
+                out[record.path] = record
+            if offset is None:
+                return out
+
+    def add(self, items: list[tuple[PhotoRecord, np.ndarray]]) -> None:
+        if not items:
+            return
+        # Points are built batch by batch: as JSON-ready lists of floats they are large.
+        per_point = int(np.prod(np.shape(items[0][1])))
+        size = max(1, min(BATCH_POINTS, BATCH_FLOATS // per_point))
+        for start in range(0, len(items), size):
+            batch = [self._point(record, grid) for record, grid in items[start : start + size]]
+            self._call("upload", lambda b=batch: self._client.upsert(self.collection, b, wait=True))
+
+    def remove(self, paths: list[str]) -> None:
+        ids = [point_id(p) for p in paths]
+        for start in range(0, len(ids), PAGE):
+            selector = self._models.PointIdsList(points=ids[start : start + PAGE])
+            self._call("delete", lambda s=selector: self._client.delete(self.collection, s, wait=True))
+
+    def get_grid(self, path: str) -> np.ndarray | None:
+        found = self._call(
+            "read a grid",
+            lambda: self._client.retrieve(
+                self.collection, [point_id(path)], with_payload=["grid"], with_vectors=[PATCHES]
+            ),
+        )
+        if not found:
+            return None
+        h, w = found[0].payload["grid"]
+        return np.asarray(found[0].vector[PATCHES], dtype=np.float32).reshape(h, w, self.embed_dim)
+
+    def find_by_hash(self, content_hash: str) -> str | None:
+        points, _ = self._call(
+            "look up a hash",
+            lambda: self._client.scroll(
+                self.collection,
+                scroll_filter=self._match("content_hash", content_hash),
+                limit=1,
+                with_payload=["path"],
+                with_vectors=False,
+            ),
+        )
+        return points[0].payload["path"] if points else None
+
+    def search(
+        self, query: np.ndarray, k: int = 10, min_score: float | None = None, kind: str = "misa"
+    ) -> list[SearchHit]:
+        if kind != "misa":
+            raise QueryError(f"the Qdrant store ranks by MISA only, not {kind!r}; use the built-in gallery")
+        query = np.asarray(query, dtype=np.float32)
+        if query.ndim != 2 or query.shape[0] == 0 or query.shape[1] != self.embed_dim:
+            raise QueryError(f"a query must be (T, {self.embed_dim}) vectors, got shape {query.shape}")
+        if k < 1:
+            return []
+        models = self._models
+        response = self._call(
+            "search",
+            lambda: self._client.query_points(
+                self.collection,
+                prefetch=models.Prefetch(
+                    query=pool(query).tolist(), using=POOLED, limit=max(self.prefetch, k)
+                ),
+                query=query.tolist(),
+                using=PATCHES,
+                limit=k,
+                with_payload=["path"],
+            ),
+        )
+        # Thresholding the top k after scaling keeps exactly the hits a server-side threshold would.
+        hits = [SearchHit(p.payload["path"], p.score / len(query)) for p in response.points]
+        return [h for h in hits if min_score is None or h.score >= min_score]
+
+    def __len__(self) -> int:
+        counted = self._call(
+            "count photos",
+            lambda: self._client.count(self.collection, count_filter=self._photos_only(), exact=True),
+        )
+        return counted.count
+
+    def close(self) -> None:
+        self._client.close()
+
+    # -- collection ----------------------------------------------------------------------------------
+
+    def _open_collection(
+        self, shard_number: int | None, replication_factor: int | None, on_disk: bool
+    ) -> None:
+        exists = self._call("open the collection", lambda: self._client.collection_exists(self.collection))
+        if not exists:
+            self._create_collection(shard_number, replication_factor, on_disk)
+            return
+        found = self._call(
+            "read collection metadata", lambda: self._client.retrieve(self.collection, [META_ID])
+        )
+        if not found:
+            raise GalleryError(f"{self._where}: collection {self.collection!r} was not made by assoc")
+        meta = found[0].payload
+        if meta.get("bundle_id") != self.bundle_id:
+            raise GalleryError(
+                f"{self._where}: collection {self.collection!r} was indexed with model "
+                f"{meta.get('bundle_id')}, not {self.bundle_id}; use that model or another collection"
+            )
+        if meta.get("embed_dim") != self.embed_dim:
+            raise GalleryError(
+                f"{self._where}: collection {self.collection!r} holds {meta.get('embed_dim')}-d vectors, "
+                f"the model gives {self.embed_dim}-d"
+            )
+
+    def _create_collection(
+        self, shard_number: int | None, replication_factor: int | None, on_disk: bool
+    ) -> None:
+        models = self._models
+        patches = models.VectorParams(
+            size=self.embed_dim,
+            distance=models.Distance.DOT,  # patches and query vectors are L2-normalised: DOT is cosine
+            datatype=models.Datatype.FLOAT16,
+            on_disk=on_disk or None,
+            hnsw_config=models.HnswConfigDiff(m=0),  # only reranks prefetched candidates
+            multivector_config=models.MultiVectorConfig(comparator=models.MultiVectorComparator.MAX_SIM),
+        )
+        pooled = models.VectorParams(size=self.embed_dim, distance=models.Distance.COSINE)
+        self._call(
+            "create the collection",
+            lambda: self._client.create_collection(
+                self.collection,
+                vectors_config={POOLED: pooled, PATCHES: patches},
+                shard_number=shard_number,
+                replication_factor=replication_factor,
+            ),
+        )
+        if self._remote:  # local mode ignores payload indexes (and warns)
+            for field in ("content_hash", "path"):
+                self._call(
+                    "index payload",
+                    lambda f=field: self._client.create_payload_index(
+                        self.collection, f, models.PayloadSchemaType.KEYWORD, wait=True
+                    ),
+                )
+        meta = models.PointStruct(
+            id=META_ID, vector={}, payload={"bundle_id": self.bundle_id, "embed_dim": self.embed_dim}
+        )
+        self._call(
+            "write collection metadata", lambda: self._client.upsert(self.collection, [meta], wait=True)
+        )
+
+    def _check_server_version(self) -> None:
+        version = self._call("connect", self._client.info).version
+        try:
+            numbers = tuple(int(part) for part in version.split(".")[:2])
+        except ValueError:
+            return  # a development build: let the server speak for itself
+        if numbers < MIN_SERVER_VERSION:
+            needed = ".".join(map(str, MIN_SERVER_VERSION))
+            raise GalleryError(f"{self._where} runs Qdrant {version}; assoc needs {needed} or newer")
+
+    # -- helpers -------------------------------------------------------------------------------------
+
+    def _point(self, record: PhotoRecord, grid: np.ndarray) -> Any:
+        grid = np.asarray(grid)
+        if grid.ndim != 3 or grid.shape[2] != self.embed_dim:
+            raise ValueError(f"a grid must be (h, w, {self.embed_dim}), got {grid.shape} for {record.path}")
+        if tuple(record.grid) != grid.shape[:2]:
+            raise ValueError(f"{record.path}: record says grid {record.grid}, the array is {grid.shape[:2]}")
+        patches = grid.astype(np.float16).astype(np.float32)
+        h, w, _ = grid.shape
+        payload = {
+            "path": record.path,
+            "size": record.size,
+            "mtime_ns": record.mtime_ns,
+            "content_hash": record.content_hash,
+            "grid": [h, w],
+            "width": record.width,
+            "height": record.height,
+            "bundle_id": self.bundle_id,
+        }
+        vectors = {POOLED: pool(patches).tolist(), PATCHES: patches.reshape(h * w, -1).tolist()}
+        return self._models.PointStruct(id=point_id(record.path), vector=vectors, payload=payload)
+
+    def _match(self, key: str, value: str) -> Any:
+        models = self._models
+        return models.Filter(must=[models.FieldCondition(key=key, match=models.MatchValue(value=value))])
+
+    def _photos_only(self) -> Any:
+        return self._models.Filter(must_not=[self._models.HasIdCondition(has_id=[META_ID])])
+
+    def _call(self, what: str, fn: Callable[[], T]) -> T:
+        """Run one client call; on a server, retry transient failures with exponential backoff."""
+        from qdrant_client.common.client_exceptions import QdrantException
+        from qdrant_client.http.exceptions import ApiException
+
+        attempt = 1
+        while True:
+            try:
+                return fn()
+            except (ApiException, QdrantException) as exc:  # the REST client's; local mode raises neither
+                delay = _retry_delay(exc, self._backoff_s * 2 ** (attempt - 1))
+                if delay is None or attempt >= self._attempts:
+                    tries = f" after {attempt} attempts" if attempt > 1 else ""
+                    raise GalleryError(f"{self._where}: {what} failed{tries}: {_describe(exc)}") from None
+                time.sleep(delay)
+                attempt += 1
+
+
+def _open_local(qdrant_client: Any, path: str) -> Any:
+    if path == ":memory:":
+        return qdrant_client.QdrantClient(location=":memory:")
+    try:
+        return qdrant_client.QdrantClient(path=path)
+    except RuntimeError:  # portalocker: another client holds the folder
+        raise GalleryError(
+            f"local Qdrant {path} is open in another process; share a collection through a Qdrant server"
+        ) from None
+
+
+def _record(payload: dict[str, Any]) -> PhotoRecord:
+    h, w = payload["grid"]
+    return PhotoRecord(
+        path=payload["path"],
+        size=int(payload["size"]),
+        mtime_ns=int(payload["mtime_ns"]),
+        content_hash=payload["content_hash"],
+        grid=(int(h), int(w)),
+        width=int(payload["width"]),
+        height=int(payload["height"]),
+    )
+
+
+def _retry_delay(exc: Exception, backoff_s: float) -> float | None:
+    """Seconds to wait before retrying after exc, or None when retrying cannot help."""
+    import httpx
+    from qdrant_client.common.client_exceptions import ResourceExhaustedResponse
+    from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
+
+    if isinstance(exc, ResourceExhaustedResponse):
+        return max(backoff_s, min(float(exc.retry_after_s), 30.0))
+    if isinstance(exc, UnexpectedResponse) and exc.status_code in TRANSIENT_STATUS:
+        return backoff_s
+    if isinstance(exc, ResponseHandlingException) and isinstance(exc.source, httpx.TransportError):
+        return backoff_s  # connection refused/reset, timeouts
+    return None
+
+
+def _describe(exc: Exception) -> str:
+    """One line for an ApiException: the server's own error message when it sent one."""
+    from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
+
+    if isinstance(exc, UnexpectedResponse):
+        try:
+            message = exc.structured()["status"]["error"]
+        except (ValueError, KeyError, TypeError):
+            message = exc.reason_phrase
+        text = f"HTTP {exc.status_code} {message}"
+    elif isinstance(exc, ResponseHandlingException):
+        text = f"{type(exc.source).__name__}: {exc.source}"
+    else:
+        text = f"{type(exc).__name__}: {exc}"
+    return " ".join(text.split())

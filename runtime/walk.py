@@ -1,0 +1,163 @@
+"""Finding the photos under the files and folders a user names.
+
+- Symbolic links to folders are followed, but every real folder is entered once (keyed by st_dev and
+  st_ino), so link loops end and a folder linked twice is not indexed twice.
+- Paths are absolute but not resolved: a photo keeps the path the user reaches it by (through a
+  symlinked folder, say), which is the path a search shows and the path the next run compares with.
+- Hidden entries (dot-names) and the metadata folders that NAS systems and OSes scatter through a
+  library are skipped; `exclude` globs skip more. These rules apply below the named paths, never to a
+  path the user named.
+- Nothing here raises for a bad entry: an unreadable folder, a broken link or a missing root is
+  recorded in `skipped` with a reason, and the walk goes on.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import stat
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .images import PHOTO_SUFFIXES
+
+# Compared case-insensitively with a folder's name.
+METADATA_FOLDERS = frozenset(
+    name.casefold()
+    for name in (
+        "@eaDir",  # Synology thumbnails and metadata
+        "#recycle",  # Synology recycle bin
+        "#snapshot",  # Synology snapshots
+        "@Recycle",  # QNAP recycle bin
+        "@Recently-Snapshot",  # QNAP snapshots
+        ".@__thumb",  # QNAP thumbnails
+        ".AppleDouble",
+        ".Spotlight-V100",
+        ".fseventsd",
+        ".Trashes",
+        "$RECYCLE.BIN",
+        "System Volume Information",
+        "__MACOSX",  # left by unzipping archives made on macOS
+        ".thumbnails",
+        "lost+found",
+    )
+)
+
+
+@dataclass(frozen=True)
+class PhotoFile:
+    """A photo file found by the walk, with the stat fields the indexer compares."""
+
+    path: str
+    size: int
+    mtime_ns: int
+
+
+@dataclass
+class WalkResult:
+    files: list[PhotoFile] = field(default_factory=list)  # sorted by path
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+    folders: list[str] = field(default_factory=list)  # the named folders that were walked
+
+    def covers(self, path: str) -> bool:
+        """Whether the walk looked where `path` is, so its absence means the photo is gone.
+
+        False under a named path that was missing or under a folder that could not be read, so a
+        photo is never forgotten because a disk was unmounted or a folder was briefly locked.
+        """
+        skipped = [p for p, _ in self.skipped]
+        return any(_inside(path, f) for f in self.folders) and not any(path == p or _inside(path, p) for p in skipped)
+
+
+def walk(paths: Iterable[str | Path], exclude: Sequence[str] = (), include_hidden: bool = False) -> WalkResult:
+    """All photo files (by suffix, case-insensitively) under `paths`, sorted by path."""
+    result = WalkResult()
+    found: dict[str, PhotoFile] = {}
+    visited: set[tuple[int, int]] = set()
+    for raw in paths:
+        path = os.path.abspath(os.path.expanduser(os.fspath(raw)))
+        try:
+            st = os.stat(path)
+        except OSError as exc:
+            result.skipped.append((path, _reason(exc)))
+            continue
+        if stat.S_ISDIR(st.st_mode):
+            result.folders.append(path)
+            _walk_folder(path, exclude, include_hidden, visited, found, result.skipped)
+        elif not stat.S_ISREG(st.st_mode):
+            result.skipped.append((path, "not a regular file"))
+        elif not _is_photo_name(path):
+            result.skipped.append((path, "not a photo file type"))
+        else:
+            found[path] = PhotoFile(path, st.st_size, st.st_mtime_ns)
+    result.files = [found[p] for p in sorted(found)]
+    return result
+
+
+def _walk_folder(
+    root: str,
+    exclude: Sequence[str],
+    include_hidden: bool,
+    visited: set[tuple[int, int]],
+    found: dict[str, PhotoFile],
+    skipped: list[tuple[str, str]],
+) -> None:
+    stack = [root]
+    while stack:
+        folder = stack.pop()
+        try:
+            st = os.stat(folder)  # a full stat: os.scandir leaves st_ino at 0 on Windows
+            key = (st.st_dev, st.st_ino)
+            if key in visited:
+                continue
+            visited.add(key)
+            with os.scandir(folder) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except OSError as exc:
+            skipped.append((folder, _reason(exc)))
+            continue
+        subfolders = []
+        for entry in entries:
+            if _ignored(entry.name, entry.path, exclude, include_hidden):
+                continue
+            try:
+                if entry.is_dir():
+                    if entry.name.casefold() not in METADATA_FOLDERS:
+                        subfolders.append(entry.path)
+                    continue
+                if not _is_photo_name(entry.name):
+                    continue
+                if not entry.is_file():
+                    skipped.append((entry.path, "broken link" if entry.is_symlink() else "not a regular file"))
+                    continue
+                st = entry.stat()
+            except OSError as exc:
+                if _is_photo_name(entry.name):
+                    skipped.append((entry.path, _reason(exc)))
+                continue
+            found[entry.path] = PhotoFile(entry.path, st.st_size, st.st_mtime_ns)
+        stack.extend(reversed(subfolders))
+
+
+def _ignored(name: str, path: str, exclude: Sequence[str], include_hidden: bool) -> bool:
+    if name.startswith(".") and not include_hidden:
+        return True
+    return any(fnmatch.fnmatch(name, pat) or fnmatch.fnmatch(path, pat) for pat in exclude)
+
+
+def _is_photo_name(name: str) -> bool:
+    return os.path.splitext(name)[1].lower() in PHOTO_SUFFIXES
+
+
+def _inside(path: str, folder: str) -> bool:
+    prefix = folder if folder.endswith(os.sep) else folder + os.sep
+    return path.startswith(prefix)
+
+
+def _reason(exc: OSError) -> str:
+    if isinstance(exc, FileNotFoundError):
+        return "no such file or folder"
+    if isinstance(exc, PermissionError):
+        return "permission denied"
+    return exc.strerror or str(exc)
