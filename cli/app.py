@@ -39,9 +39,9 @@ app = typer.Typer(
 
 
 def _register() -> None:
-    from . import info_cmd, localize_cmd, model_cmds, query_cmd
+    from . import index_cmd, info_cmd, localize_cmd, model_cmds, query_cmd
 
-    for module in (query_cmd, localize_cmd, info_cmd, model_cmds):
+    for module in (index_cmd, query_cmd, localize_cmd, info_cmd, model_cmds):
         module.register(app)
 
 

@@ -10,20 +10,18 @@ import json
 from pathlib import Path
 from typing import Annotated, Any
 
+import numpy as np
 import typer
 from PIL import Image
 from rich.console import Console, Group
 from rich.text import Text
 
-from ..runtime.providers import DEVICES
-
 ModelOpt = Annotated[
     Path | None,
-    typer.Option(
-        "--model", help="Model bundle folder (default: $ASSOC_MODEL, else the bundle shipped with assoc)."
-    ),
+    typer.Option("--model", help="Model bundle folder (default: $ASSOC_MODEL, else the bundle shipped with assoc)."),
 ]
-DeviceOpt = Annotated[str, typer.Option("--device", help=f"ONNX Runtime device: {' | '.join(DEVICES)}.")]
+# The choices are checked by assoc.runtime.providers, which is not imported here: it loads onnxruntime.
+DeviceOpt = Annotated[str, typer.Option("--device", help="ONNX Runtime device: auto | cpu | cuda | coreml.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout.")]
 
 PICTURE_CELLS = 48  # terminal columns of one heatmap picture (narrower if the terminal is)
@@ -42,7 +40,7 @@ def echo_json(value: Any) -> None:
     typer.echo(json.dumps(value, ensure_ascii=False))
 
 
-def heatmap_picture(photo: Image.Image, grid_map: Any, caption: str, console: Console) -> Group:
+def heatmap_picture(photo: Image.Image, grid_map: np.ndarray, caption: str, console: Console) -> Group:
     """A photo with a heatmap blended over it, drawn for this terminal, with a caption underneath."""
     from ..runtime.heatmap import overlay  # imports the encoders, hence onnxruntime
     from ..runtime.terminal import render

@@ -6,6 +6,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from .common import JsonOpt, ModelOpt, echo_json, out_console
 from .stores import CollectionOpt, GalleryOpt, QdrantPathOpt, QdrantUrlOpt, StoreKind, StoreOpt, describe_store
@@ -47,7 +48,7 @@ def info(
     table.add_column(overflow="fold")
     for section, values in facts.items():
         for key, value in values.items():
-            table.add_row(f"{section} {key.replace('_', ' ')}", _human(key, value))
+            table.add_row(f"{section} {key.replace('_', ' ')}", Text(_human(key, value)))
     out_console().print(table)
 
 

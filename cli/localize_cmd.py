@@ -10,6 +10,7 @@ Files: --out FILE writes the phrase heatmap blended over the photo at the photo'
 
 from __future__ import annotations
 
+from contextlib import closing
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -86,8 +87,6 @@ def _stored_grid(
 
     A store that cannot serve this model is no reason to refuse: the photo is simply encoded instead.
     """
-    from contextlib import closing
-
     from ..runtime.fileinfo import partial_hash
 
     try:

@@ -7,15 +7,18 @@ every photo is scored by MaxSim from those vectors (a photo that is indexed scor
 
 from __future__ import annotations
 
+from contextlib import closing
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import numpy as np
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from ..runtime.bundle import Bundle
 from ..runtime.errors import ImageLoadError, QueryError
+from ..runtime.images import PHOTO_SUFFIXES, load_image
 from ..runtime.store import SearchHit, Store
 from .common import DeviceOpt, JsonOpt, ModelOpt, echo_json, heatmap_picture, out_console
 from .stores import CollectionOpt, GalleryOpt, QdrantPathOpt, QdrantUrlOpt, StoreKind, StoreOpt, open_store
@@ -29,16 +32,10 @@ PREVIEW_PIXELS = 512  # photos are decoded at least this big for a terminal prev
 def query(
     text: Annotated[str, typer.Argument(metavar="QUERY", help="Words to look for, or the path of a photo.")],
     top: Annotated[int, typer.Option("-k", "--top", min=1, help="How many photos to show.")] = 10,
-    min_score: Annotated[
-        float | None, typer.Option("--min-score", help="Hide photos scoring below this.")
-    ] = None,
+    min_score: Annotated[float | None, typer.Option("--min-score", help="Hide photos scoring below this.")] = None,
     as_json: JsonOpt = False,
-    paths_only: Annotated[
-        bool, typer.Option("--paths-only", help="Print only the paths, one a line.")
-    ] = False,
-    null: Annotated[
-        bool, typer.Option("-0", "--null", help="With --paths-only: end each path with NUL.")
-    ] = False,
+    paths_only: Annotated[bool, typer.Option("--paths-only", help="Print only the paths, one a line.")] = False,
+    null: Annotated[bool, typer.Option("-0", "--null", help="With --paths-only: end each path with NUL.")] = False,
     explain: Annotated[
         bool, typer.Option("--explain", help="Per word, the best patch of each photo and its score.")
     ] = False,
@@ -52,8 +49,6 @@ def query(
     collection: CollectionOpt = "assoc",
 ) -> None:
     """Search the gallery with words; QUERY may also be a photo, to find photos like it."""
-    from contextlib import closing
-
     from .options import resolve_bundle
 
     if (explain or preview) and (as_json or paths_only):
@@ -61,12 +56,12 @@ def query(
     if null and not paths_only:
         raise QueryError("-0 goes with --paths-only")
     bundle = resolve_bundle(model)
-    photo_query = _is_photo_path(text)
-    if photo_query and (explain or preview):
+    photo = _query_photo(text)
+    if photo is not None and (explain or preview):
         raise QueryError("--explain and --preview show where words land: they need a text query")
-    encoded = None if photo_query else _encode_text(bundle, text, device)
+    encoded = None if photo is not None else _encode_text(bundle, text, device)
     with closing(open_store(bundle, gallery, store, qdrant_url, qdrant_path, collection)) as opened:
-        vectors = _photo_vectors(bundle, Path(text), opened, device) if encoded is None else encoded.vectors
+        vectors = encoded.vectors if encoded is not None else _photo_vectors(bundle, photo, opened, device)
         hits = opened.search(vectors, k=top, min_score=min_score, kind=bundle.config.score)
         if as_json:
             echo_json([{"path": h.path, "score": h.score} for h in hits])
@@ -78,11 +73,18 @@ def query(
             out_console().print(_table(hits))
 
 
-def _is_photo_path(text: str) -> bool:
-    from ..runtime.images import PHOTO_SUFFIXES
+def _query_photo(text: str) -> Path | None:
+    """The photo a query names, or None for words.
 
+    A photo file name that is not there is an error: a mistyped path must not quietly turn into a
+    search for the word 'IMG_0042.jpg'.
+    """
     path = Path(text).expanduser()
-    return path.suffix.lower() in PHOTO_SUFFIXES and path.is_file()
+    if path.is_file():
+        return path.absolute()
+    if path.suffix.lower() in PHOTO_SUFFIXES and not any(c.isspace() for c in text):
+        raise QueryError(f"{text}: no such photo (a query naming a photo file searches with that photo)")
+    return None
 
 
 def _encode_text(bundle: Bundle, text: str, device: str) -> EncodedQuery:
@@ -94,9 +96,7 @@ def _encode_text(bundle: Bundle, text: str, device: str) -> EncodedQuery:
 def _photo_vectors(bundle: Bundle, path: Path, store: Store, device: str) -> np.ndarray:
     """The query photo's patches (P, D): its stored grid if the store holds this very file, else encoded."""
     from ..runtime.fileinfo import partial_hash
-    from ..runtime.images import load_image
 
-    path = path.expanduser().absolute()
     try:
         digest = partial_hash(path)
     except OSError as exc:
@@ -118,25 +118,22 @@ def _table(hits: list[SearchHit]) -> Table:
     table.add_column("score", justify="right")
     table.add_column("path", overflow="fold")
     for rank, hit in enumerate(hits, 1):
-        table.add_row(str(rank), f"{hit.score:.4f}", hit.path)
+        table.add_row(str(rank), f"{hit.score:.4f}", Text(hit.path))  # a path is not markup
     if not hits:
         table.caption = "no photos matched"
     return table
 
 
-def _show_hits(
-    hits: list[SearchHit], query: EncodedQuery, store: Store, explain: bool, preview: bool
-) -> None:
+def _show_hits(hits: list[SearchHit], query: EncodedQuery, store: Store, explain: bool, preview: bool) -> None:
     """Per hit: its rank, score and path, then per word the best cell and point, and/or the heatmap."""
     from ..runtime.heatmap import cell_to_pixel, compute_heatmaps
-    from ..runtime.images import load_image
 
     console = out_console()
     records = store.records() if explain else {}
     if not hits:
         console.print(_table(hits))
     for rank, hit in enumerate(hits, 1):
-        console.print(f"[bold]{rank}.[/bold] {hit.score:.4f}  {hit.path}", soft_wrap=True)
+        console.print(Text.assemble((f"{rank}.", "bold"), f" {hit.score:.4f}  {hit.path}"), soft_wrap=True)
         grid = store.get_grid(hit.path)
         if grid is None:  # removed by a concurrent index run since the search
             continue
@@ -149,13 +146,13 @@ def _show_hits(
             for k, word in enumerate(maps.words):
                 cell = maps.word_peak(k)
                 point = cell_to_pixel(cell, maps.grid, (record.width, record.height)) if record else None
-                words.add_row(word, f"{cell}", f"{point}" if point else "-", f"{maps.word_scores[k]:.4f}")
+                words.add_row(Text(word), f"{cell}", f"{point}" if point else "-", f"{maps.word_scores[k]:.4f}")
             console.print(words)
         if preview:
             try:
                 photo = load_image(hit.path, min_size=(PREVIEW_PIXELS, PREVIEW_PIXELS)).image
             except ImageLoadError as exc:
-                console.print(f"[dim](no preview: {exc})[/dim]", soft_wrap=True)
+                console.print(Text(f"(no preview: {exc})", style="dim"), soft_wrap=True)
                 continue
             photo.thumbnail((PREVIEW_PIXELS * 2, PREVIEW_PIXELS * 2))
             console.print(heatmap_picture(photo, maps.phrase_map, query.text, console))

@@ -37,9 +37,7 @@ GalleryOpt = Annotated[
 StoreOpt = Annotated[StoreKind, typer.Option("--store", help="Where the patch grids live.")]
 QdrantUrlOpt = Annotated[
     str | None,
-    typer.Option(
-        "--qdrant-url", envvar="ASSOC_QDRANT_URL", help="Qdrant server, e.g. http://localhost:6333."
-    ),
+    typer.Option("--qdrant-url", envvar="ASSOC_QDRANT_URL", help="Qdrant server, e.g. http://localhost:6333."),
 ]
 QdrantPathOpt = Annotated[
     Path | None,
@@ -68,9 +66,7 @@ def open_store(
         from ..runtime.qdrant_store import QdrantStore
 
         if qdrant_url is None and qdrant_path is None:
-            raise GalleryError(
-                "--store qdrant needs --qdrant-url URL (or ASSOC_QDRANT_URL) or --qdrant-path DIR"
-            )
+            raise GalleryError("--store qdrant needs --qdrant-url URL (or ASSOC_QDRANT_URL) or --qdrant-path DIR")
         if qdrant_url is not None and qdrant_path is not None:
             raise GalleryError("give --qdrant-url or --qdrant-path, not both")
         return QdrantStore(

@@ -37,6 +37,7 @@ class TrainConfig:
     weight_decay: float = 1e-4
     warmup_steps: int = 50
     seed: int = 0
+    eval_every: int = 1  # evaluate on dev every N epochs (and always after the last)
     cache_features: bool = True  # run the frozen parts once; no augmentation then
     augment: bool = False
     device: str = "auto"

@@ -45,9 +45,21 @@ def embed_captions(
 def score_matrix(
     grids: torch.Tensor, words: torch.Tensor, word_mask: torch.Tensor, kind: str, chunk: int = 16
 ) -> np.ndarray:
-    """(N images, C captions) scores, in image chunks to bound memory."""
-    rows = [pairwise_scores(grids[i : i + chunk], words, word_mask, kind) for i in range(0, len(grids), chunk)]
-    return torch.cat(rows).numpy()
+    """(N images, C captions) scores.
+
+    Captions go in groups of similar length, each trimmed to its longest caption (most are far shorter
+    than the longest of all), and images in chunks to bound memory.
+    """
+    scores = torch.empty(len(grids), len(words))
+    last_word = torch.where(word_mask, torch.arange(word_mask.shape[1]), -1).amax(1)
+    order = torch.argsort(last_word)
+    for start in range(0, len(order), 1000):
+        cols = order[start : start + 1000]
+        width = int(last_word[cols].max()) + 1
+        w, m = words[cols, :width], word_mask[cols, :width]
+        for i in range(0, len(grids), chunk):
+            scores[i : i + chunk, cols] = pairwise_scores(grids[i : i + chunk], w, m, kind)
+    return scores.numpy()
 
 
 def evaluate(

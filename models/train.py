@@ -136,18 +136,16 @@ def train(config: TrainConfig, resume: bool = False, console: Console | None = N
                 progress.update(task, advance=len(idx), info=info)
                 if not console.is_terminal and step % 10 == 0:
                     console.print(f"epoch {epoch + 1} step {step}/{steps_per_epoch}: {info}")
-        metrics = evaluate(model, dev_images, dev_captions, dev_index, cache_dir)
-        score = selection_score(metrics)
-        t2i, i2t = metrics["text_to_image"], metrics["image_to_text"]
-        console.print(
-            f"epoch {epoch + 1}: loss {loss_sum / seen:.4f}  dev t2i R@1/5/10 {t2i['R@1']}/{t2i['R@5']}/"
-            f"{t2i['R@10']}  i2t {i2t['R@1']}/{i2t['R@5']}/{i2t['R@10']}"
-        )
+        row: dict[str, Any] = {"epoch": epoch + 1, "loss": loss_sum / seen}
+        if (epoch + 1) % config.eval_every == 0 or epoch + 1 == config.epochs:
+            metrics = evaluate(model, dev_images, dev_captions, dev_index, cache_dir)
+            row["dev"] = metrics
+            if selection_score(metrics) > best:
+                best, best_epoch, best_metrics = selection_score(metrics), epoch + 1, metrics
+                save_checkpoint(out / "best.pt", model, {"epoch": epoch, "dev": metrics, "data": str(config.data)})
+        console.print(_epoch_line(row))
         with open(log_path, "a", encoding="utf-8") as fh:
-            fh.write(json.dumps({"epoch": epoch + 1, "loss": loss_sum / seen, "dev": metrics}) + "\n")
-        if score > best:
-            best, best_epoch, best_metrics = score, epoch + 1, metrics
-            save_checkpoint(out / "best.pt", model, {"epoch": epoch, "dev": metrics, "data": str(config.data)})
+            fh.write(json.dumps(row) + "\n")
         save_checkpoint(
             out / "last.pt",
             model,
@@ -159,11 +157,21 @@ def train(config: TrainConfig, resume: bool = False, console: Console | None = N
                 "best_epoch": best_epoch,
                 "best_metrics": best_metrics,
                 "rng": torch.get_rng_state(),
-                "dev": metrics,
                 "data": str(config.data),
             },
         )
     return TrainResult(best_epoch, best_metrics, out)
+
+
+def _epoch_line(row: dict[str, Any]) -> str:
+    line = f"epoch {row['epoch']}: loss {row['loss']:.4f}"
+    if "dev" in row:
+        t2i, i2t = row["dev"]["text_to_image"], row["dev"]["image_to_text"]
+        line += (
+            f"  dev text->image R@1/5/10 {t2i['R@1']}/{t2i['R@5']}/{t2i['R@10']}"
+            f"  image->text {i2t['R@1']}/{i2t['R@5']}/{i2t['R@10']}"
+        )
+    return line
 
 
 def _warmup_cosine(warmup: int, total: int):

@@ -19,6 +19,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from .errors import ImageLoadError
 
 MAX_MEGAPIXELS = 120.0
+# Pillow's hard limit is twice this; it must stay above any cap a caller asks for.
+Image.MAX_IMAGE_PIXELS = int(MAX_MEGAPIXELS * 1e6)
 PHOTO_SUFFIXES = frozenset(
     {".jpg", ".jpeg", ".jpe", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".heic", ".heif", ".avif"}
 )
@@ -52,7 +54,8 @@ def load_image(
     path = Path(path)
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            # The explicit pixel cap below decides; Pillow's own warning would fire below it.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             img = Image.open(path)
             width, height = img.size
             if width * height > max_megapixels * 1e6:
@@ -78,7 +81,7 @@ def load_image(
         raise ImageLoadError(f"{path}: permission denied") from None
     except UnidentifiedImageError:
         raise ImageLoadError(f"{path}: not a recognised image format") from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+    except Image.DecompressionBombError:
         raise ImageLoadError(f"{path}: too many pixels (decompression bomb guard)") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise ImageLoadError(f"{path}: cannot decode ({exc})") from None

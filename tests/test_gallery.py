@@ -325,6 +325,7 @@ def check_hits_while_writing(reader: Gallery) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL is POSIX")
 def test_sigkill_mid_index_leaves_a_gallery_that_opens_answers_and_resumes(tmp_path: Path) -> None:
     folder = tmp_path / "g"
     script = tmp_path / "child.py"

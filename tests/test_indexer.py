@@ -218,6 +218,7 @@ index_paths(gallery, encoder, [sys.argv[3]], batch_size=2, workers=1, on_progres
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL is POSIX")
 def test_a_killed_index_run_resumes_where_it_stopped(
     tmp_path: Path, sources: list[Path], bundle: Bundle, bundle_dir: Path, encoder: ImageEncoder
 ) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -18,8 +19,11 @@ import pytest
 
 pytest.importorskip("qdrant_client", reason="qdrant-client is not installed (assoc[qdrant])")
 
+from assoc.runtime.bundle import load_bundle  # noqa: E402
+from assoc.runtime.encoders import ImageEncoder, TextEncoder  # noqa: E402
 from assoc.runtime.errors import GalleryError, QueryError  # noqa: E402
 from assoc.runtime.gallery import Gallery  # noqa: E402
+from assoc.runtime.indexer import index_paths  # noqa: E402
 from assoc.runtime.matchmap import score_grids  # noqa: E402
 from assoc.runtime.qdrant_store import QdrantStore  # noqa: E402
 from assoc.runtime.store import PhotoRecord, Store  # noqa: E402
@@ -34,9 +38,7 @@ def unit(x: np.ndarray) -> np.ndarray:
     return (x / np.linalg.norm(x, axis=-1, keepdims=True)).astype(np.float32)
 
 
-def make_items(
-    n: int = N_PHOTOS, seed: int = 0, prefix: str = "/photos"
-) -> list[tuple[PhotoRecord, np.ndarray]]:
+def make_items(n: int = N_PHOTOS, seed: int = 0, prefix: str = "/photos") -> list[tuple[PhotoRecord, np.ndarray]]:
     rng = np.random.default_rng(seed)
     items = []
     for i in range(n):
@@ -60,9 +62,7 @@ def word_query(grid: np.ndarray, rng: np.random.Generator, t: int = 3) -> np.nda
     return unit(patches + 0.6 * rng.normal(size=patches.shape) / np.sqrt(D))
 
 
-def brute_force(
-    items: list[tuple[PhotoRecord, np.ndarray]], query: np.ndarray, k: int
-) -> list[tuple[str, float]]:
+def brute_force(items: list[tuple[PhotoRecord, np.ndarray]], query: np.ndarray, k: int) -> list[tuple[str, float]]:
     """MISA over the float16 grids the stores keep, via the runtime's numpy scorer."""
     grids = np.stack([g.astype(np.float16).reshape(-1, D) for _, g in items])
     scores = score_grids(grids, query, "misa")
@@ -188,9 +188,7 @@ def test_refuses_a_collection_not_made_by_assoc(tmp_path: Path):
     from qdrant_client import QdrantClient, models
 
     client = QdrantClient(path=str(tmp_path))
-    client.create_collection(
-        "assoc", vectors_config=models.VectorParams(size=D, distance=models.Distance.DOT)
-    )
+    client.create_collection("assoc", vectors_config=models.VectorParams(size=D, distance=models.Distance.DOT))
     client.close()
     with pytest.raises(GalleryError, match="not made by assoc"):
         QdrantStore(BUNDLE, D, path=tmp_path)
@@ -281,12 +279,40 @@ def test_parity_with_builtin_gallery(tmp_path: Path, store, items):
             np.testing.assert_allclose([h.score for h in ours], [h.score for h in theirs], atol=1e-5)
 
 
+def test_indexer_with_real_photos(tmp_path: Path, flickr8k: Path, bundle_dir: Path):
+    """The store-agnostic indexer on a QdrantStore: index, re-run, rename; then parity with a Gallery."""
+    bundle = load_bundle(bundle_dir)
+    encoder, dim = ImageEncoder(bundle, device="cpu"), bundle.config.embed_dim
+    library = tmp_path / "library"
+    library.mkdir()
+    for source in sorted((flickr8k / "images").glob("*.jpg"))[:6]:
+        shutil.copyfile(source, library / source.name)
+    store = QdrantStore(bundle.bundle_id, dim, path=tmp_path / "qdrant")
+    try:
+        first = index_paths(store, encoder, [library], batch_size=4, workers=2)
+        assert (first.added, len(store)) == (6, 6)
+        assert index_paths(store, encoder, [library], workers=2).unchanged == 6
+        renamed = sorted(library.glob("*.jpg"))[0]
+        renamed.rename(library / "renamed.jpg")
+        again = index_paths(store, encoder, [library], workers=2)
+        assert (again.reused, again.removed, again.added) == (1, 1, 0)
+        assert str(library / "renamed.jpg") in store.records()
+
+        records = store.records()
+        query = TextEncoder(bundle, device="cpu").encode_one("a dog runs on the grass").vectors
+        with Gallery.open(tmp_path / "gallery", bundle_id=bundle.bundle_id, embed_dim=dim) as builtin:
+            builtin.add([(record, store.get_grid(path)) for path, record in records.items()])
+            ours, theirs = store.search(query, k=6), builtin.search(query, k=6)
+        assert [h.path for h in ours] == [h.path for h in theirs]
+        np.testing.assert_allclose([h.score for h in ours], [h.score for h in theirs], atol=1e-5)
+    finally:
+        store.close()
+
+
 def test_real_server():
     url = os.environ.get("ASSOC_QDRANT_URL")
     if not url:
-        pytest.skip(
-            "set ASSOC_QDRANT_URL (and ASSOC_QDRANT_API_KEY if needed) to test against a Qdrant server"
-        )
+        pytest.skip("set ASSOC_QDRANT_URL (and ASSOC_QDRANT_API_KEY if needed) to test against a Qdrant server")
     from qdrant_client import QdrantClient
 
     name = f"assoc-test-{uuid.uuid4().hex[:8]}"

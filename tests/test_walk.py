@@ -15,6 +15,8 @@ import pytest
 from assoc.runtime.fileinfo import partial_hash
 from assoc.runtime.walk import walk
 
+POSIX = pytest.mark.skipif(sys.platform == "win32", reason="POSIX links and permission bits")
+
 
 @pytest.fixture
 def photo(flickr8k: Path) -> Path:
@@ -81,6 +83,7 @@ def test_exclude_globs_match_names_and_paths(tmp_path: Path, photo: Path) -> Non
     assert paths(result) == [str(tmp_path / "2020/d.jpg"), str(tmp_path / "a.jpg")]
 
 
+@POSIX
 def test_symlink_loops_end_and_links_keep_their_path(tmp_path: Path, photo: Path) -> None:
     library = tmp_path / "library"
     put(library, "2019/a.jpg", photo)
@@ -142,6 +145,7 @@ def _without_root_file_powers() -> None:
 PR_CAPBSET_DROP = 24
 
 
+@POSIX
 def test_unreadable_folder_is_skipped_with_a_reason(tmp_path: Path, photo: Path) -> None:
     library = tmp_path / "library"
     put(library, "open/a.jpg", photo)

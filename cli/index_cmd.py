@@ -1,0 +1,147 @@
+"""`assoc index PATH...`: bring the store in line with the photos under some files and folders.
+
+Progress (images/s, ETA) goes to stderr; the summary goes to stdout, as a table or with --json as
+{"added", "updated", "reused", "removed", "unchanged", "skipped": [{"path", "reason"}], "photos"}.
+Running it again only encodes what changed: renamed and copied photos reuse their stored grids.
+"""
+
+from __future__ import annotations
+
+from contextlib import closing
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TextColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+from rich.text import Text
+
+from ..runtime.errors import AssocError
+from .common import DeviceOpt, JsonOpt, ModelOpt, echo_json, err_console, out_console
+from .stores import CollectionOpt, GalleryOpt, QdrantPathOpt, QdrantUrlOpt, StoreKind, StoreOpt, open_store
+
+if TYPE_CHECKING:
+    from ..runtime.indexer import IndexSummary
+
+SKIPPED_SHOWN = 20  # skipped files listed in the table; --json lists them all
+
+
+def index(
+    paths: Annotated[list[Path], typer.Argument(metavar="PATH...", help="Photos and folders to index.")],
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Photos per encoder call.")] = 32,
+    workers: Annotated[
+        int | None, typer.Option("--workers", min=1, help="Decoding threads (default: CPU count, at most 8).")
+    ] = None,
+    exclude: Annotated[
+        list[str] | None, typer.Option("--exclude", help="Skip names or paths matching this glob (repeatable).")
+    ] = None,
+    as_json: JsonOpt = False,
+    gallery: GalleryOpt = None,
+    model: ModelOpt = None,
+    device: DeviceOpt = "auto",
+    store: StoreOpt = StoreKind.builtin,
+    qdrant_url: QdrantUrlOpt = None,
+    qdrant_path: QdrantPathOpt = None,
+    collection: CollectionOpt = "assoc",
+) -> None:
+    """Index photos: new and changed ones are encoded, renamed ones reuse their grids, gone ones leave."""
+    from ..runtime.encoders import ImageEncoder
+    from ..runtime.indexer import index_paths
+    from .options import resolve_bundle
+
+    for path in paths:
+        if not path.expanduser().exists():
+            raise AssocError(f"no such file or folder: {path}")
+    bundle = resolve_bundle(model)
+    encoder = ImageEncoder(bundle, device)
+    with closing(open_store(bundle, gallery, store, qdrant_url, qdrant_path, collection, create=True)) as opened:
+        with _progress() as progress:
+            task = progress.add_task("indexing", total=None)
+
+            def on_progress(done: int, total: int) -> None:
+                progress.update(task, completed=done, total=total)
+
+            summary = index_paths(
+                opened,
+                encoder,
+                [p.expanduser() for p in paths],
+                batch_size=batch_size,
+                workers=workers,
+                exclude=exclude or (),
+                on_progress=on_progress,
+            )
+        photos = len(opened)
+    if as_json:
+        echo_json(_as_dict(summary, photos))
+    else:
+        out_console().print(_summary_table(summary, photos))
+
+
+class _RateColumn(ProgressColumn):
+    """Photos per second over rich's recent window (its speed estimate)."""
+
+    def render(self, task: Task) -> Text:
+        return Text(f"{task.speed:.1f} img/s" if task.speed else "", style="progress.data.speed")
+
+
+def _progress() -> Progress:
+    """A bar on stderr with photos per second and the time left; off when stderr is no terminal (a log)."""
+    console = err_console()
+    return Progress(
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        _RateColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
+        disable=not console.is_terminal,
+    )
+
+
+def _as_dict(summary: IndexSummary, photos: int) -> dict:
+    return {
+        "added": summary.added,
+        "updated": summary.updated,
+        "reused": summary.reused,
+        "removed": summary.removed,
+        "unchanged": summary.unchanged,
+        "skipped": [{"path": path, "reason": reason} for path, reason in summary.skipped],
+        "photos": photos,
+    }
+
+
+def _summary_table(summary: IndexSummary, photos: int) -> Table:
+    table = Table(box=None, show_header=False, pad_edge=False)
+    table.add_column(style="bold")
+    table.add_column(justify="right")
+    table.add_column(overflow="fold")
+    notes = {
+        "added": "new photos encoded",
+        "updated": "changed photos encoded again",
+        "reused": "renamed, copied or touched: stored grid reused",
+        "removed": "gone from disk",
+        "unchanged": "",
+        "skipped": "",
+    }
+    for key, note in notes.items():
+        value = len(summary.skipped) if key == "skipped" else getattr(summary, key)
+        table.add_row(key, str(value), note)
+    for path, reason in summary.skipped[:SKIPPED_SHOWN]:
+        table.add_row("", "", Text(f"{path}: {reason}"))
+    if len(summary.skipped) > SKIPPED_SHOWN:
+        table.add_row("", "", f"... and {len(summary.skipped) - SKIPPED_SHOWN} more (--json lists all)")
+    table.add_row("photos", str(photos), "in the store now")
+    return table
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(index)

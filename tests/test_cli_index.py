@@ -1,0 +1,79 @@
+"""`assoc index` end to end: real photos, the real bundle on ONNX Runtime, a real SQLite gallery."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from cli_support import assert_one_line_error, assoc, copy_photos, ok, ok_json
+from PIL import Image
+
+
+@pytest.fixture()
+def sources(flickr8k: Path) -> list[Path]:
+    return sorted((flickr8k / "images").glob("*.jpg"))[:10]
+
+
+def counts(summary: dict) -> tuple[int, int, int, int, int, int]:
+    keys = ("added", "updated", "reused", "removed", "unchanged")
+    return (*(summary[k] for k in keys), len(summary["skipped"]))
+
+
+def test_incremental_reindex_counts_each_kind_of_change(tmp_path: Path, sources: list[Path]) -> None:
+    library, gallery = tmp_path / "library", tmp_path / "gallery"
+    photos = copy_photos(sources[:8], library)
+    common = ("--gallery", gallery, "--device", "cpu", "--batch-size", "3", "--workers", "2")
+
+    first = ok_json("index", library, *common)
+    assert counts(first) == (8, 0, 0, 0, 0, 0) and first["photos"] == 8
+    assert counts(ok_json("index", library, *common)) == (0, 0, 0, 0, 8, 0)
+
+    shutil.copyfile(sources[8], library / "new.jpg")  # added
+    with Image.open(photos[0]) as img:  # modified: new content under the same name
+        img.rotate(90).save(photos[0], quality=90)
+    photos[1].unlink()  # removed
+    photos[2].rename(library / "renamed.jpg")  # reused (its grid), and its old path removed
+    again = ok_json("index", library, *common)
+    assert counts(again) == (1, 1, 1, 2, 5, 0)
+    assert again["photos"] == 8
+
+    listed = ok("query", "a dog", "-k", "20", "--paths-only", "--gallery", gallery, "--device", "cpu").stdout
+    expected = {str(library / "new.jpg"), str(library / "renamed.jpg"), *map(str, [photos[0], *photos[3:]])}
+    assert set(listed.splitlines()) == expected
+
+
+def test_bad_files_are_skipped_with_reasons_and_the_rest_indexed(tmp_path: Path, sources: list[Path]) -> None:
+    library = tmp_path / "library"
+    copy_photos(sources[:3], library)
+    (library / "corrupt.jpg").write_bytes(sources[3].read_bytes()[:2000])  # a real JPEG, cut short
+    (library / "empty.jpg").write_bytes(b"")
+    (library / "notes.jpg").write_text("not a photo at all\n")
+    result = ok("index", library, "--gallery", tmp_path / "g", "--device", "cpu")
+    table = result.stdout
+    for name, reason in (("corrupt.jpg", "cannot decode"), ("empty.jpg", "empty file"), ("notes.jpg", "not a")):
+        line = next(line for line in table.splitlines() if name in line)
+        assert reason in line
+    summary = ok_json("index", library, "--gallery", tmp_path / "g", "--device", "cpu")
+    # Skipped files are tried again each run (they may have been repaired); the good ones are unchanged.
+    assert counts(summary) == (0, 0, 0, 0, 3, 3) and summary["photos"] == 3
+    assert {s["path"] for s in summary["skipped"]} == {
+        str(library / n) for n in ("corrupt.jpg", "empty.jpg", "notes.jpg")
+    }
+
+
+def test_exclude_and_single_files(tmp_path: Path, sources: list[Path]) -> None:
+    library = tmp_path / "library"
+    photos = copy_photos(sources[:4], library)
+    summary = ok_json(
+        "index", library, "--exclude", photos[0].name, "--exclude", "*/" + photos[1].name,
+        "--gallery", tmp_path / "g", "--device", "cpu",
+    )  # fmt: skip
+    assert summary["added"] == 2
+    assert ok_json("index", photos[0], "--gallery", tmp_path / "g", "--device", "cpu")["photos"] == 3
+
+
+def test_missing_path_is_one_line_error(tmp_path: Path) -> None:
+    result = assoc("index", tmp_path / "nowhere", "--gallery", tmp_path / "g", "--device", "cpu")
+    assert_one_line_error(result, "no such file or folder", "nowhere")
+    assert not (tmp_path / "g").exists()
