@@ -15,6 +15,7 @@ class TrainConfig:
     train_split: str = "train"
     dev_split: str = "dev"
     out: str = "runs/default"
+    cache: str | None = None  # feature cache folder (default OUT/cache); runs with the same frozen parts share it
     # image branch
     trunk: str = "efficientnet-lite0"
     trunk_weights: str | None = None

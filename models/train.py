@@ -73,7 +73,7 @@ def train(config: TrainConfig, resume: bool = False, console: Console | None = N
     model = MatchmapModel(config)
     console.print(f"image trunk {config.trunk}: weights {model.trunk_weights_source}")
     console.print(f"text model: {model.text_model_path}")
-    cache_dir = out / "cache"
+    cache_dir = Path(config.cache) if config.cache else out / "cache"
 
     paths = [item.image for item in train_items]
     captions = [c for item in train_items for c in item.captions]

