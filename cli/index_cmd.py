@@ -1,7 +1,9 @@
 """`assoc index PATH...`: bring the store in line with the photos under some files and folders.
 
 Progress (images/s, ETA) goes to stderr; the summary goes to stdout, as a table or with --json as
-{"added", "updated", "reused", "removed", "unchanged", "skipped": [{"path", "reason"}], "photos"}.
+{"added", "updated", "reused", "removed", "unchanged", "skipped": [{"path", "reason"}],
+"kept_in_empty": [{"path", "photos"}], "photos"}. A named folder found empty while the store holds
+photos under it (an unmounted disk?) keeps them, and a warning line on stderr says so.
 Running it again only encodes what changed: renamed and copied photos reuse their stored grids.
 """
 
@@ -79,6 +81,11 @@ def index(
                 on_progress=on_progress,
             )
         photos = len(opened)
+    for folder, kept in summary.kept_in_empty:
+        typer.echo(
+            f"assoc: warning: {folder} is empty (an unmounted disk or share?); its {kept} indexed photos were kept",
+            err=True,
+        )
     if as_json:
         echo_json(_as_dict(summary, photos))
     else:
@@ -115,6 +122,7 @@ def _as_dict(summary: IndexSummary, photos: int) -> dict:
         "removed": summary.removed,
         "unchanged": summary.unchanged,
         "skipped": [{"path": path, "reason": reason} for path, reason in summary.skipped],
+        "kept_in_empty": [{"path": path, "photos": kept} for path, kept in summary.kept_in_empty],
         "photos": photos,
     }
 

@@ -129,7 +129,6 @@ def _show_hits(hits: list[SearchHit], query: EncodedQuery, store: Store, explain
     from ..runtime.heatmap import cell_to_pixel, compute_heatmaps
 
     console = out_console()
-    records = store.records() if explain else {}
     if not hits:
         console.print(_table(hits))
     for rank, hit in enumerate(hits, 1):
@@ -139,7 +138,7 @@ def _show_hits(hits: list[SearchHit], query: EncodedQuery, store: Store, explain
             continue
         maps = compute_heatmaps(grid, query)
         if explain:
-            record = records.get(hit.path)
+            record = store.record(hit.path)
             words = Table(box=None, padding=(0, 2))
             for column in ("word", "cell (row, col)", "point (x, y)", "score"):
                 words.add_column(column, justify="left" if column == "word" else "right")

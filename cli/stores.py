@@ -16,7 +16,7 @@ from typing import Annotated, Any
 import typer
 
 from ..runtime.bundle import Bundle
-from ..runtime.errors import GalleryError
+from ..runtime.errors import GalleryError, NoGalleryError
 from ..runtime.store import Store
 from .options import resolve_gallery
 
@@ -57,9 +57,9 @@ def open_store(
 ) -> Store:
     """The store for this bundle; a gallery made by another bundle is a GalleryError.
 
-    create=False (searching, localizing) refuses to start a built-in gallery where none exists, so a
-    mistyped --gallery is an error rather than an empty result. A Qdrant collection is created on
-    first use whatever `create` says, as the Qdrant store does.
+    Only `assoc index` passes create=True. Without it (query, localize, info) a built-in gallery or a
+    Qdrant collection that does not exist is a NoGalleryError and nothing is created, so a mistyped
+    --gallery or --collection is an error rather than an empty result left behind on disk.
     """
     config = bundle.config
     if store is StoreKind.qdrant:
@@ -76,6 +76,7 @@ def open_store(
             api_key=os.environ.get("ASSOC_QDRANT_API_KEY") or None,
             path=qdrant_path,
             collection=collection,
+            create=create,
         )
     from ..runtime.gallery import Gallery
 
@@ -94,25 +95,23 @@ def describe_store(
 
     A built-in gallery is opened whatever model made it, so info can say which one did.
     """
+    missing = {"exists": False, "photos": 0, "size_on_disk": 0, "bundle_id": None}
     if store is StoreKind.qdrant:
         where = qdrant_url or str(qdrant_path)
-        with closing(open_store(bundle, gallery, store, qdrant_url, qdrant_path, collection)) as opened:
-            photos = len(opened)
+        facts: dict[str, Any] = {"kind": store.value, "location": f"{where} collection {collection}"}
+        try:
+            with closing(open_store(bundle, gallery, store, qdrant_url, qdrant_path, collection)) as opened:
+                photos = len(opened)
+        except NoGalleryError:  # nothing indexed into this collection yet; info creates nothing
+            return {**facts, **missing}
         size = _folder_bytes(qdrant_path) if qdrant_path is not None else None
-        return {
-            "kind": store.value,
-            "location": f"{where} collection {collection}",
-            "exists": True,
-            "photos": photos,
-            "size_on_disk": size,
-            "bundle_id": bundle.bundle_id,
-        }
+        return {**facts, "exists": True, "photos": photos, "size_on_disk": size, "bundle_id": bundle.bundle_id}
     from ..runtime.gallery import DB_NAME, Gallery
 
     folder = resolve_gallery(gallery)
-    facts: dict[str, Any] = {"kind": store.value, "location": str(folder)}
+    facts = {"kind": store.value, "location": str(folder)}
     if not (folder / DB_NAME).is_file():
-        return {**facts, "exists": False, "photos": 0, "size_on_disk": 0, "bundle_id": None}
+        return {**facts, **missing}
     with Gallery.open(folder, create=False) as opened:
         return {
             **facts,

@@ -30,6 +30,7 @@ class TrainConfig:
     score: str = "misa"
     loss: str = "infonce"  # sampled | semihard | hardest | infonce
     margin: float = 0.2
+    pooled_weight: float = 0.0  # weight of an auxiliary InfoNCE on mean-pooled vectors (Qdrant's first stage)
     # optimisation
     epochs: int = 10
     batch_size: int = 128

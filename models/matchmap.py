@@ -7,6 +7,7 @@ word mask (C, T) that is False for special tokens, padding and bare punctuation.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 SCORES = ("misa", "sisa", "mima")
 
@@ -41,3 +42,12 @@ def paired_scores(
     if kind == "mima":
         return mm.amax(dim=1).masked_fill(mask == 0, float("-inf")).amax(-1)
     raise ValueError(f"unknown score kind {kind!r}; expected one of {SCORES}")
+
+
+def pooled_scores(patches: torch.Tensor, words: torch.Tensor, word_mask: torch.Tensor) -> torch.Tensor:
+    """(B, C) cosine of mean-pooled patches and mean-pooled words: the first-stage score a vector index
+    such as Qdrant ranks by before MaxSim reranks (the twin of assoc.runtime.qdrant_store.pool)."""
+    img = F.normalize(patches.mean(dim=1), dim=-1)
+    mask = word_mask.to(words.dtype)[..., None]
+    txt = F.normalize((words * mask).sum(1) / mask.sum(1).clamp_min(1.0), dim=-1)
+    return img @ txt.t()

@@ -11,8 +11,8 @@ from torch import nn
 from .bert import load_bert
 from .config import TrainConfig
 from .encoders import ImageEncoder, TextEncoder
-from .losses import RankingLoss
-from .matchmap import pairwise_scores
+from .losses import InfoNCE, RankingLoss
+from .matchmap import pairwise_scores, pooled_scores
 from .trunks import build_trunk
 
 
@@ -33,6 +33,7 @@ class MatchmapModel(nn.Module):
         self.text_model_path = Path(config.text_model) if config.text_model else default_text_model()
         self.text = TextEncoder(load_bert(self.text_model_path), config.embed_dim, config.train_layers)
         self.loss = RankingLoss(config.loss, config.margin)
+        self.pooled_loss = InfoNCE() if config.pooled_weight > 0 else None
 
     @property
     def bert_width(self) -> int:
@@ -46,9 +47,19 @@ class MatchmapModel(nn.Module):
         """grids (B, h, w, D), tokens (C, T, D) -> (B, C) image-caption scores."""
         return pairwise_scores(grids.flatten(1, 2), tokens, word_mask, self.config.score)
 
+    def objective(self, grids: torch.Tensor, tokens: torch.Tensor, word_mask: torch.Tensor) -> torch.Tensor:
+        """The training loss of a batch of true pairs (image i with caption i)."""
+        loss = self.loss(self.scores(grids, tokens, word_mask).float())
+        if self.pooled_loss is not None:
+            pooled = pooled_scores(grids.flatten(1, 2), tokens, word_mask).float()
+            loss = loss + self.config.pooled_weight * self.pooled_loss(pooled)
+        return loss
+
     def parameter_groups(self) -> list[dict[str, Any]]:
         """New layers learn at lr; unfrozen pretrained stages and layers at backbone_lr."""
         new = [*self.image.proj.parameters(), *self.text.proj.parameters(), *self.loss.parameters()]
+        if self.pooled_loss is not None:
+            new += list(self.pooled_loss.parameters())
         new_ids = {id(p) for p in new}
         pretrained = [p for p in self.parameters() if p.requires_grad and id(p) not in new_ids]
         groups = [{"params": new, "lr": self.config.lr}]

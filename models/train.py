@@ -123,8 +123,7 @@ def train(config: TrainConfig, resume: bool = False, console: Console | None = N
                     words = model.text.from_features(
                         txt_feats[cap, :width].to(device).float(), attention[cap, :width].to(device)
                     )
-                    scores = model.scores(grids, words, word_mask[cap, :width].to(device))
-                    loss = model.loss(scores.float())
+                    loss = model.objective(grids, words, word_mask[cap, :width].to(device))
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()

@@ -17,5 +17,9 @@ class GalleryError(AssocError):
     """A gallery cannot be opened or used as asked (for example with another model)."""
 
 
+class NoGalleryError(GalleryError):
+    """A read-only command asked for a gallery or collection that does not exist (nothing indexed yet)."""
+
+
 class QueryError(AssocError):
     """A query cannot be run (empty text, unreadable query image, ...)."""

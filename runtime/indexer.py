@@ -10,6 +10,9 @@ batches on the calling thread -> store.add, one durable commit per batch.
   set aside with a reason and never takes another file's place in a batch.
 - Photos gone from under the walked folders are removed last (after renames have taken their grids);
   nothing outside the walked folders, under an unreadable folder or under a missing path is removed.
+  Nor under a named folder that is suddenly empty (an unmounted disk, a disconnected share): its
+  photos stay and the summary names it in `kept_in_empty`. A named folder that still holds anything
+  (a file of any kind, a subfolder) counts as looked at, and photos gone from it are removed.
 - A killed run loses at most the batch in flight; the next run starts where it stopped.
 """
 
@@ -42,6 +45,7 @@ class IndexSummary:
     removed: int = 0  # records dropped: photos gone, or changed into something unreadable
     unchanged: int = 0
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+    kept_in_empty: list[tuple[str, int]] = field(default_factory=list)  # (empty named folder, photos kept)
 
 
 @dataclass(frozen=True)
@@ -81,7 +85,17 @@ def index_paths(
         else:
             todo.append(file)
     present = {file.path for file in found.files}
-    gone = [path for path in run.known if path not in present and found.covers(path)]
+    gone: list[str] = []
+    kept: dict[str, int] = {}
+    for path in run.known:
+        if path in present or not found.covers(path):
+            continue
+        empty = found.empty_folder_of(path)
+        if empty is None:
+            gone.append(path)
+        else:
+            kept[empty] = kept.get(empty, 0) + 1
+    run.summary.kept_in_empty = sorted(kept.items())
 
     if on_progress:
         on_progress(0, len(todo))

@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from .errors import AssocError, GalleryError, QueryError
+from .errors import AssocError, GalleryError, NoGalleryError, QueryError
 from .store import PhotoRecord, SearchHit
 
 POOLED = "pooled"
@@ -67,7 +67,9 @@ class QdrantStore:
 
     ``shard_number``, ``replication_factor`` and ``on_disk`` (patch multivectors served from disk;
     the small pooled vectors stay in RAM for HNSW) apply only when the collection is created.
-    ``prefetch`` is how many first-stage candidates are reranked exactly.
+    ``prefetch`` is how many first-stage candidates are reranked exactly. With ``create=False`` (the
+    read-only commands) a missing collection, or a missing local folder, is a NoGalleryError and
+    nothing is created.
     """
 
     def __init__(
@@ -83,6 +85,7 @@ class QdrantStore:
         shard_number: int | None = None,
         replication_factor: int | None = None,
         on_disk: bool = False,
+        create: bool = True,
         timeout: int | None = None,
         attempts: int = 4,
         backoff_s: float = 0.5,
@@ -99,6 +102,8 @@ class QdrantStore:
         self._attempts = max(1, attempts)
         self._backoff_s = backoff_s
         self._where = f"Qdrant at {url}" if self._remote else f"local Qdrant {path}"
+        if not create and not self._remote and str(path) != ":memory:" and not Path(path).is_dir():
+            raise NoGalleryError(f"no {self._where} (run `assoc index` into it first)")
         if self._remote:
             self._client = qdrant_client.QdrantClient(
                 url=url, api_key=api_key, timeout=timeout, check_compatibility=False
@@ -108,7 +113,7 @@ class QdrantStore:
         try:
             if self._remote:
                 self._check_server_version()
-            self._open_collection(shard_number, replication_factor, on_disk)
+            self._open_collection(shard_number, replication_factor, on_disk, create)
         except BaseException:
             self._client.close()
             raise
@@ -135,6 +140,13 @@ class QdrantStore:
                 out[record.path] = record
             if offset is None:
                 return out
+
+    def record(self, path: str) -> PhotoRecord | None:
+        found = self._call(
+            "read a record",
+            lambda: self._client.retrieve(self.collection, [point_id(path)], with_payload=True, with_vectors=False),
+        )
+        return _record(found[0].payload) if found else None
 
     def add(self, items: list[tuple[PhotoRecord, np.ndarray]]) -> None:
         if not items:
@@ -218,9 +230,13 @@ class QdrantStore:
     # -- collection ----------------------------------------------------------------------------------
 
     def _open_collection(
-        self, shard_number: int | None, replication_factor: int | None, on_disk: bool
+        self, shard_number: int | None, replication_factor: int | None, on_disk: bool, create: bool
     ) -> None:
         exists = self._call("open the collection", lambda: self._client.collection_exists(self.collection))
+        if not exists and not create:
+            raise NoGalleryError(
+                f"{self._where} has no collection {self.collection!r} (run `assoc index` into it first)"
+            )
         if not exists:
             self._create_collection(shard_number, replication_factor, on_disk)
             return

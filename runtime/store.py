@@ -43,6 +43,10 @@ class Store(Protocol):
         """Every indexed photo, by path."""
         ...
 
+    def record(self, path: str) -> PhotoRecord | None:
+        """What is stored of one photo, or None; a single lookup, whatever the store's size."""
+        ...
+
     def add(self, items: list[tuple[PhotoRecord, np.ndarray]]) -> None:
         """Insert or replace photos; each grid is (h, w, D), stored as float16. Durable on return."""
         ...

@@ -9,6 +9,8 @@
   path the user named.
 - Nothing here raises for a bad entry: an unreadable folder, a broken link or a missing root is
   recorded in `skipped` with a reason, and the walk goes on.
+- A named folder with nothing visible in it (no entry but dot-names) is listed in `empty`: that is what
+  an unmounted mount point or a disconnected share looks like, and the indexer keeps its photos.
 """
 
 from __future__ import annotations
@@ -59,6 +61,7 @@ class WalkResult:
     files: list[PhotoFile] = field(default_factory=list)  # sorted by path
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
     folders: list[str] = field(default_factory=list)  # the named folders that were walked
+    empty: list[str] = field(default_factory=list)  # the named folders holding nothing visible
 
     def covers(self, path: str) -> bool:
         """Whether the walk looked where `path` is, so its absence means the photo is gone.
@@ -68,6 +71,10 @@ class WalkResult:
         """
         skipped = [p for p, _ in self.skipped]
         return any(_inside(path, f) for f in self.folders) and not any(path == p or _inside(path, p) for p in skipped)
+
+    def empty_folder_of(self, path: str) -> str | None:
+        """The named folder in `empty` that `path` lies under, if any."""
+        return next((folder for folder in self.empty if _inside(path, folder)), None)
 
 
 def walk(paths: Iterable[str | Path], exclude: Sequence[str] = (), include_hidden: bool = False) -> WalkResult:
@@ -84,6 +91,8 @@ def walk(paths: Iterable[str | Path], exclude: Sequence[str] = (), include_hidde
             continue
         if stat.S_ISDIR(st.st_mode):
             result.folders.append(path)
+            if _looks_empty(path):
+                result.empty.append(path)
             _walk_folder(path, exclude, include_hidden, visited, found, result.skipped)
         elif not stat.S_ISREG(st.st_mode):
             result.skipped.append((path, "not a regular file"))
@@ -138,6 +147,16 @@ def _walk_folder(
                 continue
             found[entry.path] = PhotoFile(entry.path, st.st_size, st.st_mtime_ns)
         stack.extend(reversed(subfolders))
+
+
+def _looks_empty(folder: str) -> bool:
+    """Whether a folder lists no entry but dot-names; a folder that cannot be listed is not empty (the
+    walk records it in `skipped`, which already keeps its photos)."""
+    try:
+        with os.scandir(folder) as it:
+            return all(entry.name.startswith(".") for entry in it)
+    except OSError:
+        return False
 
 
 def _ignored(name: str, path: str, exclude: Sequence[str], include_hidden: bool) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -71,6 +72,28 @@ def test_exclude_and_single_files(tmp_path: Path, sources: list[Path]) -> None:
     )  # fmt: skip
     assert summary["added"] == 2
     assert ok_json("index", photos[0], "--gallery", tmp_path / "g", "--device", "cpu")["photos"] == 3
+
+
+def test_an_emptied_folder_keeps_its_photos_with_a_warning(tmp_path: Path, sources: list[Path]) -> None:
+    library, gallery = tmp_path / "library", tmp_path / "gallery"
+    photos = copy_photos(sources[:3], library)
+    common = ("--gallery", gallery, "--device", "cpu")
+    ok_json("index", library, *common)
+    for photo in photos:  # what an unmounted disk looks like: the mount point is there, empty
+        photo.unlink()
+    result = ok("index", library, *common, "--json")
+    summary = json.loads(result.stdout)
+    assert (summary["removed"], summary["photos"]) == (0, 3)
+    assert summary["kept_in_empty"] == [{"path": str(library), "photos": 3}]
+    assert result.stderr.splitlines() == [
+        f"assoc: warning: {library} is empty (an unmounted disk or share?); its 3 indexed photos were kept"
+    ]
+    table = ok("index", library, *common)
+    assert "assoc: warning:" in table.stderr and "warning" not in table.stdout
+
+    (library / "notes.txt").write_text("the folder still holds something: the photos really are gone\n")
+    summary = ok_json("index", library, *common)
+    assert (summary["removed"], summary["photos"], summary["kept_in_empty"]) == (3, 0, [])
 
 
 def test_missing_path_is_one_line_error(tmp_path: Path) -> None:

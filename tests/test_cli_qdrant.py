@@ -42,3 +42,25 @@ def test_qdrant_needs_a_place(tmp_path: Path) -> None:
     assert_one_line_error(assoc("query", "dog", "--store", "qdrant", "--device", "cpu"), "--qdrant-url")
     both = assoc("query", "dog", "--store", "qdrant", "--qdrant-url", "http://localhost:1", "--qdrant-path", tmp_path)
     assert_one_line_error(both, "not both")
+
+
+def test_read_only_commands_never_create_a_collection(tmp_path: Path, flickr8k: Path) -> None:
+    (photo,) = copy_photos(sorted((flickr8k / "images").glob("*.jpg"))[:1], tmp_path / "library")
+    where = tmp_path / "qdrant"
+    qdrant = ("--store", "qdrant", "--qdrant-path", where, "--collection", "photos")
+    missing = assoc("query", "a dog", *qdrant, "--device", "cpu")
+    assert_one_line_error(missing, "no local Qdrant", "assoc index")
+    assert not where.exists()
+
+    ok_json("index", photo, "--store", "qdrant", "--qdrant-path", where, "--collection", "other", "--device", "cpu")
+    assert_one_line_error(assoc("query", "a dog", *qdrant, "--device", "cpu"), "no collection 'photos'", "assoc index")
+    assert ok_json("localize", photo, "a dog", *qdrant, "--device", "cpu")["words"]  # encodes the photo itself
+    facts = ok_json("info", *qdrant)["store"]
+    assert (facts["exists"], facts["photos"], facts["bundle_id"]) == (False, 0, None)
+    assert ok_json("info", "--store", "qdrant", "--qdrant-path", where, "--collection", "other")["store"]["exists"]
+
+    from qdrant_client import QdrantClient
+
+    client = QdrantClient(path=str(where))
+    assert [c.name for c in client.get_collections().collections] == ["other"]
+    client.close()

@@ -123,3 +123,7 @@ def test_bad_queries_are_one_line_errors(
 def test_missing_gallery_is_one_line_error(tmp_path: Path) -> None:
     result = assoc("query", "dog", "--gallery", tmp_path / "none", "--device", "cpu")
     assert_one_line_error(result, "no gallery at")
+    assert not (tmp_path / "none").exists()
+    (tmp_path / "empty").mkdir()
+    assert_one_line_error(assoc("query", "dog", "--gallery", tmp_path / "empty", "--device", "cpu"), "no gallery at")
+    assert list((tmp_path / "empty").iterdir()) == []

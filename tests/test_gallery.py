@@ -15,8 +15,9 @@ import numpy as np
 import pytest
 
 from assoc.runtime import gallery as gallery_module
-from assoc.runtime.errors import GalleryError
+from assoc.runtime.errors import GalleryError, NoGalleryError
 from assoc.runtime.gallery import Gallery
+from assoc.runtime.matchmap import score_grids
 from assoc.runtime.store import PhotoRecord, Store
 
 DIM = 16
@@ -105,6 +106,38 @@ def test_grids_round_trip_as_float16(gallery: Gallery) -> None:
     assert gallery.records()["/a.jpg"] == rec
 
 
+def test_record_is_one_photo_or_none(gallery: Gallery) -> None:
+    gallery.add([item(f"/p/{i}.jpg", f"h{i}") for i in range(5)])
+    assert gallery.record("/p/3.jpg") == gallery.records()["/p/3.jpg"]
+    assert gallery.record("/p/missing.jpg") is None
+    gallery.add([item("/p/3.jpg", "new", (2, 3))])
+    assert gallery.record("/p/3.jpg") == PhotoRecord("/p/3.jpg", 1000, 1, "new", (2, 3), 640, 480)
+    gallery.remove(["/p/3.jpg"])
+    assert gallery.record("/p/3.jpg") is None
+
+
+def test_search_scores_are_bit_identical_to_float32_scoring(gallery: Gallery, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Chunking and the float16 -> float32 table change no bit of a score, even for float16's odd values."""
+    monkeypatch.setattr(gallery_module, "SEARCH_CHUNK_BYTES", 4 * 4 * DIM * 4 * 5)  # 5 photos a chunk
+    items = [item(f"/p/{i:03d}.jpg", f"h{i}", ((4, 4), (2, 3))[i % 2]) for i in range(60)]
+    record, grid = items[0]
+    grid = grid.copy()
+    grid[0, 0, :6] = [3e-7, -3e-7, 6e-5, -0.0, 0.0, 65504.0]  # float16 subnormals, signed zeros, its max
+    items[0] = (record, grid)
+    gallery.add(items)
+    gallery.remove([f"/p/{i:03d}.jpg" for i in range(0, 60, 7)])  # holes
+    grids = stored_grids(gallery)
+    for kind in ("misa", "sisa", "mima"):
+        query = unit(3, 11)
+        expected = {}
+        for shape in ((4, 4), (2, 3)):
+            paths = sorted(p for p, g in grids.items() if g.shape[:2] == shape)
+            stacked = np.stack([grids[p].reshape(-1, DIM) for p in paths])
+            expected.update(zip(paths, score_grids(stacked, query, kind).tolist(), strict=True))
+        hits = gallery.search(query, k=100, kind=kind)
+        assert {h.path: h.score for h in hits} == expected
+
+
 def test_equal_scores_are_ordered_by_path(gallery: Gallery) -> None:
     same = grid_for("same")
     paths = ["/z.jpg", "/b.jpg", "/m.jpg", "/a.jpg"]
@@ -159,7 +192,7 @@ def test_other_bundle_is_refused_with_both_ids(tmp_path: Path) -> None:
 
 
 def test_folders_that_are_not_galleries_are_refused(tmp_path: Path) -> None:
-    with pytest.raises(GalleryError, match="no gallery"):
+    with pytest.raises(NoGalleryError, match="no gallery"):
         Gallery.open(tmp_path / "nothing", BUNDLE, DIM, create=False)
     assert not (tmp_path / "nothing").exists()
 

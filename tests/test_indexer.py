@@ -151,6 +151,33 @@ def test_only_what_was_walked_can_be_removed(
         assert len(g) == 2
 
 
+def test_an_emptied_root_keeps_its_photos(
+    tmp_path: Path, sources: list[Path], bundle: Bundle, encoder: ImageEncoder
+) -> None:
+    nas, disk = tmp_path / "nas", tmp_path / "disk"
+    on_nas = [copy(src, nas / "2020" / src.name) for src in sources[:3]]
+    on_disk = [copy(src, disk / src.name) for src in sources[3:5]]
+    with open_gallery(tmp_path / "g", bundle) as g:
+        index_paths(g, encoder, [nas, disk])
+        shutil.rmtree(nas / "2020")  # the share is disconnected: its mount point is left, empty
+        (nas / ".DS_Store").write_bytes(b"\0")  # dot-names do not count as content
+        on_disk[0].unlink()  # gone from a root that still has content: removed as before
+        summary = index_paths(g, encoder, [nas, disk])
+        assert counts(summary) == (0, 0, 0, 1, 1, 0)
+        assert summary.kept_in_empty == [(str(nas), 3)]
+        assert set(g.records()) == {str(p) for p in [*on_nas, on_disk[1]]}
+
+        (nas / "2020").mkdir()  # back, but with an empty subfolder: the root has content, the photos are gone
+        summary = index_paths(g, encoder, [nas, disk])
+        assert (summary.removed, summary.kept_in_empty) == (3, [])
+        assert set(g.records()) == {str(on_disk[1])}
+
+        on_disk[1].unlink()
+        (nas / "2020").rmdir()
+        summary = index_paths(g, encoder, [nas, disk])  # both empty; the store holds nothing under nas
+        assert (summary.removed, summary.kept_in_empty) == (0, [(str(disk), 1)])
+
+
 def huge_png(path: Path, width: int = 30_000, height: int = 30_000) -> None:
     """A valid PNG header claiming 900 megapixels, with no pixel data behind it."""
 

@@ -38,3 +38,16 @@ def test_misa_is_mean_of_each_words_best_patch() -> None:
     assert score_matchmap(matchmap(patches, words), "misa") == pytest.approx((1.0 + 0.5) / 2)
     assert score_matchmap(matchmap(patches, words), "mima") == pytest.approx(1.0)
     assert score_matchmap(matchmap(patches, words), "sisa") == pytest.approx(2.0 / 8)
+
+
+def test_pooled_training_score_is_qdrants_first_stage() -> None:
+    """The auxiliary pooled loss trains exactly the vectors the Qdrant store's first stage compares."""
+    from assoc.models.matchmap import pooled_scores
+    from assoc.runtime.qdrant_store import pool
+
+    rng = np.random.default_rng(1)
+    grids, words = _unit(rng, 3, 49, 16), _unit(rng, 2, 5, 16)
+    mask = np.array([[1, 1, 1, 0, 0], [0, 1, 1, 1, 1]], dtype=bool)
+    ours = pooled_scores(torch.from_numpy(grids), torch.from_numpy(words), torch.from_numpy(mask)).numpy()
+    theirs = np.array([[pool(grids[i]) @ pool(words[j][mask[j]]) for j in range(2)] for i in range(3)])
+    np.testing.assert_allclose(ours, theirs, atol=1e-6)

@@ -21,7 +21,7 @@ pytest.importorskip("qdrant_client", reason="qdrant-client is not installed (ass
 
 from assoc.runtime.bundle import load_bundle  # noqa: E402
 from assoc.runtime.encoders import ImageEncoder, TextEncoder  # noqa: E402
-from assoc.runtime.errors import GalleryError, QueryError  # noqa: E402
+from assoc.runtime.errors import GalleryError, NoGalleryError, QueryError  # noqa: E402
 from assoc.runtime.gallery import Gallery  # noqa: E402
 from assoc.runtime.indexer import index_paths  # noqa: E402
 from assoc.runtime.matchmap import score_grids  # noqa: E402
@@ -93,6 +93,14 @@ def test_roundtrip_records_and_grids(store, items):
     # Patches are stored as float16 values: the roundtrip is exact at that precision.
     np.testing.assert_array_equal(got, grid.astype(np.float16).astype(np.float32))
     assert store.get_grid("/photos/absent.jpg") is None
+
+
+def test_record_is_one_point_or_none(store, items):
+    record, _ = items[12]
+    assert store.record(record.path) == record
+    assert store.record("/photos/absent.jpg") is None
+    store.remove([record.path])
+    assert store.record(record.path) is None
 
 
 def test_same_path_replaces(store, items):
@@ -182,6 +190,31 @@ def test_persists_and_refuses_another_bundle(tmp_path: Path, items):
     other = QdrantStore("other-model-ffffffffffff", D, path=where, collection="other")
     assert len(other) == 0
     other.close()
+
+
+def test_without_create_a_missing_collection_is_an_error_and_nothing_is_made(tmp_path: Path, items):
+    from qdrant_client import QdrantClient
+
+    where = tmp_path / "qdrant"
+    with pytest.raises(NoGalleryError, match="run `assoc index`") as err:
+        QdrantStore(BUNDLE, D, path=where, collection="photos", create=False)
+    assert "\n" not in str(err.value) and str(where) in str(err.value)
+    assert not where.exists()
+
+    QdrantStore(BUNDLE, D, path=where, collection="other").close()  # the folder now exists, "photos" not
+    with pytest.raises(NoGalleryError, match="no collection 'photos'") as err:
+        QdrantStore(BUNDLE, D, path=where, collection="photos", create=False)
+    assert "assoc index" in str(err.value) and "\n" not in str(err.value)
+    client = QdrantClient(path=str(where))
+    assert not client.collection_exists("photos")
+    client.close()
+
+    made = QdrantStore(BUNDLE, D, path=where, collection="photos")
+    made.add(items[:3])
+    made.close()
+    reopened = QdrantStore(BUNDLE, D, path=where, collection="photos", create=False)
+    assert len(reopened) == 3
+    reopened.close()
 
 
 def test_refuses_a_collection_not_made_by_assoc(tmp_path: Path):

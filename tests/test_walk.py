@@ -124,6 +124,20 @@ def test_named_files_and_missing_paths(tmp_path: Path, photo: Path) -> None:
     assert not result.covers(str(tmp_path / "missing" / "a.jpg"))
 
 
+def test_named_folders_with_nothing_visible_are_listed_as_empty(tmp_path: Path, photo: Path) -> None:
+    for name in ("bare", "dotted", "with-folder/sub", "with-file"):
+        (tmp_path / name).mkdir(parents=True)
+    (tmp_path / "dotted" / ".DS_Store").write_bytes(b"\0")
+    (tmp_path / "with-file" / "notes.txt").write_text("hi")
+    one = put(tmp_path, "photos/one.jpg", photo)
+    names = ["bare", "dotted", "with-folder", "with-file", "photos"]
+    result = walk([tmp_path / n for n in names] + [one])
+    assert result.empty == [str(tmp_path / "bare"), str(tmp_path / "dotted")]
+    assert result.empty_folder_of(str(tmp_path / "dotted" / "2020" / "a.jpg")) == str(tmp_path / "dotted")
+    assert result.empty_folder_of(str(tmp_path / "with-file" / "a.jpg")) is None
+    assert result.empty_folder_of(str(tmp_path / "bare-not" / "a.jpg")) is None
+
+
 WALK_AS_CHILD = """
 import json, sys
 from assoc.runtime.walk import walk
