@@ -43,6 +43,7 @@ def train(
     train_stages: Annotated[int | None, typer.Option(help="Trailing trunk stages to train (0 = frozen).")] = None,
     train_layers: Annotated[int | None, typer.Option(help="Top text layers to train.")] = None,
     image_size: Annotated[int | None, typer.Option()] = None,
+    augment_views: Annotated[int | None, typer.Option(help="Augmented views cached per photo (no flips).")] = None,
     lr: Annotated[float | None, typer.Option()] = None,
     backbone_lr: Annotated[float | None, typer.Option()] = None,
     seed: Annotated[int | None, typer.Option()] = None,

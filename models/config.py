@@ -40,8 +40,7 @@ class TrainConfig:
     warmup_steps: int = 50
     seed: int = 0
     eval_every: int = 1  # evaluate on dev every N epochs (and always after the last)
-    cache_features: bool = True  # run the frozen parts once; no augmentation then
-    augment: bool = False
+    augment_views: int = 0  # augmented views per training photo, cached beside the plain one
     device: str = "auto"
     limit_images: int | None = None  # train on the first N images (smoke runs)
     limit_dev_images: int | None = None

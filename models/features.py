@@ -19,15 +19,23 @@ import torch
 from ..runtime.images import load_image
 from ..runtime.preprocess import image_to_array
 from ..runtime.tokenizer import QueryTokenizer, TokenBatch
+from .augment import augment
 from .model import MatchmapModel
 from .onnx_graph import export_onnx
 
 Progress = Callable[[int], None]
 
 
-def load_pixels(path: Path, size: int, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
-    """One photo as the model sees it: the runtime's loading and preprocessing, shared with search."""
+def load_pixels(
+    path: Path, size: int, mean: Sequence[float], std: Sequence[float], augment_seed: int | None = None
+) -> np.ndarray:
+    """One photo as the model sees it: the runtime's loading and preprocessing, shared with search.
+
+    With augment_seed, a repeatable augmented view of it (models.augment) instead.
+    """
     img = load_image(path, min_size=(size, size)).image
+    if augment_seed is not None:
+        img = augment(img, np.random.default_rng(augment_seed))
     return image_to_array(img, (size, size), tuple(mean), tuple(std))
 
 
@@ -37,8 +45,12 @@ def image_features(
     cache_dir: Path | None = None,
     batch_size: int = 32,
     on_batch: Progress | None = None,
+    view: int = 0,
 ) -> torch.Tensor:
-    """Frozen image features (N, C, h, w) as float16, from the disk cache when it has them."""
+    """Frozen image features (N, C, h, w) as float16, from the disk cache when it has them.
+
+    view 0 is each photo as search sees it; view v > 0 is a repeatable augmented view of it.
+    """
     cfg = model.config
     key = _cache_key(
         {
@@ -47,6 +59,7 @@ def image_features(
             "cut": len(model.image.frozen),
             "size": cfg.image_size,
             "paths": [str(p) for p in paths],
+            **({"view": view} if view else {}),
         }
     )
     cached = cache_dir / f"image-{key}.npy" if cache_dir else None
@@ -69,7 +82,10 @@ def image_features(
         with ThreadPoolExecutor(max_workers=2) as pool:
             for start in range(0, len(paths), batch_size):
                 batch = paths[start : start + batch_size]
-                pixels = np.stack(list(pool.map(lambda p: load_pixels(p, size, model.mean, model.std), batch)))
+                seeds = [view * 1_000_003 + start + i if view else None for i in range(len(batch))]
+                pixels = np.stack(
+                    list(pool.map(lambda p, s: load_pixels(p, size, model.mean, model.std, s), batch, seeds))
+                )
                 (out,) = session.run(None, {"pixels": pixels})
                 chunks.append(out.astype(np.float16))
                 if on_batch:

@@ -52,8 +52,6 @@ def selection_score(metrics: dict[str, Any]) -> float:
 
 def train(config: TrainConfig, resume: bool = False, console: Console | None = None) -> TrainResult:
     console = console or Console(stderr=True)
-    if not config.cache_features:
-        raise ValueError("training without cached features is not supported on this path; set cache_features")
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     seed_everything(config.seed)
@@ -79,10 +77,17 @@ def train(config: TrainConfig, resume: bool = False, console: Console | None = N
     captions = [c for item in train_items for c in item.captions]
     first_caption = np.concatenate([[0], np.cumsum([len(item.captions) for item in train_items])])
     with _progress(console) as progress:
-        task = progress.add_task("caching image features", total=len(paths) + len(dev_images), info="")
-        img_feats = image_features(model, paths, cache_dir, on_batch=lambda n: progress.advance(task, n))
+        views = 1 + config.augment_views
+        total = views * len(paths) + len(dev_images)
+        task = progress.add_task("caching image features", total=total, info="")
+        img_feats = torch.stack(
+            [
+                image_features(model, paths, cache_dir, view=v, on_batch=lambda n: progress.advance(task, n))
+                for v in range(views)
+            ]
+        )  # (views, N, C, h, w)
         image_features(model, dev_images, cache_dir, on_batch=lambda n: progress.advance(task, n))
-        progress.update(task, completed=len(paths) + len(dev_images))
+        progress.update(task, completed=total)
     tokens, txt_feats = text_features(model, captions, cache_dir)
     attention = torch.from_numpy(tokens.attention_mask)
     word_mask = torch.from_numpy(tokens.word_mask)
@@ -119,7 +124,8 @@ def train(config: TrainConfig, resume: bool = False, console: Console | None = N
                 cap = torch.from_numpy(first_caption[rows]) + (torch.rand(len(idx)) * counts).long()
                 width = int(attention[cap].sum(1).max())
                 with torch.autocast(device.type, enabled=use_amp):
-                    grids = model.image.from_features(img_feats[idx].to(device).float())
+                    view = torch.randint(views, (len(idx),))
+                    grids = model.image.from_features(img_feats[view, idx].to(device).float())
                     words = model.text.from_features(
                         txt_feats[cap, :width].to(device).float(), attention[cap, :width].to(device)
                     )
