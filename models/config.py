@@ -49,12 +49,13 @@ class TrainConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, raw: dict[str, Any]) -> TrainConfig:
+    def from_dict(cls, raw: dict[str, Any], strict: bool = True) -> TrainConfig:
+        """strict=False drops unknown keys: settings saved by an older assoc that no longer shape a model."""
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(raw) - known)
-        if unknown:
+        if unknown and strict:
             raise ValueError(f"unknown training settings: {', '.join(unknown)}")
-        return cls(**raw)
+        return cls(**{k: v for k, v in raw.items() if k in known})
 
     @classmethod
     def from_file(cls, path: Path) -> TrainConfig:

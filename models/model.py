@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from ..runtime.errors import AssocError
 from .bert import load_bert
 from .config import TrainConfig
 from .encoders import ImageEncoder, TextEncoder
@@ -76,7 +78,12 @@ def save_checkpoint(path: Path, model: MatchmapModel, extra: dict[str, Any]) -> 
 
 
 def load_checkpoint(path: Path, device: str | torch.device = "cpu") -> tuple[MatchmapModel, dict[str, Any]]:
-    state = torch.load(path, map_location=device, weights_only=False)
-    model = MatchmapModel(TrainConfig.from_dict(state["config"]))
-    model.load_state_dict(state["model"])
+    try:
+        state = torch.load(path, map_location=device, weights_only=False)
+        model = MatchmapModel(TrainConfig.from_dict(state["config"], strict=False))
+        model.load_state_dict(state["model"])
+    except AssocError:
+        raise
+    except (OSError, RuntimeError, KeyError, TypeError, ValueError, EOFError, pickle.UnpicklingError) as exc:
+        raise AssocError(f"{path}: not a readable assoc checkpoint ({exc})") from None
     return model.to(device), state

@@ -79,3 +79,12 @@ def test_megapixel_cap_refuses_before_decoding(photo: Image.Image, tmp_path: Pat
     photo.save(tmp_path / "p.jpg")
     with pytest.raises(ImageLoadError, match="megapixel"):
         load_image(tmp_path / "p.jpg", max_megapixels=0.1)
+
+
+def test_heic_photos_open_through_pillow_heif(photo: Image.Image, tmp_path: Path) -> None:
+    pytest.importorskip("pillow_heif", reason="HEIC needs assoc[heic]")
+    photo.save(tmp_path / "phone.heic")
+    loaded = load_image(tmp_path / "phone.heic")
+    assert loaded.image.size == photo.size
+    diff = np.abs(np.asarray(loaded.image, np.int16) - np.asarray(photo, np.int16)).mean()
+    assert diff < 8.0
