@@ -21,6 +21,7 @@ def quantize_textual(bundle_dir: Path) -> int:
             str(staged),
             weight_type=QuantType.QInt8,
             op_types_to_quantize=["MatMul", "Gather"],
+            per_channel=True,
         )
         staged.replace(target)
     config = bundle.config
