@@ -60,7 +60,7 @@ def test_top_k_min_score_and_paths_only(indexed: tuple[Path, list[Path]]) -> Non
     table = ok("query", QUERY, "-k", "3", *common).stdout.splitlines()
     assert table[0].split() == ["#", "score", "path"]
     for rank, (line, hit) in enumerate(zip(table[1:], ranked[:3], strict=True), 1):
-        assert line.split(maxsplit=2) == [str(rank), f"{hit['score']:.4f}", hit["path"]]
+        assert line.rstrip().split(maxsplit=2) == [str(rank), f"{hit['score']:.4f}", hit["path"]]
 
 
 def test_photo_as_query_ranks_itself_first(indexed: tuple[Path, list[Path]], tmp_path: Path) -> None:
