@@ -16,31 +16,25 @@ def pairwise_scores(
     patches: torch.Tensor, words: torch.Tensor, word_mask: torch.Tensor, kind: str = "misa"
 ) -> torch.Tensor:
     """Score every image against every caption -> (B, C)."""
-    mm = torch.einsum("bpd,ctd->bcpt", patches, words)  # (B, C, P, T)
-    mask = word_mask.to(mm.dtype)[None, :, :]  # (1, C, T)
-    n_words = mask.sum(-1).clamp_min(1.0)
-    if kind == "misa":
-        return (mm.amax(dim=2) * mask).sum(-1) / n_words
-    if kind == "sisa":
-        return (mm.mean(dim=2) * mask).sum(-1) / n_words
-    if kind == "mima":
-        return mm.amax(dim=2).masked_fill(mask == 0, float("-inf")).amax(-1)
-    raise ValueError(f"unknown score kind {kind!r}; expected one of {SCORES}")
+    return _reduce(torch.einsum("bpd,ctd->bcpt", patches, words), word_mask[None], kind)
 
 
 def paired_scores(
     patches: torch.Tensor, words: torch.Tensor, word_mask: torch.Tensor, kind: str = "misa"
 ) -> torch.Tensor:
     """Score image i against caption i only -> (B,)."""
-    mm = torch.einsum("bpd,btd->bpt", patches, words)
+    return _reduce(torch.einsum("bpd,btd->bpt", patches, words), word_mask, kind)
+
+
+def _reduce(mm: torch.Tensor, word_mask: torch.Tensor, kind: str) -> torch.Tensor:
+    """Matchmaps (..., P, T) and a word mask broadcastable to (..., T) -> scores (...)."""
     mask = word_mask.to(mm.dtype)
-    n_words = mask.sum(-1).clamp_min(1.0)
     if kind == "misa":
-        return (mm.amax(dim=1) * mask).sum(-1) / n_words
+        return (mm.amax(dim=-2) * mask).sum(-1) / mask.sum(-1).clamp_min(1.0)
     if kind == "sisa":
-        return (mm.mean(dim=1) * mask).sum(-1) / n_words
+        return (mm.mean(dim=-2) * mask).sum(-1) / mask.sum(-1).clamp_min(1.0)
     if kind == "mima":
-        return mm.amax(dim=1).masked_fill(mask == 0, float("-inf")).amax(-1)
+        return mm.amax(dim=-2).masked_fill(mask == 0, float("-inf")).amax(-1)
     raise ValueError(f"unknown score kind {kind!r}; expected one of {SCORES}")
 
 
