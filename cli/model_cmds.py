@@ -3,6 +3,7 @@ export and checkpoint evaluation; bundle evaluation runs on ONNX Runtime."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from dataclasses import fields
 from pathlib import Path
@@ -18,10 +19,8 @@ _console = Console(stderr=True)
 
 
 def _needs_torch() -> None:
-    try:
-        import torch  # noqa: F401
-    except ImportError:
-        raise AssocError("this command needs the training extras: pip install 'assoc[train]'") from None
+    if importlib.util.find_spec("torch") is None:
+        raise AssocError("this command needs the training extras: pip install 'assoc[train]'")
 
 
 def train(
