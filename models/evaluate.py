@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,7 @@ import torch
 
 from ..runtime.metrics import recall_metrics
 from ..runtime.tokenizer import TokenBatch
-from .features import image_features, text_features
+from .features import Progress, image_features, text_features
 from .matchmap import pairwise_scores
 from .model import MatchmapModel
 
@@ -62,6 +63,38 @@ def score_matrix(
     return scores.numpy()
 
 
+@dataclass(frozen=True)
+class EvalFeatures:
+    """The frozen features of an evaluation set, computed once and scored after every epoch."""
+
+    images: torch.Tensor  # (N, C, h, w) frozen image features
+    tokens: TokenBatch
+    hidden: torch.Tensor  # (C, L, H) frozen text features
+    caption_image: np.ndarray
+
+
+def prepare_eval(
+    model: MatchmapModel,
+    images: Sequence[Path],
+    captions: Sequence[str],
+    caption_image: Sequence[int],
+    cache_dir: Path | None = None,
+    on_batch: Progress | None = None,
+) -> EvalFeatures:
+    feats = image_features(model, images, cache_dir, on_batch=on_batch)
+    tokens, hidden = text_features(model, captions, cache_dir)
+    return EvalFeatures(feats, tokens, hidden, np.asarray(caption_image))
+
+
+def evaluate_features(model: MatchmapModel, feats: EvalFeatures) -> dict:
+    """Recall@1/5/10 and median rank in both directions, in the shape `assoc eval --json` prints."""
+    grids = embed_grids(model, feats.images)
+    words, mask = embed_captions(model, feats.tokens, feats.hidden)
+    scores = score_matrix(grids, words, mask, model.config.score)
+    result = recall_metrics(scores, feats.caption_image)
+    return {**result, "images": len(feats.images), "captions": len(feats.caption_image)}
+
+
 def evaluate(
     model: MatchmapModel,
     images: Sequence[Path],
@@ -69,10 +102,4 @@ def evaluate(
     caption_image: Sequence[int],
     cache_dir: Path | None = None,
 ) -> dict:
-    """Recall@1/5/10 and median rank in both directions, in the shape `assoc eval --json` prints."""
-    grids = embed_grids(model, image_features(model, images, cache_dir))
-    tokens, hidden = text_features(model, captions, cache_dir)
-    words, mask = embed_captions(model, tokens, hidden)
-    scores = score_matrix(grids, words, mask, model.config.score)
-    result = recall_metrics(scores, np.asarray(caption_image))
-    return {**result, "images": len(images), "captions": len(captions)}
+    return evaluate_features(model, prepare_eval(model, images, captions, caption_image, cache_dir))

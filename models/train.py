@@ -21,7 +21,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from .config import TrainConfig
 from .datasets import five_caption_eval_set, load_split
-from .evaluate import evaluate
+from .evaluate import evaluate_features, prepare_eval
 from .features import image_features, text_features
 from .model import MatchmapModel, load_checkpoint, save_checkpoint
 
@@ -86,7 +86,9 @@ def train(config: TrainConfig, resume: bool = False, console: Console | None = N
                 for v in range(views)
             ]
         )  # (views, N, C, h, w)
-        image_features(model, dev_images, cache_dir, on_batch=lambda n: progress.advance(task, n))
+        dev = prepare_eval(
+            model, dev_images, dev_captions, dev_index, cache_dir, on_batch=lambda n: progress.advance(task, n)
+        )
         progress.update(task, completed=total)
     tokens, txt_feats = text_features(model, captions, cache_dir)
     attention = torch.from_numpy(tokens.attention_mask)
@@ -143,7 +145,7 @@ def train(config: TrainConfig, resume: bool = False, console: Console | None = N
                     console.print(f"epoch {epoch + 1} step {step}/{steps_per_epoch}: {info}")
         row: dict[str, Any] = {"epoch": epoch + 1, "loss": loss_sum / seen}
         if (epoch + 1) % config.eval_every == 0 or epoch + 1 == config.epochs:
-            metrics = evaluate(model, dev_images, dev_captions, dev_index, cache_dir)
+            metrics = evaluate_features(model, dev)
             row["dev"] = metrics
             if selection_score(metrics) > best:
                 best, best_epoch, best_metrics = selection_score(metrics), epoch + 1, metrics
