@@ -6,6 +6,8 @@ encoded here. Either way the maps are computed by assoc.runtime.heatmap, as for 
 
 Files: --out FILE writes the phrase heatmap blended over the photo at the photo's own size;
 --per-word adds FILE's sibling NAME.words.png, one labelled panel per word and one for the phrase.
+On a terminal each map is drawn; into a pipe or file each word's score and peak point are printed
+(FORCE_COLOR=1 draws the maps anyway).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 from PIL import Image
+from rich.text import Text
 
 from ..runtime.bundle import Bundle
 from ..runtime.errors import AssocError, GalleryError
@@ -65,10 +68,16 @@ def localize(
         _save(overlay(loaded.image, maps.phrase_map), out)
         if per_word:
             _save(per_word_sheet(loaded.image, maps), out.with_name(out.stem + ".words.png"))
+    found = Localization.from_heatmaps(str(path), (loaded.width, loaded.height), maps)
     if as_json:
-        echo_json(Localization.from_heatmaps(str(path), (loaded.width, loaded.height), maps).to_json_dict())
+        echo_json(found.to_json_dict())
         return
     console = out_console()
+    if not console.is_terminal:  # a pipe or a file: blocks without colour say nothing, the peaks do
+        for word in found.words:
+            console.print(Text(f"{word.word}  {word.score:.4f}  peak (x, y) {word.peak}"), soft_wrap=True)
+        console.print(Text(f"phrase: {query.text}  {maps.score:.4f}  peak (x, y) {found.peak}"), soft_wrap=True)
+        return
     panels = list(zip(maps.words, maps.word_scores, maps.word_maps, strict=True)) if per_word else []
     for word, score, grid_map in [*panels, ("phrase: " + query.text, maps.score, maps.phrase_map)]:
         console.print(heatmap_picture(loaded.image, grid_map, f"{word}  {score:.4f}", console))

@@ -129,6 +129,9 @@ def _show_hits(hits: list[SearchHit], query: EncodedQuery, store: Store, explain
     from ..runtime.heatmap import cell_to_pixel, compute_heatmaps
 
     console = out_console()
+    if preview and not console.is_terminal:  # blocks without colour say nothing in a pipe or file
+        preview = False
+        console.print(Text("(previews are drawn only on a terminal; FORCE_COLOR=1 draws them anyway)", style="dim"))
     if not hits:
         console.print(_table(hits))
     for rank, hit in enumerate(hits, 1):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from assoc.runtime.images import load_image
 
 LANDSCAPE = "10815824_2997e03d76.jpg"  # 500 x 333
 TEXT = "a dog on the grass"
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
 @pytest.fixture()
@@ -61,7 +63,8 @@ def test_an_indexed_photo_reuses_its_stored_grid(photo: Path, tmp_path: Path, bu
     assert localize_json(twin, TEXT, gallery=gallery) == expected(twin, stored, bundle_dir)
 
 
-def test_overlay_sheet_and_terminal_pictures(photo: Path, tmp_path: Path) -> None:
+def test_overlay_sheet_and_terminal_pictures(photo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FORCE_COLOR", "1")  # draw as on a terminal
     out = tmp_path / "maps" / "overlay.png"
     out.parent.mkdir()
     shown = ok(
@@ -73,9 +76,21 @@ def test_overlay_sheet_and_terminal_pictures(photo: Path, tmp_path: Path) -> Non
     with Image.open(out.with_name("overlay.words.png")) as sheet:
         panel_width = round(240 * 500 / 333)
         assert sheet.size == (3 * panel_width, 240 + 20)  # red, ball, phrase
-    captions = [line.split()[0] for line in shown.stdout.splitlines() if "\u2580" not in line]
+    plain = ANSI.sub("", shown.stdout)
+    captions = [line.split()[0] for line in plain.splitlines() if "\u2580" not in line]
     assert captions == ["red", "ball", "phrase:"]
-    assert shown.stdout.count("\u2580") > 3 * 100
+    assert plain.count("\u2580") > 3 * 100
+
+
+def test_pipe_gets_peaks_not_pictures(photo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("FORCE_COLOR", raising=False)
+    shown = ok("localize", photo, "red ball", "--gallery", tmp_path / "g", "--device", "cpu").stdout
+    found = localize_json(photo, "red ball", gallery=tmp_path / "g")
+    expected = [f"{w['word']}  {w['score']:.4f}  peak (x, y) ({w['peak'][0]}, {w['peak'][1]})" for w in found["words"]]
+    assert shown.splitlines()[:-1] == expected
+    assert shown.splitlines()[-1].startswith("phrase: red ball  ")
+    assert shown.splitlines()[-1].endswith(f"peak (x, y) ({found['peak'][0]}, {found['peak'][1]})")
+    assert "\u2580" not in shown and "\x1b" not in shown
 
 
 def test_exif_rotated_photo_uses_displayed_orientation(photo: Path, tmp_path: Path) -> None:

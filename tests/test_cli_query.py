@@ -96,11 +96,20 @@ def test_explain_agrees_with_localize(indexed: tuple[Path, list[Path]]) -> None:
         assert 0 <= int(i) < grid_h and 0 <= int(j) < grid_w
 
 
-def test_preview_draws_a_heatmap_per_hit(indexed: tuple[Path, list[Path]]) -> None:
+def test_preview_draws_a_heatmap_per_hit(indexed: tuple[Path, list[Path]], monkeypatch: pytest.MonkeyPatch) -> None:
     gallery, _ = indexed
-    out = ok("query", "dog", "-k", "2", "--preview", "--gallery", gallery, "--device", "cpu").stdout
+    monkeypatch.setenv("FORCE_COLOR", "1")  # draw as on a terminal
+    out = re.sub(
+        r"\x1b\[[0-9;]*m",
+        "",
+        ok("query", "dog", "-k", "2", "--preview", "--gallery", gallery, "--device", "cpu").stdout,
+    )
     assert out.count("\u2580") > 2 * 100  # two pictures of half blocks
     assert [line for line in out.splitlines() if line.strip() == "dog"] == ["dog", "dog"]
+    monkeypatch.delenv("FORCE_COLOR")
+    piped = ok("query", "dog", "-k", "2", "--preview", "--gallery", gallery, "--device", "cpu").stdout
+    assert "\u2580" not in piped and "drawn only on a terminal" in piped.splitlines()[0]
+    assert [line.split()[0] for line in piped.splitlines()[1:]] == ["1.", "2."]
 
 
 @pytest.mark.parametrize(

@@ -119,9 +119,7 @@ def broken_flickr8k(tmp_path: Path, flickr8k: Path) -> tuple[Path, list[str]]:
     return tmp_path, dev
 
 
-def test_flickr8k_problems_are_counted_not_raised(
-    broken_flickr8k: tuple[Path, list[str]], flickr8k: Path
-) -> None:
+def test_flickr8k_problems_are_counted_not_raised(broken_flickr8k: tuple[Path, list[str]], flickr8k: Path) -> None:
     folder, (a, b, c, d, e) = broken_flickr8k
     items, report = load_split(folder, "dev")
     assert counts(report) == (3, 15, 1, 1, 3, 1, 1)
