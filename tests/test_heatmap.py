@@ -172,7 +172,8 @@ def test_real_bundle_peak_follows_exif_rotation(bundle_dir: Path, flickr8k: Path
     h, w = a.grid
     cell = (a.width / w, a.height / h)
     assert (b.width, b.height) == (a.width, a.height)
-    assert abs(a.peak[0] - b.peak[0]) <= cell[0] and abs(a.peak[1] - b.peak[1]) <= cell[1]
+    # JPEG re-encoding may move the peak to a neighbouring cell (points are cell centres rounded to pixels)
+    assert abs(a.peak[0] - b.peak[0]) <= cell[0] + 1 and abs(a.peak[1] - b.peak[1]) <= cell[1] + 1
     # the displayed peak (x, y) sits at stored pixel (y, W-1-x): the same content in the sideways file
     x, y = b.peak
     patch_shown = np.asarray(upright.image, dtype=int)[y - 2 : y + 3, x - 2 : x + 3]
