@@ -6,6 +6,7 @@ One module-scoped run serves every test here; it is the slowest part of the suit
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -61,7 +62,9 @@ def test_resume_continues_from_the_last_epoch(trained: Path, tmp_path: Path) -> 
     assert epochs == [1, 2, 3, 4]
 
 
-def test_export_parity_quantisation_and_onnx_runtime_recall(trained: Path, flickr8k: Path, tmp_path: Path) -> None:
+def test_export_parity_quantisation_and_onnx_runtime_recall(
+    trained: Path, flickr8k: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     bundle_dir = tmp_path / "bundle"
     export_bundle(trained / "best.pt", bundle_dir)
     model, _ = load_checkpoint(trained / "best.pt")
@@ -89,7 +92,9 @@ def test_export_parity_quantisation_and_onnx_runtime_recall(trained: Path, flick
     config = load_bundle(bundle_dir).config
     assert config.embed_dim == 128 and config.visual.grid == (7, 7) and config.score == "misa"
     assert config.training["dev_metrics"]["images"] == DEV_IMAGES
-    quantize_textual(bundle_dir)
+    with caplog.at_level(logging.WARNING):
+        quantize_textual(bundle_dir)
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]  # no advice lines for the user
     quantized = load_bundle(bundle_dir)
     assert quantized.config.textual.quantized
     assert quantized.config.files["textual/model.onnx"] != config.files["textual/model.onnx"]
