@@ -82,8 +82,6 @@ def load_checkpoint(path: Path, device: str | torch.device = "cpu") -> tuple[Mat
         state = torch.load(path, map_location=device, weights_only=False)
         model = MatchmapModel(TrainConfig.from_dict(state["config"], strict=False))
         model.load_state_dict(state["model"])
-    except AssocError:
-        raise
     except (OSError, RuntimeError, KeyError, TypeError, ValueError, EOFError, pickle.UnpicklingError) as exc:
         raise AssocError(f"{path}: not a readable assoc checkpoint ({exc})") from None
     return model.to(device), state

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -16,11 +17,17 @@ from assoc.cli.app import app
 
 # Wide enough that rich never folds a temporary path in a table.
 RUNNER = CliRunner(env={"COLUMNS": "250", "ASSOC_GALLERY": None, "ASSOC_MODEL": None, "ASSOC_QDRANT_URL": None})
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
 def assoc(*args: str | Path) -> Result:
     """`assoc ARGS` in this process; an exception that escapes the app (a traceback) fails the test."""
     return RUNNER.invoke(app, [str(a) for a in args], catch_exceptions=False)
+
+
+def strip_ansi(text: str) -> str:
+    """Output drawn for a terminal (FORCE_COLOR=1) without its colour codes."""
+    return ANSI.sub("", text)
 
 
 def ok(*args: str | Path) -> Result:

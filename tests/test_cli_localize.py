@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import re
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
-from cli_support import assert_one_line_error, assoc, ok, ok_json
+from cli_support import assert_one_line_error, assoc, ok, ok_json, strip_ansi
 from PIL import Image
 
 from assoc.runtime.bundle import load_bundle
@@ -19,7 +18,6 @@ from assoc.runtime.images import load_image
 
 LANDSCAPE = "10815824_2997e03d76.jpg"  # 500 x 333
 TEXT = "a dog on the grass"
-ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
 @pytest.fixture()
@@ -76,7 +74,7 @@ def test_overlay_sheet_and_terminal_pictures(photo: Path, tmp_path: Path, monkey
     with Image.open(out.with_name("overlay.words.png")) as sheet:
         panel_width = round(240 * 500 / 333)
         assert sheet.size == (3 * panel_width, 240 + 20)  # red, ball, phrase
-    plain = ANSI.sub("", shown.stdout)
+    plain = strip_ansi(shown.stdout)
     captions = [line.split()[0] for line in plain.splitlines() if "\u2580" not in line]
     assert captions == ["red", "ball", "phrase:"]
     assert plain.count("\u2580") > 3 * 100

@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 
 import pytest
-from cli_support import assert_one_line_error, assoc, copy_photos, ok, ok_json
+from cli_support import assert_one_line_error, assoc, copy_photos, ok, ok_json, strip_ansi
 from PIL import Image
 
 QUERY = "a dog runs on the grass"
@@ -99,11 +99,7 @@ def test_explain_agrees_with_localize(indexed: tuple[Path, list[Path]]) -> None:
 def test_preview_draws_a_heatmap_per_hit(indexed: tuple[Path, list[Path]], monkeypatch: pytest.MonkeyPatch) -> None:
     gallery, _ = indexed
     monkeypatch.setenv("FORCE_COLOR", "1")  # draw as on a terminal
-    out = re.sub(
-        r"\x1b\[[0-9;]*m",
-        "",
-        ok("query", "dog", "-k", "2", "--preview", "--gallery", gallery, "--device", "cpu").stdout,
-    )
+    out = strip_ansi(ok("query", "dog", "-k", "2", "--preview", "--gallery", gallery, "--device", "cpu").stdout)
     assert out.count("\u2580") > 2 * 100  # two pictures of half blocks
     assert [line for line in out.splitlines() if line.strip() == "dog"] == ["dog", "dog"]
     monkeypatch.delenv("FORCE_COLOR")
