@@ -12,9 +12,9 @@ from typing import TypeVar
 
 import numpy as np
 
-from assoc.runtime.bundle import Bundle, load_bundle
-from assoc.runtime.default_model import default_bundle_path
-from assoc.runtime.store import PhotoRecord
+from assoc.api.settings import default_model_path
+from assoc.runtime.encoding.bundle import Bundle, load_bundle
+from assoc.runtime.stores.base import PhotoRecord
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"  # the project's shared real data
 FLICKR = DATA / "flickr8k"
@@ -25,7 +25,7 @@ T = TypeVar("T")
 
 def open_bundle(path: str | None) -> Bundle:
     """The bundle at path, else the default one (ASSOC_MODEL, then the shipped bundle)."""
-    where = Path(path) if path else default_bundle_path()
+    where = Path(path) if path else default_model_path()
     if where is None:
         raise SystemExit("no model bundle: pass --model DIR or set ASSOC_MODEL")
     return load_bundle(where)

@@ -31,13 +31,13 @@ from typing import TypeVar
 import numpy as np
 from common import DATA, open_bundle, write_json
 
-from assoc.runtime.bundle import Bundle
-from assoc.runtime.encoders import ImageEncoder
-from assoc.runtime.gallery import Gallery
-from assoc.runtime.images import load_image
-from assoc.runtime.indexer import IndexSummary, index_paths
-from assoc.runtime.providers import DEVICES
-from assoc.runtime.walk import walk
+from assoc.runtime.encoding.bundle import Bundle
+from assoc.runtime.encoding.encoders import ImageEncoder
+from assoc.runtime.encoding.providers import DEVICES
+from assoc.runtime.imaging.images import load_image
+from assoc.runtime.indexing.indexer import IndexSummary, index_paths
+from assoc.runtime.indexing.walk import walk
+from assoc.runtime.stores.gallery import Gallery
 
 T = TypeVar("T")
 

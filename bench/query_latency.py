@@ -39,10 +39,10 @@ from common import (
     write_json,
 )
 
-from assoc.runtime.encoders import TextEncoder
-from assoc.runtime.gallery import Gallery
-from assoc.runtime.matchmap import score_grids
-from assoc.runtime.providers import DEVICES
+from assoc.runtime.encoding.encoders import TextEncoder
+from assoc.runtime.encoding.providers import DEVICES
+from assoc.runtime.scoring.matchmap import score_grids
+from assoc.runtime.stores.gallery import Gallery
 
 DISK_MARGIN = 256 << 20  # bytes kept free besides the grids (SQLite, WAL, other users of the disk)
 

@@ -46,13 +46,13 @@ from common import (
 )
 from qdrant_client import QdrantClient
 
-from assoc.runtime.bundle import Bundle
-from assoc.runtime.encoders import ImageEncoder, TextEncoder
-from assoc.runtime.evaluation import encode_photos
-from assoc.runtime.gallery import Gallery
-from assoc.runtime.providers import DEVICES
-from assoc.runtime.qdrant_store import POOLED, QdrantStore, pool
-from assoc.runtime.store import PhotoRecord, Store
+from assoc.evaluation.retrieval import encode_photos
+from assoc.runtime.encoding.bundle import Bundle
+from assoc.runtime.encoding.encoders import ImageEncoder, TextEncoder
+from assoc.runtime.encoding.providers import DEVICES
+from assoc.runtime.stores.base import PhotoRecord, Store
+from assoc.runtime.stores.gallery import Gallery
+from assoc.runtime.stores.qdrant import POOLED, QdrantStore, pool
 
 TOP = 10
 

@@ -1,6 +1,7 @@
 """The `assoc` command: a Typer app whose commands live in small modules beside this one.
 
-Errors a user can act on (assoc.runtime.errors.AssocError) print one line on stderr and exit 2.
+Errors a user can act on (assoc.runtime.errors.AssocError) print one line on stderr (assoc.cli.errors adds
+which flag helps) and exit 2.
 Training, export and evaluation import torch lazily, inside their commands, so searching never loads it.
 """
 
@@ -13,6 +14,7 @@ import typer
 from typer.core import TyperGroup
 
 from ..runtime.errors import AssocError
+from .errors import one_line
 
 
 class _Group(TyperGroup):
@@ -20,8 +22,7 @@ class _Group(TyperGroup):
         try:
             return super().invoke(ctx)
         except AssocError as exc:
-            message = " ".join(str(exc).split())  # exactly one line, whatever the message held
-            sys.stderr.write(f"assoc: error: {message}\n")
+            sys.stderr.write(f"assoc: error: {one_line(exc)}\n")
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
             sys.stderr.write("assoc: interrupted\n")

@@ -7,22 +7,13 @@ stdout carries results (tables, JSON, paths, pictures); progress and notes go to
 from __future__ import annotations
 
 import json
-from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
 import numpy as np
 import typer
 from PIL import Image
 from rich.console import Console, Group
 from rich.text import Text
-
-ModelOpt = Annotated[
-    Path | None,
-    typer.Option("--model", help="Model bundle folder (default: $ASSOC_MODEL, else the bundle shipped with assoc)."),
-]
-# The choices are checked by assoc.runtime.providers, which is not imported here: it loads onnxruntime.
-DeviceOpt = Annotated[str, typer.Option("--device", help="ONNX Runtime device: auto | cpu | cuda | coreml.")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout.")]
 
 PICTURE_CELLS = 48  # terminal columns of one heatmap picture (narrower if the terminal is)
 
@@ -42,8 +33,8 @@ def echo_json(value: Any) -> None:
 
 def heatmap_picture(photo: Image.Image, grid_map: np.ndarray, caption: str, console: Console) -> Group:
     """A photo with a heatmap blended over it, drawn for this terminal, with a caption underneath."""
-    from ..runtime.heatmap import overlay  # imports the encoders, hence onnxruntime
-    from ..runtime.terminal import render
+    from ..api.render import overlay
+    from .terminal import render
 
     width = max(8, min(PICTURE_CELLS, console.width - 2))
     return Group(render(overlay(photo, grid_map), width), Text(caption, style="bold"))

@@ -9,7 +9,6 @@ Running it again only encodes what changed: renamed and copied photos reuse thei
 
 from __future__ import annotations
 
-from contextlib import closing
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -26,16 +25,16 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
-from ..runtime.errors import AssocError
-from .common import DeviceOpt, JsonOpt, ModelOpt, echo_json, err_console, out_console
-from .stores import CollectionOpt, GalleryOpt, QdrantPathOpt, QdrantUrlOpt, StoreKind, StoreOpt, open_store
+from .common import echo_json, err_console, out_console
+from .options import JsonOpt, SearcherOptions, searcher_options
 
 if TYPE_CHECKING:
-    from ..runtime.indexer import IndexSummary
+    from ..api.results import IndexReport
 
 SKIPPED_SHOWN = 20  # skipped files listed in the table; --json lists them all
 
 
+@searcher_options
 def index(
     paths: Annotated[list[Path], typer.Argument(metavar="PATH...", help="Photos and folders to index.")],
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Photos per encoder call.")] = 32,
@@ -46,50 +45,28 @@ def index(
         list[str] | None, typer.Option("--exclude", help="Skip names or paths matching this glob (repeatable).")
     ] = None,
     as_json: JsonOpt = False,
-    gallery: GalleryOpt = None,
-    model: ModelOpt = None,
-    device: DeviceOpt = "auto",
-    store: StoreOpt = StoreKind.builtin,
-    qdrant_url: QdrantUrlOpt = None,
-    qdrant_path: QdrantPathOpt = None,
-    collection: CollectionOpt = "assoc",
+    *,
+    target: SearcherOptions,
 ) -> None:
     """Index photos: new and changed ones are encoded, renamed ones reuse their grids, gone ones leave."""
-    from ..runtime.encoders import ImageEncoder
-    from ..runtime.indexer import index_paths
-    from .options import resolve_bundle
+    with target.open() as searcher, _progress() as progress:
+        task = progress.add_task("indexing", total=None)
 
-    for path in paths:
-        if not path.expanduser().exists():
-            raise AssocError(f"no such file or folder: {path}")
-    bundle = resolve_bundle(model)
-    encoder = ImageEncoder(bundle, device)
-    with closing(open_store(bundle, gallery, store, qdrant_url, qdrant_path, collection, create=True)) as opened:
-        with _progress() as progress:
-            task = progress.add_task("indexing", total=None)
+        def on_progress(done: int, total: int) -> None:
+            progress.update(task, completed=done, total=total)
 
-            def on_progress(done: int, total: int) -> None:
-                progress.update(task, completed=done, total=total)
-
-            summary = index_paths(
-                opened,
-                encoder,
-                [p.expanduser() for p in paths],
-                batch_size=batch_size,
-                workers=workers,
-                exclude=exclude or (),
-                on_progress=on_progress,
-            )
-        photos = len(opened)
-    for folder, kept in summary.kept_in_empty:
+        report = searcher.index(
+            paths, exclude=exclude or (), batch_size=batch_size, workers=workers, progress=on_progress
+        )
+    for folder, kept in report.kept_in_empty:
         typer.echo(
             f"assoc: warning: {folder} is empty (an unmounted disk or share?); its {kept} indexed photos were kept",
             err=True,
         )
     if as_json:
-        echo_json(_as_dict(summary, photos))
+        echo_json(report.to_dict())
     else:
-        out_console().print(_summary_table(summary, photos))
+        out_console().print(_summary_table(report))
 
 
 class _RateColumn(ProgressColumn):
@@ -114,20 +91,7 @@ def _progress() -> Progress:
     )
 
 
-def _as_dict(summary: IndexSummary, photos: int) -> dict:
-    return {
-        "added": summary.added,
-        "updated": summary.updated,
-        "reused": summary.reused,
-        "removed": summary.removed,
-        "unchanged": summary.unchanged,
-        "skipped": [{"path": path, "reason": reason} for path, reason in summary.skipped],
-        "kept_in_empty": [{"path": path, "photos": kept} for path, kept in summary.kept_in_empty],
-        "photos": photos,
-    }
-
-
-def _summary_table(summary: IndexSummary, photos: int) -> Table:
+def _summary_table(summary: IndexReport) -> Table:
     table = Table(box=None, show_header=False, pad_edge=False)
     table.add_column(style="bold")
     table.add_column(justify="right")
@@ -147,7 +111,7 @@ def _summary_table(summary: IndexSummary, photos: int) -> Table:
         table.add_row("", "", Text(f"{path}: {reason}"))
     if len(summary.skipped) > SKIPPED_SHOWN:
         table.add_row("", "", f"... and {len(summary.skipped) - SKIPPED_SHOWN} more (--json lists all)")
-    table.add_row("photos", str(photos), "in the store now")
+    table.add_row("photos", str(summary.photos), "in the store now")
     return table
 
 

@@ -8,38 +8,15 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from .common import JsonOpt, ModelOpt, echo_json, out_console
-from .stores import CollectionOpt, GalleryOpt, QdrantPathOpt, QdrantUrlOpt, StoreKind, StoreOpt, describe_store
+from .common import echo_json, out_console
+from .options import JsonOpt, SearcherOptions, searcher_options
 
 
-def info(
-    as_json: JsonOpt = False,
-    gallery: GalleryOpt = None,
-    model: ModelOpt = None,
-    store: StoreOpt = StoreKind.builtin,
-    qdrant_url: QdrantUrlOpt = None,
-    qdrant_path: QdrantPathOpt = None,
-    collection: CollectionOpt = "assoc",
-) -> None:
+@searcher_options
+def info(as_json: JsonOpt = False, *, target: SearcherOptions) -> None:
     """Facts about the gallery and the model bundle, and whether the two belong together."""
-    from .options import resolve_bundle
-
-    bundle = resolve_bundle(model)
-    config = bundle.config
-    facts: dict[str, Any] = {
-        "store": describe_store(bundle, gallery, store, qdrant_url, qdrant_path, collection),
-        "bundle": {
-            "path": str(bundle.root),
-            "bundle_id": bundle.bundle_id,
-            "model_name": config.model_name,
-            "embed_dim": config.embed_dim,
-            "grid": list(config.visual.grid),
-            "image_size": list(config.visual.image_size),
-            "score": config.score,
-            "quantized_text": config.textual.quantized,
-        },
-    }
-    facts["store"]["matches_bundle"] = facts["store"]["bundle_id"] in (None, bundle.bundle_id)
+    with target.open() as searcher:
+        facts = searcher.info().to_dict()
     if as_json:
         echo_json(facts)
         return

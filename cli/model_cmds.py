@@ -111,7 +111,7 @@ def export(
 
 
 def _parity_photos(folder: Path, count: int = 4) -> list[Path]:
-    from ..runtime.images import PHOTO_SUFFIXES
+    from ..runtime.imaging.images import PHOTO_SUFFIXES
 
     for candidate in (folder / "images", folder):
         if candidate.is_dir():
@@ -148,8 +148,8 @@ def evaluate(
         torch_model, _ = load_checkpoint(checkpoint)
         result = evaluate_checkpoint(torch_model, *eval_set)
     else:
-        from ..runtime.evaluation import evaluate_bundle
-        from .options import resolve_bundle
+        from ..api.settings import resolve_bundle
+        from ..evaluation.retrieval import evaluate_bundle
 
         result = evaluate_bundle(resolve_bundle(model), *eval_set, device=device)
     if as_json:
@@ -172,10 +172,10 @@ def pointing(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Pointing game: how often a category's heatmap peak lands in a box of it, against the centre point."""
-    from ..runtime.pointing import pointing_game
-    from .options import resolve_bundle
+    from ..api.settings import resolve_bundle
+    from ..evaluation.pointing import pointing_game
 
-    result = pointing_game(resolve_bundle(model), data, device).to_json_dict()
+    result = pointing_game(resolve_bundle(model), data, device).to_dict()
     if as_json:
         typer.echo(json.dumps(result))
         return

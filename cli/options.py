@@ -1,30 +1,108 @@
-"""Where the bundle and the gallery come from, the same way for every command."""
+"""The options that say which model and which store a command works on, declared once.
+
+`@searcher_options` adds --gallery, --model, --device, --store, --qdrant-url, --qdrant-path and
+--collection to a command and hands it one `SearcherOptions` instead; `.open()` gives the
+assoc.api Searcher they describe. Environment defaults are resolved by assoc.api.settings, not here.
+"""
 
 from __future__ import annotations
 
-import os
+import functools
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
+from typing import Annotated, Any, get_type_hints
 
-from ..runtime.bundle import Bundle, load_bundle
-from ..runtime.default_model import default_bundle_path
-from ..runtime.errors import BundleError
+import typer
 
-
-def resolve_bundle(model: Path | None) -> Bundle:
-    """--model DIR, else ASSOC_MODEL, else the bundle shipped with assoc."""
-    path = model if model is not None else default_bundle_path()
-    if path is None:
-        raise BundleError("no model bundle: pass --model DIR or set ASSOC_MODEL (none ships with this install)")
-    return load_bundle(path)
+from ..api.searcher import Searcher
+from ..api.settings import ENV_MODEL, ENV_QDRANT_URL
+from ..api.stores import StoreSpec
 
 
-def resolve_gallery(gallery: Path | None) -> Path:
-    """--gallery DIR, else ASSOC_GALLERY, else the per-user data folder."""
-    if gallery is not None:
-        return gallery.expanduser()
-    env = os.environ.get("ASSOC_GALLERY")
-    if env:
-        return Path(env).expanduser()
-    from platformdirs import user_data_dir
+class StoreKind(str, Enum):
+    builtin = "builtin"
+    qdrant = "qdrant"
 
-    return Path(user_data_dir("assoc")) / "gallery"
+
+ModelOpt = Annotated[
+    Path | None,
+    typer.Option("--model", help=f"Model bundle folder (default: ${ENV_MODEL}, else the bundle shipped with assoc)."),
+]
+# The choices are checked by assoc.runtime.encoding.providers, which is not imported here: it loads onnxruntime.
+DeviceOpt = Annotated[str, typer.Option("--device", help="ONNX Runtime device: auto | cpu | cuda | coreml.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout.")]
+
+_STORE_PARAMS = {
+    "gallery": (
+        Annotated[
+            Path | None,
+            typer.Option(
+                "--gallery",
+                help="Gallery folder of the built-in store (default: $ASSOC_GALLERY, else the per-user data folder).",
+                show_default=False,
+            ),
+        ],
+        None,
+    ),
+    "model": (ModelOpt, None),
+    "device": (DeviceOpt, "auto"),
+    "store": (Annotated[StoreKind, typer.Option("--store", help="Where the patch grids live.")], StoreKind.builtin),
+    "qdrant_url": (
+        Annotated[
+            str | None,
+            typer.Option("--qdrant-url", help=f"Qdrant server, e.g. http://localhost:6333 (default ${ENV_QDRANT_URL})"),
+        ],
+        None,
+    ),
+    "qdrant_path": (
+        Annotated[Path | None, typer.Option("--qdrant-path", help="Folder of an embedded Qdrant, not a server.")],
+        None,
+    ),
+    "collection": (Annotated[str, typer.Option("--collection", help="Qdrant collection name.")], "assoc"),
+}
+
+
+@dataclass(frozen=True)
+class SearcherOptions:
+    """What the model and store options of one command said."""
+
+    gallery: Path | None
+    model: Path | None
+    device: str
+    store: StoreKind
+    qdrant_url: str | None
+    qdrant_path: Path | None
+    collection: str
+
+    @property
+    def store_spec(self) -> StoreSpec:
+        if self.store is StoreKind.qdrant:
+            return StoreSpec.qdrant(self.qdrant_url, self.qdrant_path, self.collection)
+        return StoreSpec.builtin(self.gallery)
+
+    def open(self) -> Searcher:
+        return Searcher(self.model, self.store_spec, self.device)
+
+
+def searcher_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Give `command` the model and store options; it receives them as `target: SearcherOptions`."""
+    hints = get_type_hints(command, include_extras=True)
+    own = [p for p in inspect.signature(command).parameters.values() if p.name != "target"]
+    added = [
+        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=hint, default=default)
+        for name, (hint, default) in _STORE_PARAMS.items()
+    ]
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        target = SearcherOptions(**{name: kwargs.pop(name) for name in _STORE_PARAMS})
+        return command(*args, target=target, **kwargs)
+
+    params = [p.replace(annotation=hints[p.name]) for p in own] + added
+    wrapper.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+    wrapper.__annotations__ = {p.name: p.annotation for p in params}
+    del wrapper.__wrapped__  # Typer must read the signature above, not the command's own
+    return wrapper

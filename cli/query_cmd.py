@@ -7,28 +7,23 @@ every photo is scored by MaxSim from those vectors (a photo that is indexed scor
 
 from __future__ import annotations
 
-from contextlib import closing
-from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
-import numpy as np
 import typer
 from rich.table import Table
 from rich.text import Text
 
-from ..runtime.bundle import Bundle
+from ..api.results import Hit
+from ..api.searcher import Searcher, query_photo
 from ..runtime.errors import ImageLoadError, QueryError
-from ..runtime.images import PHOTO_SUFFIXES, load_image
-from ..runtime.store import SearchHit, Store
-from .common import DeviceOpt, JsonOpt, ModelOpt, echo_json, heatmap_picture, out_console
-from .stores import CollectionOpt, GalleryOpt, QdrantPathOpt, QdrantUrlOpt, StoreKind, StoreOpt, open_store
-
-if TYPE_CHECKING:  # onnxruntime loads with the encoders: only when a command runs, not for --help
-    from ..runtime.encoders import EncodedQuery
+from ..runtime.imaging.images import load_image
+from .common import echo_json, heatmap_picture, out_console
+from .options import JsonOpt, SearcherOptions, searcher_options
 
 PREVIEW_PIXELS = 512  # photos are decoded at least this big for a terminal preview
 
 
+@searcher_options
 def query(
     text: Annotated[str, typer.Argument(metavar="QUERY", help="Words to look for, or the path of a photo.")],
     top: Annotated[int, typer.Option("-k", "--top", min=1, help="How many photos to show.")] = 10,
@@ -40,79 +35,29 @@ def query(
         bool, typer.Option("--explain", help="Per word, the best patch of each photo and its score.")
     ] = False,
     preview: Annotated[bool, typer.Option("--preview", help="Draw each photo with its heatmap.")] = False,
-    gallery: GalleryOpt = None,
-    model: ModelOpt = None,
-    device: DeviceOpt = "auto",
-    store: StoreOpt = StoreKind.builtin,
-    qdrant_url: QdrantUrlOpt = None,
-    qdrant_path: QdrantPathOpt = None,
-    collection: CollectionOpt = "assoc",
+    *,
+    target: SearcherOptions,
 ) -> None:
     """Search the gallery with words; QUERY may also be a photo, to find photos like it."""
-    from .options import resolve_bundle
-
     if (explain or preview) and (as_json or paths_only):
         raise QueryError("--explain and --preview draw for people; leave out --json and --paths-only")
     if null and not paths_only:
         raise QueryError("-0 goes with --paths-only")
-    bundle = resolve_bundle(model)
-    photo = _query_photo(text)
-    if photo is not None and (explain or preview):
+    if (explain or preview) and query_photo(text) is not None:
         raise QueryError("--explain and --preview show where words land: they need a text query")
-    encoded = None if photo is not None else _encode_text(bundle, text, device)
-    with closing(open_store(bundle, gallery, store, qdrant_url, qdrant_path, collection)) as opened:
-        vectors = encoded.vectors if encoded is not None else _photo_vectors(bundle, photo, opened, device)
-        hits = opened.search(vectors, k=top, min_score=min_score, kind=bundle.config.score)
+    with target.open() as searcher:
+        hits = searcher.search(text, k=top, min_score=min_score)
         if as_json:
-            echo_json([{"path": h.path, "score": h.score} for h in hits])
+            echo_json([hit.to_dict() for hit in hits])
         elif paths_only:
             typer.echo("".join(h.path + ("\0" if null else "\n") for h in hits), nl=False)
-        elif encoded is not None and (explain or preview):
-            _show_hits(hits, encoded, opened, explain, preview)
+        elif explain or preview:
+            _show_hits(hits, text, searcher, explain, preview)
         else:
             out_console().print(_table(hits))
 
 
-def _query_photo(text: str) -> Path | None:
-    """The photo a query names, or None for words.
-
-    A photo file name that is not there is an error: a mistyped path must not quietly turn into a
-    search for the word 'IMG_0042.jpg'.
-    """
-    path = Path(text).expanduser()
-    if path.is_file():
-        return path.absolute()
-    if path.suffix.lower() in PHOTO_SUFFIXES and not any(c.isspace() for c in text):
-        raise QueryError(f"{text}: no such photo (a query naming a photo file searches with that photo)")
-    return None
-
-
-def _encode_text(bundle: Bundle, text: str, device: str) -> EncodedQuery:
-    from ..runtime.encoders import TextEncoder
-
-    return TextEncoder(bundle, device).encode_one(text)
-
-
-def _photo_vectors(bundle: Bundle, path: Path, store: Store, device: str) -> np.ndarray:
-    """The query photo's patches (P, D): its stored grid if the store holds this very file, else encoded."""
-    from ..runtime.fileinfo import partial_hash
-
-    try:
-        digest = partial_hash(path)
-    except OSError as exc:
-        raise QueryError(f"{path}: cannot read the query photo ({exc.strerror or exc})") from None
-    known = store.find_by_hash(digest)
-    grid = store.get_grid(known) if known is not None else None
-    if grid is None:
-        from ..runtime.encoders import ImageEncoder
-
-        size = bundle.config.visual.image_size
-        photo = load_image(path, min_size=(size[1], size[0])).image
-        grid = ImageEncoder(bundle, device).encode([photo])[0]
-    return grid.reshape(-1, grid.shape[-1])
-
-
-def _table(hits: list[SearchHit]) -> Table:
+def _table(hits: list[Hit]) -> Table:
     table = Table(box=None, pad_edge=False)
     table.add_column("#", justify="right", style="dim")
     table.add_column("score", justify="right")
@@ -124,10 +69,8 @@ def _table(hits: list[SearchHit]) -> Table:
     return table
 
 
-def _show_hits(hits: list[SearchHit], query: EncodedQuery, store: Store, explain: bool, preview: bool) -> None:
+def _show_hits(hits: list[Hit], text: str, searcher: Searcher, explain: bool, preview: bool) -> None:
     """Per hit: its rank, score and path, then per word the best cell and point, and/or the heatmap."""
-    from ..runtime.heatmap import cell_to_pixel, compute_heatmaps
-
     console = out_console()
     if preview and not console.is_terminal:  # blocks without colour say nothing in a pipe or file
         preview = False
@@ -136,19 +79,16 @@ def _show_hits(hits: list[SearchHit], query: EncodedQuery, store: Store, explain
         console.print(_table(hits))
     for rank, hit in enumerate(hits, 1):
         console.print(Text.assemble((f"{rank}.", "bold"), f" {hit.score:.4f}  {hit.path}"), soft_wrap=True)
-        grid = store.get_grid(hit.path)
-        if grid is None:  # removed by a concurrent index run since the search
+        found = searcher.explain(hit.path, text)
+        if found is None:  # removed by a concurrent index run since the search
             continue
-        maps = compute_heatmaps(grid, query)
+        maps = found.heatmaps
         if explain:
-            record = store.record(hit.path)
             words = Table(box=None, padding=(0, 2))
             for column in ("word", "cell (row, col)", "point (x, y)", "score"):
                 words.add_column(column, justify="left" if column == "word" else "right")
-            for k, word in enumerate(maps.words):
-                cell = maps.word_peak(k)
-                point = cell_to_pixel(cell, maps.grid, (record.width, record.height)) if record else None
-                words.add_row(Text(word), f"{cell}", f"{point}" if point else "-", f"{maps.word_scores[k]:.4f}")
+            for k, word in enumerate(found.words):
+                words.add_row(Text(word.word), f"{maps.word_peak(k)}", f"{word.peak}", f"{word.score:.4f}")
             console.print(words)
         if preview:
             try:
@@ -157,7 +97,7 @@ def _show_hits(hits: list[SearchHit], query: EncodedQuery, store: Store, explain
                 console.print(Text(f"(no preview: {exc})", style="dim"), soft_wrap=True)
                 continue
             photo.thumbnail((PREVIEW_PIXELS * 2, PREVIEW_PIXELS * 2))
-            console.print(heatmap_picture(photo, maps.phrase_map, query.text, console))
+            console.print(heatmap_picture(photo, maps.phrase_map, text, console))
 
 
 def register(app: typer.Typer) -> None:

@@ -12,7 +12,7 @@ from torch import nn
 
 from ..models.model import MatchmapModel, load_checkpoint
 from ..models.onnx_graph import export_onnx
-from ..runtime.bundle import (
+from ..runtime.encoding.bundle import (
     TEXTUAL_MODEL,
     TOKENIZER_FILE,
     VISUAL_MODEL,

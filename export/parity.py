@@ -11,8 +11,8 @@ import torch
 
 from ..models.features import load_pixels
 from ..models.model import MatchmapModel
-from ..runtime.bundle import load_bundle
-from ..runtime.encoders import ImageEncoder, TextEncoder
+from ..runtime.encoding.bundle import load_bundle
+from ..runtime.encoding.encoders import ImageEncoder, TextEncoder
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from ..runtime.bundle import TEXTUAL_MODEL, load_bundle, write_config
+from ..runtime.encoding.bundle import TEXTUAL_MODEL, load_bundle, write_config
 
 
 def quantize_textual(bundle_dir: Path) -> int:

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..runtime.metrics import recall_metrics
-from ..runtime.tokenizer import TokenBatch
+from ..evaluation.metrics import recall_metrics
+from ..runtime.encoding.tokenizer import TokenBatch
 from .features import Progress, image_features, text_features
 from .matchmap import pairwise_scores
 from .model import MatchmapModel

@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..runtime.images import load_image
-from ..runtime.preprocess import image_to_array
-from ..runtime.tokenizer import QueryTokenizer, TokenBatch
+from ..runtime.encoding.tokenizer import QueryTokenizer, TokenBatch
+from ..runtime.imaging.images import load_image
+from ..runtime.imaging.preprocess import image_to_array
 from .augment import augment
 from .model import MatchmapModel
 from .onnx_graph import export_onnx

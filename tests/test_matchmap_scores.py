@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from assoc.models.matchmap import paired_scores, pairwise_scores
-from assoc.runtime.matchmap import matchmap, score_grids, score_matchmap
+from assoc.runtime.scoring.matchmap import matchmap, score_grids, score_matchmap
 
 
 def _unit(rng: np.random.Generator, *shape: int) -> np.ndarray:
@@ -43,7 +43,7 @@ def test_misa_is_mean_of_each_words_best_patch() -> None:
 def test_pooled_training_score_is_qdrants_first_stage() -> None:
     """The auxiliary pooled loss trains exactly the vectors the Qdrant store's first stage compares."""
     from assoc.models.matchmap import pooled_scores
-    from assoc.runtime.qdrant_store import pool
+    from assoc.runtime.stores.qdrant import pool
 
     rng = np.random.default_rng(1)
     grids, words = _unit(rng, 3, 49, 16), _unit(rng, 2, 5, 16)

@@ -19,14 +19,14 @@ import pytest
 
 pytest.importorskip("qdrant_client", reason="qdrant-client is not installed (assoc[qdrant])")
 
-from assoc.runtime.bundle import load_bundle  # noqa: E402
-from assoc.runtime.encoders import ImageEncoder, TextEncoder  # noqa: E402
+from assoc.runtime.encoding.bundle import load_bundle  # noqa: E402
+from assoc.runtime.encoding.encoders import ImageEncoder, TextEncoder  # noqa: E402
 from assoc.runtime.errors import GalleryError, NoGalleryError, QueryError  # noqa: E402
-from assoc.runtime.gallery import Gallery  # noqa: E402
-from assoc.runtime.indexer import index_paths  # noqa: E402
-from assoc.runtime.matchmap import score_grids  # noqa: E402
-from assoc.runtime.qdrant_store import QdrantStore  # noqa: E402
-from assoc.runtime.store import PhotoRecord, Store  # noqa: E402
+from assoc.runtime.indexing.indexer import index_paths  # noqa: E402
+from assoc.runtime.scoring.matchmap import score_grids  # noqa: E402
+from assoc.runtime.stores.base import PhotoRecord, Store  # noqa: E402
+from assoc.runtime.stores.gallery import Gallery  # noqa: E402
+from assoc.runtime.stores.qdrant import QdrantStore  # noqa: E402
 
 D = 64
 H = W = 7
@@ -290,7 +290,7 @@ def test_needs_url_or_path():
 def test_clear_error_without_qdrant_client():
     code = (
         "import sys; sys.modules['qdrant_client'] = None\n"
-        "import assoc.runtime.qdrant_store as q\n"
+        "import assoc.runtime.stores.qdrant as q\n"
         "from assoc.runtime.errors import AssocError\n"
         "try:\n    q.QdrantStore('b', 4, path=':memory:')\n"
         "except AssocError as exc:\n    print(exc)\n"

@@ -19,8 +19,7 @@ from PIL import Image
 from rich.console import Console
 from rich.text import Text
 
-from assoc.runtime.images import load_image
-from assoc.runtime.terminal import (
+from assoc.cli.terminal import (
     KITTY_CHUNK,
     InlineImage,
     cell_pixels,
@@ -30,6 +29,7 @@ from assoc.runtime.terminal import (
     render,
     sixel_escape,
 )
+from assoc.runtime.imaging.images import load_image
 
 SGR_RUN = re.compile(r"\x1b\[([0-9;]*)m(\u2580+)\x1b\[0m")
 

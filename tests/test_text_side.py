@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from assoc.models.bert import load_bert
 from assoc.models.model import default_text_model
-from assoc.runtime.tokenizer import QueryTokenizer
+from assoc.runtime.encoding.tokenizer import QueryTokenizer
 
 
 def test_word_mask_drops_special_tokens_padding_and_punctuation() -> None:

@@ -15,14 +15,14 @@ import pytest
 from typer.testing import CliRunner
 
 from assoc.cli.app import app
+from assoc.evaluation.retrieval import evaluate_bundle
 from assoc.export.bundle_export import export_bundle
 from assoc.export.parity import measure_parity
 from assoc.export.quantize import quantize_textual
 from assoc.models.datasets import five_caption_eval_set, load_split
 from assoc.models.evaluate import evaluate
 from assoc.models.model import load_checkpoint
-from assoc.runtime.bundle import load_bundle
-from assoc.runtime.evaluation import evaluate_bundle
+from assoc.runtime.encoding.bundle import load_bundle
 
 pytestmark = pytest.mark.slow
 

@@ -13,7 +13,7 @@ from PIL import Image
 from assoc.models.encoders import ImageEncoder
 from assoc.models.trunks import build_trunk
 from assoc.runtime.errors import AssocError
-from assoc.runtime.preprocess import image_to_array
+from assoc.runtime.imaging.preprocess import image_to_array
 
 
 def test_efficientnet_lite0_recognises_a_real_photo(coco_boxes: Path, caplog: pytest.LogCaptureFixture) -> None:

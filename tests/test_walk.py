@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from assoc.runtime.fileinfo import partial_hash
-from assoc.runtime.walk import walk
+from assoc.runtime.indexing.fileinfo import partial_hash
+from assoc.runtime.indexing.walk import walk
 
 POSIX = pytest.mark.skipif(sys.platform == "win32", reason="POSIX links and permission bits")
 
@@ -140,7 +140,7 @@ def test_named_folders_with_nothing_visible_are_listed_as_empty(tmp_path: Path, 
 
 WALK_AS_CHILD = """
 import json, sys
-from assoc.runtime.walk import walk
+from assoc.runtime.indexing.walk import walk
 result = walk([sys.argv[1]])
 print(json.dumps({"files": [f.path for f in result.files], "skipped": result.skipped,
                   "covers": [result.covers(p) for p in sys.argv[2:]]}))

@@ -35,9 +35,9 @@ from typing import TypeVar
 
 import numpy as np
 
-from .errors import GalleryError, NoGalleryError
-from .matchmap import score_grids
-from .store import PhotoRecord, SearchHit
+from ..errors import GalleryDamagedError, GalleryError, GalleryNotEmptyError, ModelMismatchError, NoGalleryError
+from ..scoring.matchmap import score_grids
+from .base import PhotoRecord, SearchHit
 
 FORMAT = "assoc-gallery"
 FORMAT_VERSION = 1
@@ -139,35 +139,31 @@ class Gallery:
         if not db.is_file():
             if not can_create:
                 raise NoGalleryError(f"no gallery at {folder} (index some photos into it first)")
-            try:
-                if folder.is_dir() and any(folder.iterdir()):
-                    raise GalleryError(
-                        f"{folder} is not an assoc gallery and is not empty; give --gallery a new or empty folder"
-                    )
-                (folder / SHARD_DIR).mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                raise GalleryError(f"cannot create a gallery in {folder}: {exc.strerror or exc}") from None
+            _create(folder, bundle_id, embed_dim)
+        read_only = not (os.access(folder, os.W_OK) and os.access(db, os.W_OK))
         try:
-            conn = sqlite3.connect(db, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+            conn = _connect(db, read_only)
         except sqlite3.Error as exc:
-            raise GalleryError(f"cannot open gallery {folder}: {exc}") from None
+            raise _sqlite_error(folder, exc) from None
         try:
-            blank = conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()[0] == 0
-            if blank and can_create:  # new, or killed before its first commit
-                _initialise(conn, bundle_id, embed_dim)
+            if not read_only:
+                if _is_blank(conn) and can_create:  # killed before its first commit
+                    _initialise(conn, bundle_id, embed_dim)
                 (folder / SHARD_DIR).mkdir(exist_ok=True)
-                _fsync_dir(folder)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=FULL")
+                conn.execute("PRAGMA synchronous=FULL")
             meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
-        except sqlite3.DatabaseError as exc:
+            gallery = cls(folder, conn, *_check_meta(folder, meta, bundle_id, embed_dim))
+        except sqlite3.Error as exc:
             conn.close()
-            raise GalleryError(f"{db} is not a readable assoc gallery ({exc})") from None
-        try:
-            return cls(folder, conn, *_check_meta(folder, meta, bundle_id, embed_dim))
-        except GalleryError:
+            raise _sqlite_error(folder, exc) from None
+        except (ValueError, TypeError) as exc:  # meta values of the wrong kind
+            conn.close()
+            raise GalleryDamagedError(folder, f"its settings cannot be read ({exc})") from None
+        except (GalleryError, OSError):
             conn.close()
             raise
+        gallery.read_only = read_only
+        return gallery
 
     def close(self) -> None:
         self._maps.clear()
@@ -189,13 +185,14 @@ class Gallery:
     def records(self) -> dict[str, PhotoRecord]:
         rows = self._db.execute("SELECT path, size, mtime_ns, content_hash, grid_h, grid_w, width, height FROM photos")
         return {
-            path: PhotoRecord(path, size, mtime, digest, (gh, gw), width, height)
+            _path_of(path): PhotoRecord(_path_of(path), size, mtime, digest, (gh, gw), width, height)
             for path, size, mtime, digest, gh, gw, width, height in rows
         }
 
     def record(self, path: str) -> PhotoRecord | None:
         row = self._db.execute(
-            "SELECT size, mtime_ns, content_hash, grid_h, grid_w, width, height FROM photos WHERE path = ?", (path,)
+            "SELECT size, mtime_ns, content_hash, grid_h, grid_w, width, height FROM photos WHERE path = ?",
+            (_sql_path(path),),
         ).fetchone()
         if row is None:
             return None
@@ -206,18 +203,20 @@ class Gallery:
         row = self._db.execute(
             "SELECT path FROM photos WHERE content_hash = ? ORDER BY path LIMIT 1", (content_hash,)
         ).fetchone()
-        return None if row is None else row[0]
+        return None if row is None else _path_of(row[0])
 
     def get_grid(self, path: str) -> np.ndarray | None:
         def read() -> np.ndarray | None:
-            row = self._db.execute("SELECT shard, row, grid_h, grid_w FROM photos WHERE path = ?", (path,)).fetchone()
+            row = self._db.execute(
+                "SELECT shard, row, grid_h, grid_w FROM photos WHERE path = ?", (_sql_path(path),)
+            ).fetchone()
             if row is None:
                 return None
             shard, index, gh, gw = row
             count = gh * gw * self.embed_dim
             flat = np.fromfile(self._shard_path(shard), dtype=DTYPE, count=count, offset=index * count * DTYPE.itemsize)
             if flat.size != count:
-                raise GalleryError(f"gallery {self.folder} is damaged: shard {shard} is too short")
+                raise GalleryDamagedError(self.folder, f"shard {shard} is too short")
             return flat.reshape(gh, gw, self.embed_dim).astype(np.float32)
 
         return self._retrying(read)
@@ -284,7 +283,7 @@ class Gallery:
                 self._db.executemany(
                     "INSERT OR REPLACE INTO photos VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     [
-                        (r.path, r.size, r.mtime_ns, r.content_hash, *grid_shape, r.width, r.height, *place)
+                        (_sql_path(r.path), r.size, r.mtime_ns, r.content_hash, *grid_shape, r.width, r.height, *place)
                         for (r, _), place in zip(group, places, strict=True)
                     ],
                 )
@@ -294,7 +293,7 @@ class Gallery:
         if not paths:
             return
         with self._writing():
-            self._db.executemany("DELETE FROM photos WHERE path = ?", [(p,) for p in paths])
+            self._db.executemany("DELETE FROM photos WHERE path = ?", [(_sql_path(p),) for p in paths])
         self._maybe_compact()
 
     def compact(self) -> int:
@@ -366,9 +365,8 @@ class Gallery:
             expected = shard.rows * self._row_bytes(shard.grid)
             actual = path.stat().st_size if path.is_file() else 0
             if actual < expected:
-                raise GalleryError(
-                    f"gallery {self.folder} is damaged: {path.name} holds {actual} bytes, its rows need "
-                    f"{expected}; index into a new --gallery"
+                raise GalleryDamagedError(
+                    self.folder, f"{path.name} holds {actual} bytes, its rows need {expected}"
                 )
             if actual > expected:
                 with suppress(OSError):  # mapped by another process on Windows: the bytes stay harmless
@@ -444,9 +442,7 @@ class Gallery:
                         shape=(part.committed, h * w, self.embed_dim),
                     )
                 except ValueError:  # numpy's word for a file shorter than the map
-                    raise GalleryError(
-                        f"gallery {self.folder} is damaged: shard {part.shard} is shorter than its rows"
-                    ) from None
+                    raise GalleryDamagedError(self.folder, f"shard {part.shard} is shorter than its rows") from None
                 self._maps[part.shard] = mm
             maps.append(mm)
         return self._parts, maps
@@ -462,7 +458,8 @@ class Gallery:
             if end == len(rows) or rows[end][0] != rows[start][0]:
                 shard, gh, gw, committed = rows[start][:4]
                 chunk = rows[start:end]
-                parts.append(_Part(shard, (gh, gw), committed, np.array([r[4] for r in chunk]), [r[5] for r in chunk]))
+                paths = [_path_of(r[5]) for r in chunk]
+                parts.append(_Part(shard, (gh, gw), committed, np.array([r[4] for r in chunk]), paths))
                 start = end
         return parts
 
@@ -474,7 +471,7 @@ class Gallery:
             except FileNotFoundError as exc:
                 self._parts = None
                 missing = exc.filename
-        raise GalleryError(f"gallery {self.folder} is damaged: {missing} is missing; index into a new --gallery")
+        raise GalleryDamagedError(self.folder, f"{missing} is missing")
 
 
 def _initialise(conn: sqlite3.Connection, bundle_id: str, embed_dim: int) -> None:
@@ -505,13 +502,28 @@ def _check_meta(folder: Path, meta: dict[str, str], bundle_id: str | None, embed
         )
     stored_id, stored_dim = meta["bundle_id"], int(meta["embed_dim"])
     if bundle_id is not None and bundle_id != stored_id:
-        raise GalleryError(
-            f"gallery {folder} was indexed with model {stored_id}, not {bundle_id}; "
-            "use another --gallery for this model, or index your photos again into a new one"
-        )
+        raise ModelMismatchError(str(folder), stored_id, bundle_id)
     if embed_dim is not None and embed_dim != stored_dim:
         raise GalleryError(f"gallery {folder} holds {stored_dim}-d vectors, the model gives {embed_dim}-d")
     return stored_id, stored_dim
+
+
+def _sql_path(path: str) -> str | bytes:
+    """A path as SQLite stores it: text, or the raw bytes (a BLOB) of a name that is not valid UTF-8.
+
+    os.fsdecode turns such a name into a str with lone surrogates, which SQLite's text cannot hold;
+    its bytes can, and a lookup by the same path binds the same bytes, so it finds the row again.
+    """
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return os.fsencode(path)
+    return path
+
+
+def _path_of(stored: str | bytes) -> str:
+    """The path a row holds, as _sql_path stored it."""
+    return os.fsdecode(stored) if isinstance(stored, bytes) else stored
 
 
 def _top_k(scores: np.ndarray, paths: list[str], k: int, min_score: float | None) -> list[SearchHit]:

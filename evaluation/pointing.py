@@ -11,11 +11,11 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from .bundle import Bundle
-from .encoders import ImageEncoder, TextEncoder
-from .errors import AssocError
-from .heatmap import cell_to_pixel, compute_heatmaps
-from .images import load_image
+from ..runtime.encoding.bundle import Bundle
+from ..runtime.encoding.encoders import ImageEncoder, TextEncoder
+from ..runtime.errors import AssocError
+from ..runtime.imaging.images import load_image
+from ..runtime.scoring.heatmap import cell_to_pixel, compute_heatmaps
 
 
 @dataclass(frozen=True)
@@ -25,7 +25,7 @@ class PointingResult:
     centre_hits: int
     categories: int
 
-    def to_json_dict(self) -> dict:
+    def to_dict(self) -> dict:
         return {
             "trials": self.trials,
             "hit_rate": round(100.0 * self.hits / max(1, self.trials), 2),

@@ -1,4 +1,4 @@
-"""Where the words of a query land in a photo: per-word and phrase heatmaps, overlays and peaks.
+"""Where the words of a query land in a photo: per-word and phrase heatmaps and their peaks, as numbers.
 
 A grid cell (i, j) of an (h, w) patch grid covers rows i*H/h..(i+1)*H/h and columns j*W/w..(j+1)*W/w
 of a W x H photo, because the model input is the whole frame resized without keeping the aspect
@@ -13,33 +13,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
 
 from .matchmap import matchmap
 
 if TYPE_CHECKING:  # only for the annotation: heatmaps need no ONNX Runtime
-    from .encoders import EncodedQuery
-
-# Control points of a dark-purple -> red -> yellow -> near-white ramp, close to inferno: lightness
-# rises monotonically, so a heatmap reads the same in greyscale and for colour-blind viewers.
-_COLORMAP_POINTS = np.array(
-    [
-        (0.00, 0, 0, 4),
-        (0.14, 30, 12, 70),
-        (0.28, 87, 16, 110),
-        (0.42, 140, 37, 105),
-        (0.56, 190, 56, 80),
-        (0.70, 231, 95, 45),
-        (0.84, 250, 160, 25),
-        (1.00, 252, 255, 164),
-    ],
-    dtype=np.float64,
-)
-_LEVELS = np.linspace(0.0, 1.0, 256)
-_LUT = np.rint(
-    np.stack([np.interp(_LEVELS, _COLORMAP_POINTS[:, 0], _COLORMAP_POINTS[:, c]) for c in (1, 2, 3)], axis=1)
-).astype(np.uint8)  # (256, 3)
-
+    from ..encoding.encoders import EncodedQuery
 
 @dataclass(frozen=True)
 class Heatmaps:
@@ -131,80 +109,3 @@ def normalize(grid_map: np.ndarray) -> np.ndarray:
     if hi - lo <= 1e-6:
         return np.zeros_like(arr)
     return (arr - lo) / (hi - lo)
-
-
-def colorize(values: np.ndarray) -> np.ndarray:
-    """Values in [0, 1] (any shape) -> uint8 RGB with one more axis of 3."""
-    index = (np.clip(values, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
-    return _LUT[index]
-
-
-def overlay(photo: Image.Image, grid_map: np.ndarray, alpha: float = 0.5) -> Image.Image:
-    """The normalised, colour-mapped heatmap blended over the photo (alpha = heatmap weight), photo-sized.
-
-    Normalising before upsampling gives the same result (bilinear values stay within the cells' range)
-    at grid cost instead of photo cost.
-    """
-    heat = colorize(upsample(normalize(grid_map), photo.size))
-    return Image.blend(photo.convert("RGB"), Image.fromarray(heat, "RGB"), alpha)
-
-
-def per_word_sheet(
-    photo: Image.Image, maps: Heatmaps, panel_height: int = 240, alpha: float = 0.5
-) -> Image.Image:
-    """Side-by-side overlays, one per word and a last one for the phrase, each labelled 'word score'."""
-    panel_width = max(1, round(panel_height * photo.width / photo.height))
-    small = photo.convert("RGB").resize((panel_width, panel_height), Image.BILINEAR)
-    panels = [
-        (word, float(s), m) for word, s, m in zip(maps.words, maps.word_scores, maps.word_maps, strict=True)
-    ]
-    panels.append(("phrase", maps.score, maps.phrase_map))
-    font = ImageFont.load_default()
-    label_height = 20
-    sheet = Image.new("RGB", (panel_width * len(panels), panel_height + label_height), "white")
-    draw = ImageDraw.Draw(sheet)
-    for k, (label, score, grid_map) in enumerate(panels):
-        sheet.paste(overlay(small, grid_map, alpha), (k * panel_width, 0))
-        draw.text((k * panel_width + 4, panel_height + 3), f"{label} {score:.3f}", fill="black", font=font)
-    return sheet
-
-
-@dataclass(frozen=True)
-class WordLocalization:
-    word: str
-    score: float
-    peak: tuple[int, int]  # (x, y) in the photo's displayed pixels
-
-
-@dataclass(frozen=True)
-class Localization:
-    """What `assoc localize --json` prints; points are in the photo's pixels after EXIF orientation."""
-
-    image: str
-    width: int
-    height: int
-    grid: tuple[int, int]  # (h, w)
-    peak: tuple[int, int]  # (x, y) of the phrase map's best cell
-    words: list[WordLocalization]
-
-    @classmethod
-    def from_heatmaps(cls, image: str, size: tuple[int, int], maps: Heatmaps) -> Localization:
-        """size = (width, height) of the full photo as displayed (LoadedImage.width, .height)."""
-        words = [
-            WordLocalization(
-                word, float(maps.word_scores[k]), cell_to_pixel(maps.word_peak(k), maps.grid, size)
-            )
-            for k, word in enumerate(maps.words)
-        ]
-        peak = cell_to_pixel(maps.phrase_peak, maps.grid, size)
-        return cls(image=image, width=size[0], height=size[1], grid=maps.grid, peak=peak, words=words)
-
-    def to_json_dict(self) -> dict:
-        return {
-            "image": self.image,
-            "width": self.width,
-            "height": self.height,
-            "grid": list(self.grid),
-            "peak": list(self.peak),
-            "words": [{"word": w.word, "score": w.score, "peak": list(w.peak)} for w in self.words],
-        }

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from tokenizers import Tokenizer
 
-from .errors import BundleError
+from ..errors import BundleError
 
 
 @dataclass(frozen=True)

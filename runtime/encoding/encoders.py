@@ -7,9 +7,9 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
+from ..errors import QueryError
+from ..imaging.preprocess import preprocess
 from .bundle import Bundle
-from .errors import QueryError
-from .preprocess import preprocess
 from .providers import open_session
 from .tokenizer import QueryTokenizer
 

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import BundleError
+from ..errors import BundleError
 
 BUNDLE_FORMAT = "assoc-bundle"
 BUNDLE_FORMAT_VERSION = 1

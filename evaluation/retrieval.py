@@ -8,10 +8,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .bundle import Bundle
-from .encoders import ImageEncoder, TextEncoder
-from .images import load_image
-from .matchmap import score_grids
+from ..runtime.encoding.bundle import Bundle
+from ..runtime.encoding.encoders import ImageEncoder, TextEncoder
+from ..runtime.imaging.images import load_image
+from ..runtime.scoring.matchmap import score_grids
 from .metrics import recall_metrics
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .errors import ImageLoadError
+from ..errors import ImageLoadError
 
 MAX_MEGAPIXELS = 120.0
 # Pillow's hard limit is twice this; it must stay above any cap a caller asks for.

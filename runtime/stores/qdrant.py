@@ -16,6 +16,9 @@ qdrant-client is an optional dependency (``assoc[qdrant]``), imported only when 
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import os
 import time
 import uuid
 from collections.abc import Callable
@@ -24,8 +27,8 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from .errors import AssocError, GalleryError, NoGalleryError, QueryError
-from .store import PhotoRecord, SearchHit
+from ..errors import AssocError, GalleryError, NoGalleryError, QueryError
+from .base import PhotoRecord, SearchHit
 
 POOLED = "pooled"
 PATCHES = "patches"
@@ -43,8 +46,30 @@ T = TypeVar("T")
 
 
 def point_id(path: str) -> str:
-    """The stable id of a photo's point."""
-    return str(uuid.uuid5(_NAMESPACE, path))
+    """The stable id of a photo's point: uuid5 of the path's bytes (its UTF-8 for any valid name).
+
+    Written out because uuid.uuid5 takes only text that encodes as UTF-8, and a name that is not valid
+    UTF-8 arrives from os.fsdecode with lone surrogates; os.fsencode gives back its bytes.
+    """
+    digest = hashlib.sha1(_NAMESPACE.bytes + os.fsencode(path), usedforsecurity=False).digest()
+    return str(uuid.UUID(bytes=digest[:16], version=5))
+
+
+def _path_payload(path: str) -> dict[str, str]:
+    """A path as JSON can carry it: the text, and for a name that is not valid UTF-8 also its bytes
+    (base64 in "path_bytes"); "path" then shows those bytes as U+FFFD, for people and filters only."""
+    raw = os.fsencode(path)
+    try:
+        return {"path": raw.decode("utf-8")}
+    except UnicodeDecodeError:
+        return {"path": raw.decode("utf-8", "replace"), "path_bytes": base64.b64encode(raw).decode("ascii")}
+
+
+def _payload_path(payload: dict[str, Any]) -> str:
+    """The path _path_payload stored."""
+    if "path_bytes" in payload:
+        return os.fsdecode(base64.b64decode(payload["path_bytes"]))
+    return payload["path"]
 
 
 def pool(vectors: np.ndarray) -> np.ndarray:
@@ -183,11 +208,11 @@ class QdrantStore:
                 self.collection,
                 scroll_filter=self._match("content_hash", content_hash),
                 limit=1,
-                with_payload=["path"],
+                with_payload=["path", "path_bytes"],
                 with_vectors=False,
             ),
         )
-        return points[0].payload["path"] if points else None
+        return _payload_path(points[0].payload) if points else None
 
     def search(
         self, query: np.ndarray, k: int = 10, min_score: float | None = None, kind: str = "misa"
@@ -210,11 +235,11 @@ class QdrantStore:
                 query=query.tolist(),
                 using=PATCHES,
                 limit=k,
-                with_payload=["path"],
+                with_payload=["path", "path_bytes"],
             ),
         )
         # Thresholding the top k after scaling keeps exactly the hits a server-side threshold would.
-        hits = [SearchHit(p.payload["path"], p.score / len(query)) for p in response.points]
+        hits = [SearchHit(_payload_path(p.payload), p.score / len(query)) for p in response.points]
         return [h for h in hits if min_score is None or h.score >= min_score]
 
     def __len__(self) -> int:
@@ -315,7 +340,7 @@ class QdrantStore:
         patches = grid.astype(np.float16).astype(np.float32)
         h, w, _ = grid.shape
         payload = {
-            "path": record.path,
+            **_path_payload(record.path),
             "size": record.size,
             "mtime_ns": record.mtime_ns,
             "content_hash": record.content_hash,
@@ -366,7 +391,7 @@ def _open_local(qdrant_client: Any, path: str) -> Any:
 def _record(payload: dict[str, Any]) -> PhotoRecord:
     h, w = payload["grid"]
     return PhotoRecord(
-        path=payload["path"],
+        path=_payload_path(payload),
         size=int(payload["size"]),
         mtime_ns=int(payload["mtime_ns"]),
         content_hash=payload["content_hash"],

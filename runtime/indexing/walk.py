@@ -22,7 +22,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .images import PHOTO_SUFFIXES
+from ..imaging.images import PHOTO_SUFFIXES
 
 # Compared case-insensitively with a folder's name.
 METADATA_FOLDERS = frozenset(

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import onnxruntime as ort
 
-from .errors import AssocError
+from ..errors import DeviceError
 
 DEVICES = ("auto", "cpu", "cuda", "coreml")
 _PROVIDER = {"cuda": "CUDAExecutionProvider", "coreml": "CoreMLExecutionProvider"}
@@ -20,7 +20,7 @@ def open_session(model: Path, device: str = "auto", threads: int | None = None) 
     logger silenced and looks at the providers the session actually got.
     """
     if device not in DEVICES:
-        raise AssocError(f"unknown device {device!r}; use one of {', '.join(DEVICES)}")
+        raise DeviceError(f"unknown device {device!r}; use one of {', '.join(DEVICES)}", device)
     options = ort.SessionOptions()
     options.log_severity_level = 3
     if threads:
@@ -32,12 +32,12 @@ def open_session(model: Path, device: str = "auto", threads: int | None = None) 
         if provider not in available:
             if device == "auto":
                 continue
-            raise AssocError(f"--device {name}: this onnxruntime build has no {provider}")
+            raise DeviceError(f"device {name}: this onnxruntime build has no {provider}", name)
         session = _quiet_session(model, options, [provider, "CPUExecutionProvider"])
         if session is not None and provider in session.get_providers():
             return session
         if device != "auto":
-            raise AssocError(f"--device {name}: {provider} did not start (are its libraries installed?)")
+            raise DeviceError(f"device {name}: {provider} did not start (are its libraries installed?)", name)
     return ort.InferenceSession(str(model), sess_options=options, providers=["CPUExecutionProvider"])
 
 

@@ -1,0 +1,259 @@
+"""The Searcher: one model and one store, and the four things a front end asks of them.
+
+    with assoc.Searcher(store=assoc.StoreSpec.builtin("~/gallery")) as searcher:
+        searcher.index(["~/Pictures"])
+        hits = searcher.search("a dog on grass", k=5)
+        where = searcher.localize(hits[0].path, "dog")
+
+Lazy: opening a Searcher loads the bundle's config and nothing else; the text encoder, the image
+encoder and the store are made on first use, so a search by words never loads the image encoder and
+localizing an indexed photo reads its stored grid instead of encoding it.
+
+Thread-safe: one Searcher may serve many threads (a web server). Encoders are made once under a lock
+and ONNX Runtime sessions run concurrently; every store call is serialised by a lock (an SQLite
+connection and an embedded Qdrant each belong to one caller at a time).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from contextlib import suppress
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+from PIL import Image
+
+from ..runtime.encoding.bundle import Bundle
+from ..runtime.errors import GalleryError, QueryError
+from ..runtime.imaging.images import PHOTO_SUFFIXES, load_image
+from ..runtime.indexing.fileinfo import partial_hash
+from ..runtime.scoring.heatmap import compute_heatmaps
+from ..runtime.stores.base import Store
+from . import settings
+from .results import Hit, IndexReport, Info, Localization
+from .stores import StoreSpec, describe_store, open_store
+
+if TYPE_CHECKING:  # onnxruntime loads with the encoders: only when they are first used
+    from ..runtime.encoding.encoders import EncodedQuery, ImageEncoder, TextEncoder
+
+ProgressCallback = Callable[[int, int], None]
+PhotoQuery = str | Path | Image.Image
+TEXT_CACHE = 64  # encoded queries kept, so explaining ten hits encodes the words once
+
+
+class Searcher:
+    """Search one store with one model bundle; see the module docstring."""
+
+    def __init__(
+        self, model: str | Path | Bundle | None = None, store: StoreSpec | None = None, device: str = "auto"
+    ) -> None:
+        """model: a bundle folder (default ASSOC_MODEL, else the shipped bundle); store: where the grids
+        live (default the built-in gallery at ASSOC_GALLERY, else the per-user data folder)."""
+        self.bundle = settings.resolve_bundle(model)
+        self.store_spec = (store or StoreSpec()).resolved()
+        self.device = device
+        self._lock = threading.RLock()  # store calls, and making the encoders
+        self._store: Store | None = None
+        self._text: TextEncoder | None = None
+        self._image: ImageEncoder | None = None
+        self._queries: OrderedDict[str, EncodedQuery] = OrderedDict()
+
+    # ------------------------------------------------------------------ lifetime
+
+    def close(self) -> None:
+        with self._lock:
+            if self._store is not None:
+                self._store.close()
+                self._store = None
+
+    def __enter__(self) -> Searcher:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ the four operations
+
+    def index(
+        self,
+        paths: Sequence[str | Path],
+        *,
+        exclude: Sequence[str] = (),
+        batch_size: int = 32,
+        workers: int | None = None,
+        progress: ProgressCallback | None = None,
+    ) -> IndexReport:
+        """Bring the store in line with the photos under `paths` (see assoc.runtime.indexing.indexer).
+
+        progress(done, total) counts the new and changed files; it is called from this thread.
+        """
+        from ..runtime.indexing.indexer import index_paths
+
+        roots = [Path(p).expanduser() for p in paths]
+        for root in roots:
+            if not root.exists():
+                raise QueryError(f"no such file or folder: {root}")
+        with self._lock:
+            store = self._open_store(create=True)
+            summary = index_paths(
+                store,
+                self.image_encoder,
+                roots,
+                batch_size=batch_size,
+                workers=workers,
+                exclude=exclude,
+                on_progress=progress,
+            )
+            return IndexReport.from_summary(summary, photos=len(store))
+
+    def search(self, query: PhotoQuery, k: int = 10, min_score: float | None = None) -> list[Hit]:
+        """Photos best first. A str is words, unless it names an existing photo file; a Path or a PIL
+        image is a photo query (MaxSim from its patches: an indexed photo scores 1.0 with itself)."""
+        photo = query if isinstance(query, Image.Image) else query_photo(query)
+        vectors = self.encode_text(str(query)).vectors if photo is None else None
+        with self._lock:
+            store = self._open_store()
+            if vectors is None:
+                vectors = self._photo_grid(photo, store).reshape(-1, self.bundle.config.embed_dim)
+            hits = store.search(vectors, k=k, min_score=min_score, kind=self.bundle.config.score)
+        return [Hit(h.path, h.score) for h in hits]
+
+    def localize(self, photo: str | Path | Image.Image, phrase: str) -> Localization:
+        """Where each word of `phrase` lands in one photo, indexed or not.
+
+        A photo whose content the store holds (a renamed copy counts) reuses its stored grid; otherwise
+        it is encoded here. A store that cannot serve this model is no reason to refuse.
+        """
+        words = self.encode_text(phrase)
+        if isinstance(photo, Image.Image):
+            loaded_image, size, name = photo.convert("RGB"), photo.size, ""
+            grid = self.image_encoder.encode([loaded_image])[0]
+        else:
+            path = _regular_file(Path(photo).expanduser()).absolute()
+            loaded = load_image(path)
+            loaded_image, size, name = loaded.image, (loaded.width, loaded.height), str(path)
+            grid = self._stored_grid(path)
+            if grid is None:
+                grid = self.image_encoder.encode([loaded_image])[0]
+        return Localization.from_heatmaps(name, size, compute_heatmaps(grid, words), photo=loaded_image)
+
+    def explain(self, path: str, phrase: str) -> Localization | None:
+        """Localization of an indexed photo from its stored grid, without opening the photo (sizes come
+        from the store's record); None if the store no longer holds it."""
+        words = self.encode_text(phrase)
+        with self._lock:
+            store = self._open_store()
+            record, grid = store.record(path), store.get_grid(path)
+        if record is None or grid is None:
+            return None
+        return Localization.from_heatmaps(path, (record.width, record.height), compute_heatmaps(grid, words))
+
+    def info(self) -> Info:
+        """Facts about the store and the bundle, and whether the two belong together."""
+        with self._lock:
+            store = describe_store(self.store_spec, self.bundle)
+        return Info.from_facts(store, self.bundle)
+
+    # ------------------------------------------------------------------ building blocks
+
+    @property
+    def text_encoder(self) -> TextEncoder:
+        with self._lock:
+            if self._text is None:
+                from ..runtime.encoding.encoders import TextEncoder
+
+                self._text = TextEncoder(self.bundle, self.device)
+            return self._text
+
+    @property
+    def image_encoder(self) -> ImageEncoder:
+        with self._lock:
+            if self._image is None:
+                from ..runtime.encoding.encoders import ImageEncoder
+
+                self._image = ImageEncoder(self.bundle, self.device)
+            return self._image
+
+    def encode_text(self, text: str) -> EncodedQuery:
+        """Word vectors of a text, from a small cache of recent queries."""
+        with self._lock:
+            cached = self._queries.get(text)
+            if cached is not None:
+                self._queries.move_to_end(text)
+                return cached
+        encoded = self.text_encoder.encode_one(text)
+        with self._lock:
+            self._queries[text] = encoded
+            while len(self._queries) > TEXT_CACHE:
+                self._queries.popitem(last=False)
+        return encoded
+
+    def _open_store(self, create: bool = False) -> Store:
+        """The store, opened once; an index run may create it where a search found nothing yet."""
+        if self._store is None:
+            self._store = open_store(self.store_spec, self.bundle, create=create)
+        return self._store
+
+    def _photo_grid(self, photo: Path | Image.Image, store: Store) -> np.ndarray:
+        """A query photo's (h, w, D) grid: the stored one if the store holds this very content."""
+        if isinstance(photo, Path):
+            try:
+                known = store.find_by_hash(partial_hash(photo))
+            except OSError as exc:
+                raise QueryError(f"{photo}: cannot read the query photo ({exc.strerror or exc})") from None
+            grid = store.get_grid(known) if known is not None else None
+            if grid is not None:
+                return grid
+            height, width = self.bundle.config.visual.image_size
+            photo = load_image(photo, min_size=(width, height)).image
+        return self.image_encoder.encode([photo])[0]
+
+    def _stored_grid(self, path: Path) -> np.ndarray | None:
+        try:
+            digest = partial_hash(path)
+            with self._lock:
+                store = self._open_store()
+                known = store.find_by_hash(digest)
+                return store.get_grid(known) if known is not None else None
+        except (GalleryError, OSError):  # no store yet, another model's, or unreadable: encode instead
+            return None
+
+
+def query_photo(text: str | Path) -> Path | None:
+    """The photo a query names, or None for words.
+
+    Only an existing regular file is a photo query; any text, however long or odd, is otherwise words.
+    A short photo-like file name that is not there is an error: a mistyped path must not quietly turn
+    into a search for the word 'IMG_0042.jpg'.
+    """
+    if isinstance(text, Path):
+        return _regular_file(text.expanduser()).absolute()
+    path = Path(text).expanduser()
+    with suppress(OSError, ValueError):  # a name too long for the OS, or holding NUL: words
+        if path.is_file():
+            return path.absolute()
+    if path.suffix.lower() in PHOTO_SUFFIXES and not any(c.isspace() for c in text) and len(text) < 256:
+        raise QueryError(f"{text}: no such photo (a query naming a photo file searches with that photo)")
+    return None
+
+
+def _regular_file(path: Path) -> Path:
+    try:
+        if path.is_file():
+            return path
+    except (OSError, ValueError):
+        pass
+    if path.exists():
+        raise QueryError(f"{path}: not a regular file")
+    raise QueryError(f"{path}: no such photo")
+
+
+def open(
+    model: str | Path | Bundle | None = None, store: StoreSpec | None = None, device: str = "auto"
+) -> Searcher:
+    """A Searcher (use it in a `with` block, or call close())."""
+    return Searcher(model, store, device)
+

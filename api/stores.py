@@ -1,0 +1,138 @@
+"""One description of where the patch grids live, and the one place that opens it.
+
+A StoreSpec names the built-in gallery (a folder) or a Qdrant collection (a server or an embedded
+folder); its empty fields are filled from the environment by resolved() (assoc.api.settings).
+Everything above this module uses only the assoc.runtime.stores.base.Store interface.
+"""
+
+from __future__ import annotations
+
+from contextlib import closing
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Literal
+
+from ..runtime.encoding.bundle import Bundle
+from ..runtime.errors import NoGalleryError, StoreConfigError
+from ..runtime.stores.base import Store
+from . import settings
+
+StoreKind = Literal["builtin", "qdrant"]
+STORE_KINDS: tuple[StoreKind, ...] = ("builtin", "qdrant")
+
+
+@dataclass(frozen=True)
+class StoreSpec:
+    """Where a gallery lives. Build it with StoreSpec.builtin(...) or StoreSpec.qdrant(...)."""
+
+    kind: StoreKind = "builtin"
+    gallery: Path | None = None  # built-in: the gallery folder
+    qdrant_url: str | None = None  # Qdrant: a server (or a cluster node) ...
+    qdrant_path: Path | None = None  # ... or the folder of an embedded Qdrant
+    qdrant_api_key: str | None = None
+    collection: str = "assoc"
+
+    @classmethod
+    def builtin(cls, gallery: str | Path | None = None) -> StoreSpec:
+        return cls("builtin", gallery=Path(gallery) if gallery is not None else None)
+
+    @classmethod
+    def qdrant(
+        cls,
+        url: str | None = None,
+        path: str | Path | None = None,
+        collection: str = "assoc",
+        api_key: str | None = None,
+    ) -> StoreSpec:
+        return cls(
+            "qdrant",
+            qdrant_url=url,
+            qdrant_path=Path(path) if path is not None else None,
+            qdrant_api_key=api_key,
+            collection=collection,
+        )
+
+    def resolved(self) -> StoreSpec:
+        """The same spec with environment defaults filled in and its fields checked."""
+        if self.kind not in STORE_KINDS:
+            raise StoreConfigError(f"unknown store kind {self.kind!r}; use one of {', '.join(STORE_KINDS)}")
+        if self.kind == "builtin":
+            folder = self.gallery.expanduser() if self.gallery is not None else settings.default_gallery()
+            return replace(self, gallery=folder)
+        url, path = self.qdrant_url, self.qdrant_path
+        if url is not None and path is not None:
+            raise StoreConfigError("a Qdrant store takes a server URL or a local folder, not both")
+        if url is None and path is None:
+            url = settings.default_qdrant_url()
+        if url is None and path is None:
+            raise StoreConfigError(
+                f"a Qdrant store needs a server URL ({settings.ENV_QDRANT_URL}) or a local folder"
+            )
+        key = self.qdrant_api_key or (settings.default_qdrant_api_key() if url else None)
+        return replace(self, qdrant_url=url, qdrant_path=path.expanduser() if path else None, qdrant_api_key=key)
+
+    @property
+    def location(self) -> str:
+        if self.kind == "builtin":
+            return str(self.gallery)
+        return f"{self.qdrant_url or self.qdrant_path} collection {self.collection}"
+
+
+def open_store(spec: StoreSpec, bundle: Bundle, create: bool = False) -> Store:
+    """The store for this bundle; a gallery made by another bundle is a ModelMismatchError.
+
+    Only indexing passes create=True. Without it a built-in gallery or a Qdrant collection that does
+    not exist is a NoGalleryError and nothing is created, so a mistyped location is an error rather
+    than an empty result left behind on disk.
+    """
+    spec = spec.resolved()
+    config = bundle.config
+    if spec.kind == "qdrant":
+        from ..runtime.stores.qdrant import QdrantStore
+
+        return QdrantStore(
+            config.bundle_id,
+            config.embed_dim,
+            url=spec.qdrant_url,
+            api_key=spec.qdrant_api_key,
+            path=spec.qdrant_path,
+            collection=spec.collection,
+            create=create,
+        )
+    from ..runtime.stores.gallery import Gallery
+
+    return Gallery.open(spec.gallery, config.bundle_id, config.embed_dim, create=create)
+
+
+def describe_store(spec: StoreSpec, bundle: Bundle) -> dict[str, Any]:
+    """Kind, location, whether it exists, photos, bytes on disk and the model that made it.
+
+    A built-in gallery is opened whatever model made it, so the answer can say which one did.
+    """
+    spec = spec.resolved()
+    facts: dict[str, Any] = {"kind": spec.kind, "location": spec.location}
+    missing = {"exists": False, "photos": 0, "size_on_disk": 0, "bundle_id": None}
+    if spec.kind == "qdrant":
+        try:
+            with closing(open_store(spec, bundle)) as opened:
+                photos = len(opened)
+        except NoGalleryError:  # nothing indexed into this collection yet; describing creates nothing
+            return {**facts, **missing}
+        size = _folder_bytes(spec.qdrant_path) if spec.qdrant_path is not None else None
+        return {**facts, "exists": True, "photos": photos, "size_on_disk": size, "bundle_id": bundle.bundle_id}
+    from ..runtime.stores.gallery import DB_NAME, Gallery
+
+    if not (spec.gallery / DB_NAME).is_file():
+        return {**facts, **missing}
+    with Gallery.open(spec.gallery, create=False) as opened:
+        return {
+            **facts,
+            "exists": True,
+            "photos": len(opened),
+            "size_on_disk": opened.size_on_disk(),
+            "bundle_id": opened.bundle_id,
+        }
+
+
+def _folder_bytes(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())

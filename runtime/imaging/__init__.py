@@ -1,0 +1,1 @@
+"""Photos from disk to the encoder's input: decoding, EXIF orientation, limits, preprocessing."""

@@ -1,0 +1,279 @@
+"""Incremental indexing: bring a store in line with the photos under some paths.
+
+walk -> diff with the store by (size, mtime_ns) -> for new and changed files, in a thread pool: partial
+hash, then (unless a stored photo has that content) decode and preprocess -> the visual encoder in
+batches on the calling thread -> store.add, one durable commit per batch.
+
+- Decoding runs ahead in the pool while ONNX Runtime encodes the previous batch, so both keep cores busy.
+- A photo whose content is already stored (renamed, copied, or only touched) takes the stored grid.
+- Each file travels through the batch with its own pixels; a file that cannot be read or decoded is
+  set aside with a reason and never takes another file's place in a batch.
+- Photos gone from under the walked folders are removed last (after renames have taken their grids);
+  nothing outside the walked folders, under an unreadable folder or under a missing path is removed.
+  Nor under a named folder that is suddenly empty (an unmounted disk, a disconnected share): its
+  photos stay and the summary names it in `kept_in_empty`. A named folder that still holds anything
+  (a file of any kind, a subfolder) counts as looked at, and photos gone from it are removed.
+- A killed run loses at most the batch in flight; the next run starts where it stopped.
+
+The steps are public so that other executors share them (assoc.distributed encodes on a Ray cluster):
+`plan_index` (walk and diff, once), `prepare` (hash, then decode unless the content is stored: the
+per-file work) and `IndexWriter` (reuse stored grids, encode or take grids encoded elsewhere, one
+commit per batch, removals last).
+"""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+from collections.abc import Callable, Container, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from ..encoding.bundle import VisualConfig
+from ..errors import ImageLoadError
+from ..imaging.images import load_image
+from ..imaging.preprocess import preprocess
+from ..stores.base import PhotoRecord, Store
+from .fileinfo import partial_hash
+from .walk import PhotoFile, walk
+
+if TYPE_CHECKING:  # onnxruntime loads with the encoder, which the caller makes
+    from ..encoding.encoders import ImageEncoder
+
+ProgressCallback = Callable[[int, int], None]
+EncodeArrays = Callable[[np.ndarray], np.ndarray]  # (N, 3, H, W) pixels -> (N, h, w, D) grids
+
+
+@dataclass
+class IndexSummary:
+    added: int = 0  # new photos, encoded
+    updated: int = 0  # known paths whose content changed, encoded again
+    reused: int = 0  # new or changed paths whose content was already stored (renames, copies, touches)
+    removed: int = 0  # records dropped: photos gone, or changed into something unreadable
+    unchanged: int = 0
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+    kept_in_empty: list[tuple[str, int]] = field(default_factory=list)  # (empty named folder, photos kept)
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """One file after `prepare`: content that is stored (no pixels), pixels to encode, or an error.
+    `grid` is set when the file was encoded elsewhere (on a cluster) before it reached the writer."""
+
+    file: PhotoFile
+    content_hash: str = ""
+    pixels: np.ndarray | None = None
+    size: tuple[int, int] = (0, 0)  # (width, height) of the photo as displayed
+    error: str | None = None
+    grid: np.ndarray | None = None
+
+
+@dataclass
+class IndexPlan:
+    """What a run has to do, decided from the walk and the store's records before any file is read."""
+
+    known: dict[str, PhotoRecord]  # the store's records, by path
+    todo: list[PhotoFile]  # new and changed files, sorted by path
+    gone: list[str]  # stored photos no longer on disk under the walked folders
+    summary: IndexSummary  # so far: the walk's skipped entries, unchanged, kept_in_empty
+
+
+def index_paths(
+    store: Store,
+    encoder: ImageEncoder,
+    paths: Sequence[str | Path],
+    *,
+    batch_size: int = 32,
+    workers: int | None = None,
+    exclude: Sequence[str] = (),
+    on_progress: ProgressCallback | None = None,
+) -> IndexSummary:
+    """Index the photos under `paths` into `store`.
+
+    on_progress(done, total) counts the new and changed files (unchanged ones cost nothing); it is
+    called once with done=0, then after each file.
+    """
+    plan = plan_index(store, paths, exclude)
+    writer = IndexWriter(store, plan, encoder.config, encoder.encode_arrays)
+    todo = plan.todo
+    if on_progress:
+        on_progress(0, len(todo))
+    workers = workers or min(8, os.cpu_count() or 1)
+    pool = ThreadPoolExecutor(max_workers=workers)
+    try:
+        batch: list[Prepared] = []
+        window = batch_size + 2 * workers  # decoded ahead: the next batch and then some
+        for done, item in enumerate(_in_order(pool, writer.prepare, todo, window), 1):
+            if item.error is None:
+                batch.append(item)
+            else:
+                writer.skip(item)
+            if len(batch) >= batch_size:
+                writer.store_batch(batch)
+                batch = []
+            if on_progress:
+                on_progress(done, len(todo))
+        writer.store_batch(batch)
+    finally:
+        pool.shutdown(cancel_futures=True)
+    return writer.finish()
+
+
+def plan_index(store: Store, paths: Sequence[str | Path], exclude: Sequence[str] = ()) -> IndexPlan:
+    """Walk `paths` and diff the photos found with the store's records by (size, mtime_ns)."""
+    found = walk(paths, exclude)
+    known = store.records()
+    summary = IndexSummary(skipped=list(found.skipped))
+    todo = []
+    for file in found.files:
+        record = known.get(file.path)
+        if record is not None and (record.size, record.mtime_ns) == (file.size, file.mtime_ns):
+            summary.unchanged += 1
+        else:
+            todo.append(file)
+    present = {file.path for file in found.files}
+    gone: list[str] = []
+    kept: dict[str, int] = {}
+    for path in known:
+        if path in present or not found.covers(path):
+            continue
+        empty = found.empty_folder_of(path)
+        if empty is None:
+            gone.append(path)
+        else:
+            kept[empty] = kept.get(empty, 0) + 1
+    summary.kept_in_empty = sorted(kept.items())
+    return IndexPlan(known, todo, gone, summary)
+
+
+def prepare(file: PhotoFile, config: VisualConfig, stored: Container[str]) -> Prepared:
+    """Hash a file; unless `stored` holds that content hash (its grid will be taken from the store),
+    decode and preprocess it. Never raises for a bad file: the reason is in `error`."""
+    if file.size == 0:
+        return Prepared(file, error="empty file")
+    try:
+        content_hash = partial_hash(file.path)
+    except OSError as exc:
+        return Prepared(file, error=f"cannot read ({exc.strerror or exc})")
+    if content_hash in stored:
+        return Prepared(file, content_hash)
+    return decode(file, content_hash, config)
+
+
+def decode(file: PhotoFile, content_hash: str, config: VisualConfig) -> Prepared:
+    """Load a photo (EXIF orientation, decompression-bomb guard) and preprocess it for the encoder."""
+    height, width = config.image_size
+    try:
+        loaded = load_image(file.path, min_size=(width, height))
+        pixels = preprocess(loaded.image, config)
+    except ImageLoadError as exc:
+        return Prepared(file, content_hash, error=_without_path(str(exc), file.path))
+    except Exception as exc:  # noqa: BLE001 - decoders raise many types; one odd file must not end a run
+        return Prepared(file, content_hash, error=f"cannot decode ({type(exc).__name__}: {exc})")
+    return Prepared(file, content_hash, pixels=pixels, size=(loaded.width, loaded.height))
+
+
+class IndexWriter:
+    """Writes one run's prepared files into the store and keeps its summary. Pool threads may call
+    prepare, which reads by_hash; only the writing thread (store_batch) writes it."""
+
+    def __init__(self, store: Store, plan: IndexPlan, config: VisualConfig, encode: EncodeArrays) -> None:
+        self.store = store
+        self.config = config
+        self.encode = encode
+        self.known = plan.known
+        self.gone = list(plan.gone)
+        self.summary = plan.summary
+        self.by_hash: dict[str, PhotoRecord] = {}
+        for record in sorted(self.known.values(), key=lambda r: r.path):
+            self.by_hash.setdefault(record.content_hash, record)
+
+    def prepare(self, file: PhotoFile) -> Prepared:
+        return prepare(file, self.config, self.by_hash)
+
+    def skip(self, item: Prepared) -> None:
+        """Set aside a file that could not be read or decoded."""
+        self.summary.skipped.append((item.file.path, str(item.error)))
+        if item.file.path in self.known:  # changed into something unreadable: the grid is stale
+            self.gone.append(item.file.path)
+
+    def finish(self) -> IndexSummary:
+        """Remove the photos that are gone (after renames have taken their grids)."""
+        self.store.remove(sorted(self.gone))
+        self.summary.removed = len(self.gone)
+        return self.summary
+
+    def store_batch(self, batch: list[Prepared]) -> None:
+        """Take stored grids for known content, encode the rest (unless encoded elsewhere), and add the
+        batch in one commit."""
+        items: list[tuple[PhotoRecord, np.ndarray]] = []
+        to_encode: list[Prepared] = []
+        encoded: list[tuple[Prepared, np.ndarray]] = []
+        for item in batch:
+            same_as = self.by_hash.get(item.content_hash)  # also a copy met earlier in this run
+            grid = self.store.get_grid(same_as.path) if same_as is not None else None
+            if grid is not None:
+                items.append((_record(item, same_as.grid, (same_as.width, same_as.height)), grid))
+                self.summary.reused += 1
+                continue
+            if item.grid is not None:
+                encoded.append((item, item.grid))
+                continue
+            if item.pixels is None:  # its stored twin was removed by someone else meanwhile
+                item = decode(item.file, item.content_hash, self.config)
+                if item.error is not None:
+                    self.skip(item)
+                    continue
+            to_encode.append(item)
+        if to_encode:
+            encoded += zip(to_encode, self.encode(np.stack([item.pixels for item in to_encode])), strict=True)
+        for item, grid in encoded:
+            items.append((_record(item, grid.shape[:2], item.size), grid))
+            if item.file.path in self.known:
+                self.summary.updated += 1
+            else:
+                self.summary.added += 1
+        if items:
+            self.store.add(items)
+        for record, _ in items:
+            self.by_hash.setdefault(record.content_hash, record)
+
+
+def _in_order(
+    pool: ThreadPoolExecutor, fn: Callable[[PhotoFile], Prepared], files: list[PhotoFile], window: int
+) -> Iterator[Prepared]:
+    """fn over files in the pool, results in input order, at most `window` files in flight."""
+    futures: deque[Future[Prepared]] = deque()
+    queue = iter(files)
+    for file in queue:
+        futures.append(pool.submit(fn, file))
+        if len(futures) >= window:
+            break
+    while futures:
+        result = futures.popleft().result()
+        for file in queue:
+            futures.append(pool.submit(fn, file))
+            break
+        yield result
+
+
+def _record(item: Prepared, grid: tuple[int, int], size: tuple[int, int]) -> PhotoRecord:
+    return PhotoRecord(
+        path=item.file.path,
+        size=item.file.size,
+        mtime_ns=item.file.mtime_ns,
+        content_hash=item.content_hash,
+        grid=(int(grid[0]), int(grid[1])),
+        width=size[0],
+        height=size[1],
+    )
+
+
+def _without_path(message: str, path: str) -> str:
+    """ImageLoadError messages start with the path; the summary keeps path and reason apart."""
+    prefix = f"{path}: "
+    return message[len(prefix) :] if message.startswith(prefix) else message
