@@ -1,9 +1,5 @@
 """assoc: search your photos with words, and see where in each photo the words land.
 
->>> import assoc
->>> sorted(assoc.__all__)[:3]
-['AssocError', 'BundleError', 'GalleryDamagedError']
-
 The API in one breath (the README has a runnable example):
 
     with assoc.open(store=assoc.StoreSpec.builtin("~/gallery")) as searcher:
@@ -16,7 +12,17 @@ The API in one breath (the README has a runnable example):
 Importing assoc loads numpy and Pillow, not ONNX Runtime: encoders start on first use.
 """
 
-from .api.results import Hit, IndexReport, Info, Localization, WordLocalization
+from .api.results import (
+    Hit,
+    IndexReport,
+    Info,
+    Localization,
+    PhotoLabels,
+    RegionLabel,
+    RegionWord,
+    RegionWords,
+    WordLocalization,
+)
 from .api.searcher import Searcher, open
 from .api.stores import StoreSpec
 from .runtime.errors import (
@@ -47,7 +53,11 @@ __all__ = [
     "Localization",
     "ModelMismatchError",
     "NoGalleryError",
+    "PhotoLabels",
     "QueryError",
+    "RegionLabel",
+    "RegionWord",
+    "RegionWords",
     "Searcher",
     "StoreConfigError",
     "StoreSpec",

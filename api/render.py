@@ -1,10 +1,13 @@
-"""Heatmaps drawn over photos: the colour ramp, a photo-sized overlay and a labelled per-word sheet.
+"""Heatmaps drawn over photos: the colour ramp, a photo-sized overlay, a labelled per-word sheet, and
+labelled regions (boxes with their words).
 
 Presentation shared by every front end (the CLI's files and terminal pictures, the web app's images);
 the maps themselves are numbers from assoc.runtime.scoring.heatmap.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
@@ -39,14 +42,18 @@ def colorize(values: np.ndarray) -> np.ndarray:
     return _LUT[index]
 
 
-def overlay(photo: Image.Image, grid_map: np.ndarray, alpha: float = 0.5) -> Image.Image:
-    """The normalised, colour-mapped heatmap blended over the photo (alpha = heatmap weight), photo-sized.
+def heat_image(grid_map: np.ndarray, size: tuple[int, int]) -> Image.Image:
+    """The normalised, colour-mapped heatmap alone at size (width, height): for a viewer that blends it.
 
     Normalising before upsampling gives the same result (bilinear values stay within the cells' range)
     at grid cost instead of photo cost.
     """
-    heat = colorize(upsample(normalize(grid_map), photo.size))
-    return Image.blend(photo.convert("RGB"), Image.fromarray(heat, "RGB"), alpha)
+    return Image.fromarray(colorize(upsample(normalize(grid_map), size)), "RGB")
+
+
+def overlay(photo: Image.Image, grid_map: np.ndarray, alpha: float = 0.5) -> Image.Image:
+    """The heatmap blended over the photo (alpha = heatmap weight), photo-sized."""
+    return Image.blend(photo.convert("RGB"), heat_image(grid_map, photo.size), alpha)
 
 
 def per_word_sheet(
@@ -67,3 +74,42 @@ def per_word_sheet(
         sheet.paste(overlay(small, grid_map, alpha), (k * panel_width, 0))
         draw.text((k * panel_width + 4, panel_height + 3), f"{label} {score:.3f}", fill="black", font=font)
     return sheet
+
+
+# Outline colours of labelled regions, in the order labels come (best first): strong, distinct hues that
+# stand out on most photos; the terminal's caption lines use the same ones.
+LABEL_COLOURS = [(255, 59, 48), (52, 199, 89), (0, 122, 255), (255, 204, 0), (175, 82, 222), (255, 149, 0)]
+
+
+def labelled_overlay(
+    photo: Image.Image, labels: Sequence[tuple[str, tuple[int, int, int, int], tuple[int, int] | None]]
+) -> Image.Image:
+    """The photo with each (text, box (x, y, w, h), peak (x, y) or None) drawn on it: the box outlined,
+    the peak marked with a dot, the text on a tag in the box's colour (LABEL_COLOURS, in order)."""
+    picture = photo.convert("RGB")
+    draw = ImageDraw.Draw(picture)
+    short_side = min(picture.size)
+    line = max(2, round(short_side / 160))
+    font = _font(max(12, round(short_side / 24)))
+    for k, (text, (x, y, w, h), peak) in enumerate(labels):
+        colour = LABEL_COLOURS[k % len(LABEL_COLOURS)]
+        draw.rectangle((x, y, x + w - 1, y + h - 1), outline=colour, width=line)
+        if peak is not None:
+            r = 2 * line
+            draw.ellipse((peak[0] - r, peak[1] - r, peak[0] + r, peak[1] + r), fill=colour, outline=(0, 0, 0))
+        left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
+        tag_w, tag_h = right - left + 2 * line, bottom - top + 2 * line
+        tag_x = min(x, picture.width - tag_w)
+        tag_y = y - tag_h if y >= tag_h else y  # above the box when there is room, else inside it
+        draw.rectangle((tag_x, tag_y, tag_x + tag_w, tag_y + tag_h), fill=colour)
+        ink = (0, 0, 0) if sum(colour) > 400 else (255, 255, 255)
+        draw.text((tag_x + line - left, tag_y + line - top), text, fill=ink, font=font)
+    return picture
+
+
+def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+    """Pillow's built-in font at about `size` pixels (a fixed small one on Pillow builds without FreeType)."""
+    try:
+        return ImageFont.load_default(size=size)
+    except (TypeError, ImportError, OSError):
+        return ImageFont.load_default()

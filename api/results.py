@@ -143,3 +143,69 @@ class Localization:
             "peak": list(self.peak),
             "words": [{"word": w.word, "score": w.score, "peak": list(w.peak)} for w in self.words],
         }
+
+
+@dataclass(frozen=True)
+class RegionWord:
+    word: str
+    score: float  # the word's best cell in the region
+
+
+@dataclass(frozen=True)
+class RegionWords:
+    """Which words match one region of a photo best (`assoc localize IMG --at X,Y` or `--box X,Y,W,H`).
+
+    region is the rectangle of grid cells that was scored, in the photo's pixels (x, y, w, h); source
+    is "phrase" (the words of a given phrase) or "vocabulary" (the bundle's). to_dict() is the --json.
+    """
+
+    image: str
+    width: int
+    height: int
+    grid: tuple[int, int]  # (h, w)
+    region: tuple[int, int, int, int]
+    source: str
+    words: list[RegionWord]
+    photo: Image.Image | None = field(default=None, repr=False, compare=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "image": self.image,
+            "width": self.width,
+            "height": self.height,
+            "grid": list(self.grid),
+            "region": list(self.region),
+            "source": self.source,
+            "words": [{"word": w.word, "score": w.score} for w in self.words],
+        }
+
+
+@dataclass(frozen=True)
+class RegionLabel:
+    """One region of a photo named by a word: its best cell's centre (peak) and its box, in pixels."""
+
+    word: str
+    score: float
+    peak: tuple[int, int]  # (x, y)
+    box: tuple[int, int, int, int]  # (x, y, w, h)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"word": self.word, "score": self.score, "peak": list(self.peak), "box": list(self.box)}
+
+
+@dataclass(frozen=True)
+class PhotoLabels:
+    """What is where in a photo (`assoc localize IMG` with no words): labels best first, never overlapping.
+
+    to_list() is the --json: a list of {"word", "score", "peak": [x, y], "box": [x, y, w, h]}.
+    """
+
+    image: str
+    width: int
+    height: int
+    grid: tuple[int, int]  # (h, w)
+    labels: list[RegionLabel]
+    photo: Image.Image | None = field(default=None, repr=False, compare=False)
+
+    def to_list(self) -> list[dict[str, Any]]:
+        return [label.to_dict() for label in self.labels]

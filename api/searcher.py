@@ -16,6 +16,7 @@ connection and an embedded Qdrant each belong to one caller at a time).
 
 from __future__ import annotations
 
+import os
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -26,18 +27,29 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image
 
-from ..runtime.encoding.bundle import Bundle
-from ..runtime.errors import GalleryError, QueryError
+from ..runtime.encoding.bundle import Bundle, Vocabulary
+from ..runtime.errors import AssocError, GalleryError, QueryError
 from ..runtime.imaging.images import PHOTO_SUFFIXES, load_image
-from ..runtime.indexing.fileinfo import partial_hash
-from ..runtime.scoring.heatmap import compute_heatmaps
-from ..runtime.stores.base import Store
+from ..runtime.indexing.fileinfo import hash_content
+from ..runtime.scoring.heatmap import cell_to_pixel, compute_heatmaps
+from ..runtime.scoring.regions import (
+    FUNCTION_WORDS,
+    box_cells,
+    cells_to_box,
+    mask_bounds,
+    pick_labels,
+    point_cells,
+    region_scores,
+    word_maps,
+)
+from ..runtime.stores.base import PhotoRecord, Store
 from . import settings
-from .results import Hit, IndexReport, Info, Localization
+from .results import Hit, IndexReport, Info, Localization, PhotoLabels, RegionLabel, RegionWord, RegionWords
 from .stores import StoreSpec, describe_store, open_store
 
 if TYPE_CHECKING:  # onnxruntime loads with the encoders: only when they are first used
     from ..runtime.encoding.encoders import EncodedQuery, ImageEncoder, TextEncoder
+    from ..runtime.stores.gallery import CheckReport
 
 ProgressCallback = Callable[[int, int], None]
 PhotoQuery = str | Path | Image.Image
@@ -60,6 +72,7 @@ class Searcher:
         self._text: TextEncoder | None = None
         self._image: ImageEncoder | None = None
         self._queries: OrderedDict[str, EncodedQuery] = OrderedDict()
+        self._vocabulary: Vocabulary | None = None
 
     # ------------------------------------------------------------------ lifetime
 
@@ -85,40 +98,78 @@ class Searcher:
         batch_size: int = 32,
         workers: int | None = None,
         progress: ProgressCallback | None = None,
+        cluster: str | None = None,
     ) -> IndexReport:
         """Bring the store in line with the photos under `paths` (see assoc.runtime.indexing.indexer).
 
         progress(done, total) counts the new and changed files; it is called from this thread.
+        cluster: encode on a Ray cluster (assoc[ray]; see assoc.distributed) at this address: "auto"
+        (the cluster this machine joined), "HOST:PORT", "ray://HOST:PORT", or "local" (start one here).
+        The workers must see the photos at the same paths. `workers` counts decoding threads here, and
+        encoder actors on a cluster (default: sized to the cluster).
         """
-        from ..runtime.indexing.indexer import index_paths
-
         roots = [Path(p).expanduser() for p in paths]
         for root in roots:
-            if not root.exists():
+            if not os.path.lexists(root):  # a broken link or a link loop is there: the walk says which
                 raise QueryError(f"no such file or folder: {root}")
         with self._lock:
             store = self._open_store(create=True)
-            summary = index_paths(
-                store,
-                self.image_encoder,
-                roots,
-                batch_size=batch_size,
-                workers=workers,
-                exclude=exclude,
-                on_progress=progress,
-            )
+            if cluster is None:
+                from ..runtime.indexing.indexer import index_paths
+
+                summary = index_paths(
+                    store,
+                    self.image_encoder,
+                    roots,
+                    batch_size=batch_size,
+                    workers=workers,
+                    exclude=exclude,
+                    on_progress=progress,
+                )
+            else:
+                try:
+                    from ..distributed import index_on_cluster
+                except ImportError:
+                    raise AssocError("indexing on a Ray cluster needs Ray: install assoc[ray]") from None
+                summary = index_on_cluster(
+                    store,
+                    self.bundle,
+                    roots,
+                    cluster=cluster,
+                    device=self.device,
+                    workers=workers,
+                    batch_size=batch_size,
+                    exclude=exclude,
+                    on_progress=progress,
+                )
             return IndexReport.from_summary(summary, photos=len(store))
 
-    def search(self, query: PhotoQuery, k: int = 10, min_score: float | None = None) -> list[Hit]:
+    def search(
+        self,
+        query: PhotoQuery,
+        k: int = 10,
+        min_score: float | None = None,
+        *,
+        words: bool = False,
+        exact: bool = False,
+    ) -> list[Hit]:
         """Photos best first. A str is words, unless it names an existing photo file; a Path or a PIL
-        image is a photo query (MaxSim from its patches: an indexed photo scores 1.0 with itself)."""
-        photo = query if isinstance(query, Image.Image) else query_photo(query)
+        image is a photo query (MaxSim from its patches: an indexed photo scores 1.0 with itself).
+
+        words=True takes a str as words whatever it names: a server must not let a client name files.
+        exact=True scores every photo instead of the store's first-stage candidates (scores are exact
+        either way; see assoc.runtime.stores.gallery).
+        """
+        if isinstance(query, Image.Image):
+            photo: Path | Image.Image | None = query
+        else:
+            photo = None if words else query_photo(query)
         vectors = self.encode_text(str(query)).vectors if photo is None else None
         with self._lock:
             store = self._open_store()
             if vectors is None:
                 vectors = self._photo_grid(photo, store).reshape(-1, self.bundle.config.embed_dim)
-            hits = store.search(vectors, k=k, min_score=min_score, kind=self.bundle.config.score)
+            hits = store.search(vectors, k=k, min_score=min_score, kind=self.bundle.config.score, exact=exact)
         return [Hit(h.path, h.score) for h in hits]
 
     def localize(self, photo: str | Path | Image.Image, phrase: str) -> Localization:
@@ -128,17 +179,59 @@ class Searcher:
         it is encoded here. A store that cannot serve this model is no reason to refuse.
         """
         words = self.encode_text(phrase)
-        if isinstance(photo, Image.Image):
-            loaded_image, size, name = photo.convert("RGB"), photo.size, ""
-            grid = self.image_encoder.encode([loaded_image])[0]
-        else:
-            path = _regular_file(Path(photo).expanduser()).absolute()
-            loaded = load_image(path)
-            loaded_image, size, name = loaded.image, (loaded.width, loaded.height), str(path)
-            grid = self._stored_grid(path)
-            if grid is None:
-                grid = self.image_encoder.encode([loaded_image])[0]
+        name, size, loaded_image, grid = self._open_photo(photo)
         return Localization.from_heatmaps(name, size, compute_heatmaps(grid, words), photo=loaded_image)
+
+    def region_words(
+        self,
+        photo: str | Path | Image.Image,
+        *,
+        at: tuple[float, float] | None = None,
+        box: tuple[float, float, float, float] | None = None,
+        phrase: str | None = None,
+        top: int = 10,
+    ) -> RegionWords:
+        """The words that match one region of a photo best: a point `at` (x, y) or a `box` (x, y, w, h)
+        in the photo's pixels after EXIF orientation (see assoc.runtime.scoring.regions).
+
+        With a phrase, its words ranked by how well each lands here (function words such as 'a' or
+        'on' left out, unless the phrase has nothing else); without one, the bundle's vocabulary.
+        """
+        if (at is None) == (box is None):
+            raise QueryError("name one region of the photo: a point or a box")
+        vocabulary = None if phrase is not None else self.vocabulary()
+        name, size, loaded_image, grid = self._open_photo(photo)
+        grid_shape = (grid.shape[0], grid.shape[1])
+        mask = point_cells(at, grid_shape, size) if at is not None else box_cells(box, grid_shape, size)
+        if vocabulary is not None:
+            words, scores = vocabulary.words, region_scores(word_maps(grid, vocabulary.vectors), mask)
+        else:
+            maps = compute_heatmaps(grid, self.encode_text(phrase))
+            words, scores = maps.words, region_scores(maps.word_maps, mask)
+            content = [k for k, word in enumerate(words) if word.lower() not in FUNCTION_WORDS]
+            if content:
+                words, scores = [words[k] for k in content], scores[content]
+        ranked = [RegionWord(words[k], float(scores[k])) for k in np.argsort(-scores, kind="stable")[: max(0, top)]]
+        region = cells_to_box(mask_bounds(mask), grid_shape, size)
+        source = "vocabulary" if vocabulary is not None else "phrase"
+        return RegionWords(name, size[0], size[1], grid_shape, region, source, ranked, photo=loaded_image)
+
+    def label(self, photo: str | Path | Image.Image, top: int = 5) -> PhotoLabels:
+        """What is where in a photo, with no text: up to `top` non-overlapping regions, each named by its
+        best word of the bundle's vocabulary (see assoc.runtime.scoring.regions)."""
+        vocabulary = self.vocabulary()
+        name, size, loaded_image, grid = self._open_photo(photo)
+        grid_shape = (grid.shape[0], grid.shape[1])
+        labels = [
+            RegionLabel(
+                vocabulary.words[found.word],
+                found.score,
+                cell_to_pixel(found.cell, grid_shape, size),
+                cells_to_box(found.cells, grid_shape, size),
+            )
+            for found in pick_labels(word_maps(grid, vocabulary.vectors), top)
+        ]
+        return PhotoLabels(name, size[0], size[1], grid_shape, labels, photo=loaded_image)
 
     def explain(self, path: str, phrase: str) -> Localization | None:
         """Localization of an indexed photo from its stored grid, without opening the photo (sizes come
@@ -151,10 +244,36 @@ class Searcher:
             return None
         return Localization.from_heatmaps(path, (record.width, record.height), compute_heatmaps(grid, words))
 
+    def records(self, paths: Sequence[str]) -> dict[str, PhotoRecord]:
+        """What the store holds of these indexed photos (its content hash, displayed size, ...), by path;
+        paths it no longer holds are left out."""
+        with self._lock:
+            store = self._open_store()
+            found = {path: store.record(path) for path in paths}
+        return {path: record for path, record in found.items() if record is not None}
+
+    def find(self, content_hash: str) -> PhotoRecord | None:
+        """The indexed photo with this content hash (a stable id for it that names no path), or None."""
+        with self._lock:
+            store = self._open_store()
+            path = store.find_by_hash(content_hash)
+            return store.record(path) if path is not None else None
+
+    def check(self, repair: bool = False) -> CheckReport:
+        """Verify every photo the built-in gallery stores against its checksum; with repair, drop the
+        damaged ones, which the next index run encodes again from the photos."""
+        from ..runtime.stores.gallery import Gallery
+
+        with self._lock:
+            store = self._open_store()
+            if not isinstance(store, Gallery):
+                raise GalleryError("checking stored bytes is for the built-in gallery; Qdrant checks its own")
+            return store.check(repair=repair)
+
     def info(self) -> Info:
         """Facts about the store and the bundle, and whether the two belong together."""
         with self._lock:
-            store = describe_store(self.store_spec, self.bundle)
+            store = describe_store(self.store_spec, self.bundle, self._store)
         return Info.from_facts(store, self.bundle)
 
     # ------------------------------------------------------------------ building blocks
@@ -176,6 +295,18 @@ class Searcher:
 
                 self._image = ImageEncoder(self.bundle, self.device)
             return self._image
+
+    def vocabulary(self) -> Vocabulary:
+        """The bundle's vocabulary (read once); a QueryError if the bundle has none."""
+        with self._lock:
+            if self._vocabulary is None:
+                self._vocabulary = self.bundle.read_vocabulary()
+            if self._vocabulary is None:
+                raise QueryError(
+                    f"model bundle {self.bundle.root} has no vocabulary to name photo regions with:"
+                    " give words to look for, or add a vocabulary to the bundle"
+                )
+            return self._vocabulary
 
     def encode_text(self, text: str) -> EncodedQuery:
         """Word vectors of a text, from a small cache of recent queries."""
@@ -201,7 +332,7 @@ class Searcher:
         """A query photo's (h, w, D) grid: the stored one if the store holds this very content."""
         if isinstance(photo, Path):
             try:
-                known = store.find_by_hash(partial_hash(photo))
+                known = store.find_by_hash(hash_content(photo))
             except OSError as exc:
                 raise QueryError(f"{photo}: cannot read the query photo ({exc.strerror or exc})") from None
             grid = store.get_grid(known) if known is not None else None
@@ -211,9 +342,25 @@ class Searcher:
             photo = load_image(photo, min_size=(width, height)).image
         return self.image_encoder.encode([photo])[0]
 
+    def _open_photo(self, photo: str | Path | Image.Image) -> tuple[str, tuple[int, int], Image.Image, np.ndarray]:
+        """(name, displayed (width, height), RGB image, patch grid) of a photo, indexed or not.
+
+        A photo whose content the store holds (a renamed copy counts) reuses its stored grid; otherwise
+        it is encoded here. A store that cannot serve this model is no reason to refuse.
+        """
+        if isinstance(photo, Image.Image):
+            image = photo.convert("RGB")
+            return "", photo.size, image, self.image_encoder.encode([image])[0]
+        path = _regular_file(Path(photo).expanduser()).absolute()
+        loaded = load_image(path)
+        grid = self._stored_grid(path)
+        if grid is None:
+            grid = self.image_encoder.encode([loaded.image])[0]
+        return str(path), (loaded.width, loaded.height), loaded.image, grid
+
     def _stored_grid(self, path: Path) -> np.ndarray | None:
         try:
-            digest = partial_hash(path)
+            digest = hash_content(path)
             with self._lock:
                 store = self._open_store()
                 known = store.find_by_hash(digest)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from contextlib import closing
 from dataclasses import dataclass, replace
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
 
@@ -101,38 +102,65 @@ def open_store(spec: StoreSpec, bundle: Bundle, create: bool = False) -> Store:
         )
     from ..runtime.stores.gallery import Gallery
 
-    return Gallery.open(spec.gallery, config.bundle_id, config.embed_dim, create=create)
+    return Gallery.open(
+        spec.gallery, config.bundle_id, config.embed_dim, create=create, first_stage=config.first_stage
+    )
 
 
-def describe_store(spec: StoreSpec, bundle: Bundle) -> dict[str, Any]:
-    """Kind, location, whether it exists, photos, bytes on disk and the model that made it.
+def describe_store(spec: StoreSpec, bundle: Bundle, current: Store | None = None) -> dict[str, Any]:
+    """Kind, location, whether it exists, photos, bytes on disk, when it last changed and the model that made it.
 
-    A built-in gallery is opened whatever model made it, so the answer can say which one did.
+    last_indexed is the newest modification time of the store's files (UTC, ISO 8601; None for a server).
+
+    A built-in gallery is opened whatever model made it, so the answer can say which one did. `current`, the
+    caller's open store for this spec, is asked instead of opening a second: an embedded Qdrant allows one.
     """
     spec = spec.resolved()
     facts: dict[str, Any] = {"kind": spec.kind, "location": spec.location}
-    missing = {"exists": False, "photos": 0, "size_on_disk": 0, "bundle_id": None}
+    missing = {"exists": False, "photos": 0, "size_on_disk": 0, "last_indexed": None, "bundle_id": None}
     if spec.kind == "qdrant":
         try:
-            with closing(open_store(spec, bundle)) as opened:
-                photos = len(opened)
+            if current is not None:
+                photos = len(current)
+            else:
+                with closing(open_store(spec, bundle)) as store:
+                    photos = len(store)
         except NoGalleryError:  # nothing indexed into this collection yet; describing creates nothing
             return {**facts, **missing}
-        size = _folder_bytes(spec.qdrant_path) if spec.qdrant_path is not None else None
-        return {**facts, "exists": True, "photos": photos, "size_on_disk": size, "bundle_id": bundle.bundle_id}
-    from ..runtime.stores.gallery import DB_NAME, Gallery
+        files = _files(spec.qdrant_path) if spec.qdrant_path is not None else None
+        return {
+            **facts,
+            "exists": True,
+            "photos": photos,
+            "size_on_disk": sum(f.stat().st_size for f in files) if files is not None else None,
+            "last_indexed": _newest(files) if files is not None else None,
+            "bundle_id": bundle.bundle_id,
+        }
+    from ..runtime.stores.gallery import DB_NAME, SHARD_DIR, Gallery
 
-    if not (spec.gallery / DB_NAME).is_file():
+    try:
+        opened = Gallery.open(spec.gallery, create=False)  # shards without a database are damage, not "none"
+    except NoGalleryError:
         return {**facts, **missing}
-    with Gallery.open(spec.gallery, create=False) as opened:
+    with opened:
         return {
             **facts,
             "exists": True,
             "photos": len(opened),
             "size_on_disk": opened.size_on_disk(),
+            # the database and the shards: its write-ahead log is touched by readers too
+            "last_indexed": _newest([spec.gallery / DB_NAME, *_files(spec.gallery / SHARD_DIR)]),
             "bundle_id": opened.bundle_id,
         }
 
 
-def _folder_bytes(folder: Path) -> int:
-    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+def _files(folder: Path) -> list[Path]:
+    return [p for p in folder.rglob("*") if p.is_file()]
+
+
+def _newest(files: list[Path]) -> str | None:
+    """The latest modification time of these files as UTC ISO 8601 to the second, or None for none."""
+    times = [f.stat().st_mtime for f in files if f.is_file()]
+    if not times:
+        return None
+    return datetime.fromtimestamp(max(times), timezone.utc).isoformat(timespec="seconds")

@@ -32,8 +32,8 @@ import numpy as np
 from common import DATA, open_bundle, write_json
 
 from assoc.runtime.encoding.bundle import Bundle
+from assoc.runtime.encoding.devices import DEVICES
 from assoc.runtime.encoding.encoders import ImageEncoder
-from assoc.runtime.encoding.providers import DEVICES
 from assoc.runtime.imaging.images import load_image
 from assoc.runtime.indexing.indexer import IndexSummary, index_paths
 from assoc.runtime.indexing.walk import walk

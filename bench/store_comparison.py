@@ -48,8 +48,8 @@ from qdrant_client import QdrantClient
 
 from assoc.evaluation.retrieval import encode_photos
 from assoc.runtime.encoding.bundle import Bundle
+from assoc.runtime.encoding.devices import DEVICES
 from assoc.runtime.encoding.encoders import ImageEncoder, TextEncoder
-from assoc.runtime.encoding.providers import DEVICES
 from assoc.runtime.stores.base import PhotoRecord, Store
 from assoc.runtime.stores.gallery import Gallery
 from assoc.runtime.stores.qdrant import POOLED, QdrantStore, pool

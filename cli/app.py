@@ -8,13 +8,15 @@ Training, export and evaluation import torch lazily, inside their commands, so s
 from __future__ import annotations
 
 import sys
+import warnings
 
 import click
 import typer
 from typer.core import TyperGroup
 
 from ..runtime.errors import AssocError
-from .errors import one_line
+from .errors import EXIT_ERROR, EXIT_INTERRUPTED, one_line
+from .names import shown
 
 
 class _Group(TyperGroup):
@@ -23,10 +25,10 @@ class _Group(TyperGroup):
             return super().invoke(ctx)
         except AssocError as exc:
             sys.stderr.write(f"assoc: error: {one_line(exc)}\n")
-            raise typer.Exit(2) from None
+            raise typer.Exit(EXIT_ERROR) from None
         except KeyboardInterrupt:
             sys.stderr.write("assoc: interrupted\n")
-            raise typer.Exit(130) from None
+            raise typer.Exit(EXIT_INTERRUPTED) from None
 
 
 app = typer.Typer(
@@ -40,9 +42,9 @@ app = typer.Typer(
 
 
 def _register() -> None:
-    from . import index_cmd, info_cmd, localize_cmd, model_cmds, query_cmd
+    from . import check_cmd, index_cmd, info_cmd, localize_cmd, model_cmds, query_cmd, serve_cmd, vocab_cmd
 
-    for module in (index_cmd, query_cmd, localize_cmd, info_cmd, model_cmds):
+    for module in (index_cmd, query_cmd, localize_cmd, info_cmd, check_cmd, serve_cmd, model_cmds, vocab_cmd):
         module.register(app)
 
 
@@ -50,4 +52,11 @@ _register()
 
 
 def main() -> None:
+    warnings.showwarning = _warning_line
     app()
+
+
+def _warning_line(message: Warning | str, *_: object, **__: object) -> None:
+    """A warning that reaches the user (from a library, say) is one line, without the source file and
+    line it was issued from."""
+    sys.stderr.write(f"assoc: warning: {shown(' '.join(str(message).split()))}\n")

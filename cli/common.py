@@ -6,7 +6,6 @@ stdout carries results (tables, JSON, paths, pictures); progress and notes go to
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import numpy as np
@@ -14,6 +13,8 @@ import typer
 from PIL import Image
 from rich.console import Console, Group
 from rich.text import Text
+
+from .names import exact_json
 
 PICTURE_CELLS = 48  # terminal columns of one heatmap picture (narrower if the terminal is)
 
@@ -28,7 +29,8 @@ def err_console() -> Console:
 
 
 def echo_json(value: Any) -> None:
-    typer.echo(json.dumps(value, ensure_ascii=False))
+    """JSON on stdout, naming every file exactly (see assoc.cli.names.exact_json)."""
+    typer.echo(exact_json(value))
 
 
 def heatmap_picture(photo: Image.Image, grid_map: np.ndarray, caption: str, console: Console) -> Group:

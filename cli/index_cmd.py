@@ -26,6 +26,8 @@ from rich.table import Table
 from rich.text import Text
 
 from .common import echo_json, err_console, out_console
+from .errors import EXIT_NOTHING_INDEXED
+from .names import shown
 from .options import JsonOpt, SearcherOptions, searcher_options
 
 if TYPE_CHECKING:
@@ -39,10 +41,25 @@ def index(
     paths: Annotated[list[Path], typer.Argument(metavar="PATH...", help="Photos and folders to index.")],
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Photos per encoder call.")] = 32,
     workers: Annotated[
-        int | None, typer.Option("--workers", min=1, help="Decoding threads (default: CPU count, at most 8).")
+        int | None,
+        typer.Option(
+            "--workers",
+            min=1,
+            help="Decoding threads (default: CPU count, at most 8, fewer if memory is short); with --ray, encoder"
+            " actors (default: sized to the cluster).",
+        ),
     ] = None,
     exclude: Annotated[
         list[str] | None, typer.Option("--exclude", help="Skip names or paths matching this glob (repeatable).")
+    ] = None,
+    ray: Annotated[
+        str | None,
+        typer.Option(
+            "--ray",
+            metavar="ADDRESS",
+            help="Encode on a Ray cluster (assoc[ray]): auto (the one this machine joined), HOST:PORT, or local "
+            "(start one here). Workers read the photos at the same paths: a shared filesystem.",
+        ),
     ] = None,
     as_json: JsonOpt = False,
     *,
@@ -56,17 +73,21 @@ def index(
             progress.update(task, completed=done, total=total)
 
         report = searcher.index(
-            paths, exclude=exclude or (), batch_size=batch_size, workers=workers, progress=on_progress
+            paths, exclude=exclude or (), batch_size=batch_size, workers=workers, progress=on_progress, cluster=ray
         )
     for folder, kept in report.kept_in_empty:
         typer.echo(
-            f"assoc: warning: {folder} is empty (an unmounted disk or share?); its {kept} indexed photos were kept",
+            f"assoc: warning: {shown(folder)} is empty (an unmounted disk or share?); its {kept} indexed photos were"
+            " kept",
             err=True,
         )
     if as_json:
         echo_json(report.to_dict())
     else:
         out_console().print(_summary_table(report))
+    if report.skipped and not (report.added or report.updated or report.reused or report.unchanged):
+        typer.echo("assoc: warning: nothing could be indexed: every photo found was skipped", err=True)
+        raise typer.Exit(EXIT_NOTHING_INDEXED)
 
 
 class _RateColumn(ProgressColumn):
@@ -108,7 +129,7 @@ def _summary_table(summary: IndexReport) -> Table:
         value = len(summary.skipped) if key == "skipped" else getattr(summary, key)
         table.add_row(key, str(value), note)
     for path, reason in summary.skipped[:SKIPPED_SHOWN]:
-        table.add_row("", "", Text(f"{path}: {reason}"))
+        table.add_row("", "", Text(f"{shown(path)}: {shown(reason)}"))
     if len(summary.skipped) > SKIPPED_SHOWN:
         table.add_row("", "", f"... and {len(summary.skipped) - SKIPPED_SHOWN} more (--json lists all)")
     table.add_row("photos", str(summary.photos), "in the store now")

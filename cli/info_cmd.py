@@ -9,6 +9,7 @@ from rich.table import Table
 from rich.text import Text
 
 from .common import echo_json, out_console
+from .names import shown
 from .options import JsonOpt, SearcherOptions, searcher_options
 
 
@@ -25,7 +26,7 @@ def info(as_json: JsonOpt = False, *, target: SearcherOptions) -> None:
     table.add_column(overflow="fold")
     for section, values in facts.items():
         for key, value in values.items():
-            table.add_row(f"{section} {key.replace('_', ' ')}", Text(_human(key, value)))
+            table.add_row(f"{section} {key.replace('_', ' ')}", Text(shown(_human(key, value))))
     out_console().print(table)
 
 

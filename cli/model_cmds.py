@@ -4,16 +4,19 @@ export and checkpoint evaluation; bundle evaluation runs on ONNX Runtime."""
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import json
+from collections.abc import Callable
 from dataclasses import fields
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, get_args, get_type_hints
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from ..runtime.errors import AssocError
+from .options import DeviceOpt, with_options
 
 _console = Console(stderr=True)
 
@@ -23,32 +26,50 @@ def _needs_torch() -> None:
         raise AssocError("this command needs the training extras: pip install 'assoc[train]'")
 
 
+# Help for the settings whose name does not say enough; every TrainConfig field is an option either way.
+TRAIN_HELP = {
+    "data": "Captions: a Flickr8k folder, Karpathy/COCO JSON, jsonl or csv.",
+    "out": "Run folder (checkpoints, log, feature cache).",
+    "cache": "Feature cache folder (default OUT/cache); runs with the same frozen parts share it.",
+    "embed_dim": "D: bytes per photo = grid cells x D x 2.",
+    "trunk_weights": "Local weights file for the trunk.",
+    "text_model": "Local Hugging Face BERT-family folder (default: the packaged all-MiniLM-L6-v2).",
+    "train_stages": "Trailing trunk stages to train (0 = frozen).",
+    "train_layers": "Top text layers to train.",
+    "pooled_weight": "Weight of an auxiliary loss on mean-pooled vectors (the first stage of search).",
+    "augment_views": "Augmented views cached per photo (no flips).",
+    "lr": "Learning rate of the new layers.",
+    "backbone_lr": "Learning rate of the unfrozen pretrained stages and layers.",
+    "eval_every": "Evaluate on dev every N epochs (and after the last).",
+    "device": "auto | cpu | cuda",
+    "limit_images": "Train on the first N images only.",
+    "limit_dev_images": "Evaluate on the first N dev images only.",
+}
+
+
+def train_settings(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Give `train` one option per TrainConfig field (--embed-dim for embed_dim, ...), derived from the
+    dataclass so a new setting is a flag without a second declaration; set ones reach it as `overrides`."""
+    from ..models.config import TrainConfig  # torch-free: the settings only
+
+    hints = get_type_hints(TrainConfig)
+    added = []
+    for f in fields(TrainConfig):
+        kind = next((t for t in get_args(hints[f.name]) if t is not type(None)), hints[f.name])
+        option = typer.Option(f"--{f.name.replace('_', '-')}", help=TRAIN_HELP.get(f.name, ""), show_default=False)
+        hint = Annotated[kind | None, option]
+        added.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, annotation=hint, default=None))
+    return with_options(
+        command, added, "overrides", lambda values: {k: v for k, v in values.items() if v is not None}
+    )
+
+
+@train_settings
 def train(
-    config: Annotated[Path | None, typer.Option(help="TOML or YAML file of settings.")] = None,
-    data: Annotated[
-        str | None, typer.Option(help="Captions: a Flickr8k folder, Karpathy/COCO JSON, jsonl or csv.")
-    ] = None,
-    out: Annotated[str | None, typer.Option(help="Run folder (checkpoints, log, feature cache).")] = None,
-    epochs: Annotated[int | None, typer.Option()] = None,
-    batch_size: Annotated[int | None, typer.Option()] = None,
-    embed_dim: Annotated[int | None, typer.Option(help="D: bytes per photo = grid cells x D x 2.")] = None,
-    loss: Annotated[str | None, typer.Option(help="sampled | semihard | hardest | infonce")] = None,
-    score: Annotated[str | None, typer.Option(help="misa | sisa | mima")] = None,
-    trunk: Annotated[
-        str | None, typer.Option(help="efficientnet-lite0 | resnet50 | convnext_tiny | mobilenet_v3_large")
-    ] = None,
-    trunk_weights: Annotated[str | None, typer.Option(help="Local weights file for the trunk.")] = None,
-    text_model: Annotated[str | None, typer.Option(help="Local Hugging Face BERT-family folder.")] = None,
-    train_stages: Annotated[int | None, typer.Option(help="Trailing trunk stages to train (0 = frozen).")] = None,
-    train_layers: Annotated[int | None, typer.Option(help="Top text layers to train.")] = None,
-    image_size: Annotated[int | None, typer.Option()] = None,
-    augment_views: Annotated[int | None, typer.Option(help="Augmented views cached per photo (no flips).")] = None,
-    lr: Annotated[float | None, typer.Option()] = None,
-    backbone_lr: Annotated[float | None, typer.Option()] = None,
-    seed: Annotated[int | None, typer.Option()] = None,
-    device: Annotated[str | None, typer.Option(help="auto | cpu | cuda")] = None,
-    limit_images: Annotated[int | None, typer.Option(help="Train on the first N images only.")] = None,
+    config: Annotated[Path | None, typer.Option(help="TOML or YAML file of settings; flags override it.")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from OUT/last.pt.")] = False,
+    *,
+    overrides: dict[str, Any],
 ) -> None:
     """Train a matchmap model on captioned photos; the best dev checkpoint is OUT/best.pt."""
     _needs_torch()
@@ -59,10 +80,8 @@ def train(
         settings = TrainConfig.from_file(config) if config else TrainConfig()
     except (OSError, ValueError) as exc:
         raise AssocError(f"cannot read settings {config}: {exc}") from None
-    overrides = {name: value for name, value in locals().items() if value is not None}
-    for f in fields(settings):
-        if f.name in overrides and f.name not in ("config", "resume"):
-            setattr(settings, f.name, overrides[f.name])
+    for name, value in overrides.items():
+        setattr(settings, name, value)
     result = run_training(settings, resume=resume, console=_console)
     _console.print(f"best epoch {result.best_epoch}; checkpoint {result.out / 'best.pt'}")
     typer.echo(json.dumps({"best_epoch": result.best_epoch, "dev": result.best_metrics}))
@@ -126,7 +145,7 @@ def evaluate(
     split: Annotated[str, typer.Option(help="Split to evaluate, e.g. dev.")] = "dev",
     model: Annotated[Path | None, typer.Option(help="Bundle folder (default: the shipped bundle).")] = None,
     checkpoint: Annotated[Path | None, typer.Option(help="Evaluate a torch checkpoint instead.")] = None,
-    device: Annotated[str, typer.Option(help="auto | cpu | cuda | coreml")] = "auto",
+    device: DeviceOpt = "auto",
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Recall@1/5/10 and median rank, both directions, 5 captions per image."""
@@ -168,7 +187,7 @@ def evaluate(
 def pointing(
     data: Annotated[Path, typer.Argument(help="Folder with manifest.json of photos and object boxes (COCO).")],
     model: Annotated[Path | None, typer.Option(help="Bundle folder (default: the shipped bundle).")] = None,
-    device: Annotated[str, typer.Option(help="auto | cpu | cuda | coreml")] = "auto",
+    device: DeviceOpt = "auto",
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Pointing game: how often a category's heatmap peak lands in a box of it, against the centre point."""

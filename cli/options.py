@@ -20,6 +20,7 @@ import typer
 from ..api.searcher import Searcher
 from ..api.settings import ENV_MODEL, ENV_QDRANT_URL
 from ..api.stores import StoreSpec
+from ..runtime.encoding.devices import DEVICES
 
 
 class StoreKind(str, Enum):
@@ -31,8 +32,8 @@ ModelOpt = Annotated[
     Path | None,
     typer.Option("--model", help=f"Model bundle folder (default: ${ENV_MODEL}, else the bundle shipped with assoc)."),
 ]
-# The choices are checked by assoc.runtime.encoding.providers, which is not imported here: it loads onnxruntime.
-DeviceOpt = Annotated[str, typer.Option("--device", help="ONNX Runtime device: auto | cpu | cuda | coreml.")]
+# The choices are checked by assoc.runtime.encoding.providers (not imported here: it loads onnxruntime).
+DeviceOpt = Annotated[str, typer.Option("--device", help=f"ONNX Runtime device: {' | '.join(DEVICES)}.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout.")]
 
 _STORE_PARAMS = {
@@ -89,19 +90,33 @@ class SearcherOptions:
 
 def searcher_options(command: Callable[..., Any]) -> Callable[..., Any]:
     """Give `command` the model and store options; it receives them as `target: SearcherOptions`."""
-    hints = get_type_hints(command, include_extras=True)
-    own = [p for p in inspect.signature(command).parameters.values() if p.name != "target"]
     added = [
         inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=hint, default=default)
         for name, (hint, default) in _STORE_PARAMS.items()
     ]
+    return with_options(command, added, "target", lambda values: SearcherOptions(**values))
+
+
+def with_options(
+    command: Callable[..., Any],
+    added: list[inspect.Parameter],
+    receiver: str,
+    collect: Callable[[dict[str, Any]], Any],
+) -> Callable[..., Any]:
+    """A wrapper that Typer sees with `command`'s own parameters (less `receiver`) plus `added`.
+
+    The added options' values are taken out of the call, turned into one value by `collect`, and
+    passed to `command` as its keyword `receiver`: one declaration serves many commands.
+    """
+    hints = get_type_hints(command, include_extras=True)
+    own = [p.replace(annotation=hints[p.name]) for p in inspect.signature(command).parameters.values()]
+    params = [p for p in own if p.name != receiver] + added
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        target = SearcherOptions(**{name: kwargs.pop(name) for name in _STORE_PARAMS})
-        return command(*args, target=target, **kwargs)
+        values = {p.name: kwargs.pop(p.name) for p in added}
+        return command(*args, **{receiver: collect(values)}, **kwargs)
 
-    params = [p.replace(annotation=hints[p.name]) for p in own] + added
     wrapper.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
     wrapper.__annotations__ = {p.name: p.annotation for p in params}
     del wrapper.__wrapped__  # Typer must read the signature above, not the command's own

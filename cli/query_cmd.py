@@ -18,6 +18,7 @@ from ..api.searcher import Searcher, query_photo
 from ..runtime.errors import ImageLoadError, QueryError
 from ..runtime.imaging.images import load_image
 from .common import echo_json, heatmap_picture, out_console
+from .names import echo_paths, shown
 from .options import JsonOpt, SearcherOptions, searcher_options
 
 PREVIEW_PIXELS = 512  # photos are decoded at least this big for a terminal preview
@@ -35,6 +36,9 @@ def query(
         bool, typer.Option("--explain", help="Per word, the best patch of each photo and its score.")
     ] = False,
     preview: Annotated[bool, typer.Option("--preview", help="Draw each photo with its heatmap.")] = False,
+    exact: Annotated[
+        bool, typer.Option("--exact", help="Score every photo, not only the first stage's candidates.")
+    ] = False,
     *,
     target: SearcherOptions,
 ) -> None:
@@ -46,11 +50,11 @@ def query(
     if (explain or preview) and query_photo(text) is not None:
         raise QueryError("--explain and --preview show where words land: they need a text query")
     with target.open() as searcher:
-        hits = searcher.search(text, k=top, min_score=min_score)
+        hits = searcher.search(text, k=top, min_score=min_score, exact=exact)
         if as_json:
             echo_json([hit.to_dict() for hit in hits])
         elif paths_only:
-            typer.echo("".join(h.path + ("\0" if null else "\n") for h in hits), nl=False)
+            echo_paths([h.path for h in hits], null)
         elif explain or preview:
             _show_hits(hits, text, searcher, explain, preview)
         else:
@@ -63,7 +67,7 @@ def _table(hits: list[Hit]) -> Table:
     table.add_column("score", justify="right")
     table.add_column("path", overflow="fold")
     for rank, hit in enumerate(hits, 1):
-        table.add_row(str(rank), f"{hit.score:.4f}", Text(hit.path))  # a path is not markup
+        table.add_row(str(rank), f"{hit.score:.4f}", Text(shown(hit.path)))  # a path is neither markup nor escapes
     if not hits:
         table.caption = "no photos matched"
     return table
@@ -78,7 +82,7 @@ def _show_hits(hits: list[Hit], text: str, searcher: Searcher, explain: bool, pr
     if not hits:
         console.print(_table(hits))
     for rank, hit in enumerate(hits, 1):
-        console.print(Text.assemble((f"{rank}.", "bold"), f" {hit.score:.4f}  {hit.path}"), soft_wrap=True)
+        console.print(Text.assemble((f"{rank}.", "bold"), f" {hit.score:.4f}  {shown(hit.path)}"), soft_wrap=True)
         found = searcher.explain(hit.path, text)
         if found is None:  # removed by a concurrent index run since the search
             continue

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -13,14 +12,20 @@ from torch import nn
 from ..models.model import MatchmapModel, load_checkpoint
 from ..models.onnx_graph import export_onnx
 from ..runtime.encoding.bundle import (
+    TEXTUAL_INPUTS,
     TEXTUAL_MODEL,
+    TEXTUAL_OUTPUT,
     TOKENIZER_FILE,
+    VISUAL_INPUT,
     VISUAL_MODEL,
+    VISUAL_OUTPUT,
     BundleConfig,
+    FirstStageConfig,
     TextualConfig,
     VisualConfig,
     write_config,
 )
+from .vocabulary import build_vocabulary
 
 
 class _Textual(nn.Module):
@@ -38,13 +43,9 @@ class ExportResult:
     out: Path
 
 
-def tokenizer_lowercases(tokenizer_json: Path) -> bool:
-    normalizer = json.loads(tokenizer_json.read_text(encoding="utf-8")).get("normalizer") or {}
-    return bool(normalizer.get("lowercase", False))
-
-
 def export_bundle(checkpoint: Path, out: Path, model_name: str | None = None) -> ExportResult:
-    """Write visual/, textual/ and config.json for a checkpoint into `out` (created, must be empty)."""
+    """Write visual/, textual/ and config.json for a checkpoint into `out` (created, must be empty),
+    and a vocabulary (assoc.export.vocabulary) when the training captions are at hand."""
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         raise FileExistsError(f"{out} exists and is not empty")
@@ -56,21 +57,17 @@ def export_bundle(checkpoint: Path, out: Path, model_name: str | None = None) ->
         model.image,
         (torch.zeros(1, 3, size, size),),
         out / VISUAL_MODEL,
-        ["pixels"],
-        ["patches"],
-        {"pixels": {0: "batch"}, "patches": {0: "batch"}},
+        [VISUAL_INPUT],
+        [VISUAL_OUTPUT],
+        {VISUAL_INPUT: {0: "batch"}, VISUAL_OUTPUT: {0: "batch"}},
     )
     export_onnx(
         _Textual(model),
         (torch.ones(1, 8, dtype=torch.long), torch.ones(1, 8, dtype=torch.long)),
         out / TEXTUAL_MODEL,
-        ["input_ids", "attention_mask"],
-        ["tokens"],
-        {
-            "input_ids": {0: "batch", 1: "length"},
-            "attention_mask": {0: "batch", 1: "length"},
-            "tokens": {0: "batch", 1: "length"},
-        },
+        list(TEXTUAL_INPUTS),
+        [TEXTUAL_OUTPUT],
+        {name: {0: "batch", 1: "length"} for name in (*TEXTUAL_INPUTS, TEXTUAL_OUTPUT)},
     )
     shutil.copyfile(model.tokenizer_path, out / TOKENIZER_FILE)
     with torch.no_grad():
@@ -84,11 +81,9 @@ def export_bundle(checkpoint: Path, out: Path, model_name: str | None = None) ->
             mean=tuple(model.mean),
             std=tuple(model.std),
             grid=(int(grid[0]), int(grid[1])),
-            stride=model.stride,
         ),
-        textual=TextualConfig(
-            max_length=cfg.max_length, lowercase=tokenizer_lowercases(model.tokenizer_path)
-        ),
+        textual=TextualConfig(max_length=cfg.max_length),
+        first_stage=FirstStageConfig(),  # measured on the shipped bundle by bench/first_stage.py
         training={
             "data": state.get("data", cfg.data),
             "epoch": int(state.get("epoch", -1)) + 1,
@@ -98,4 +93,8 @@ def export_bundle(checkpoint: Path, out: Path, model_name: str | None = None) ->
             "text_model": str(model.text_model_path),
         },
     )
-    return ExportResult(write_config(out, config), out)
+    final = write_config(out, config)
+    data = Path(str(config.training["data"]))
+    if data.exists():  # the training captions are at hand: their words become the bundle's vocabulary
+        final = replace(final, vocabulary=build_vocabulary(out, data, split=cfg.train_split))
+    return ExportResult(final, out)

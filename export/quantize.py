@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from ..runtime.encoding.bundle import TEXTUAL_MODEL, load_bundle, write_config
+from .vocabulary import refresh_vocabulary
 
 
 def quantize_textual(bundle_dir: Path) -> int:
@@ -31,6 +32,7 @@ def quantize_textual(bundle_dir: Path) -> int:
     config = bundle.config
     textual = config.textual.__class__(**{**config.textual.__dict__, "quantized": True})
     write_config(Path(bundle_dir), config.__class__(**{**config.__dict__, "textual": textual}))
+    refresh_vocabulary(Path(bundle_dir))  # its vectors came from the text encoder just replaced
     return (Path(bundle_dir) / TEXTUAL_MODEL).stat().st_size
 
 

@@ -31,6 +31,9 @@ class TrainConfig:
     loss: str = "infonce"  # sampled | semihard | hardest | infonce
     margin: float = 0.2
     pooled_weight: float = 0.0  # weight of an auxiliary InfoNCE on mean-pooled vectors (Qdrant's first stage)
+    # > 0: the training score softens each word's max over patches (softmax weights, a learned temperature
+    # starting here); evaluation and search still rank by the hard score. 0 = hard max in training too.
+    soft_max_temperature: float = 0.0
     # optimisation
     epochs: int = 10
     batch_size: int = 128

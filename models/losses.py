@@ -5,6 +5,8 @@
 - `semihard_margin` / `hardest_margin`: VSE++-style, the hardest impostor in the batch, optionally only
   among those scoring below the positive (semi-hard).
 - `info_nce`: symmetric cross-entropy over the rows and columns with a learned temperature.
+- `infonce_semihard`: the sum of the two: InfoNCE's soft weighting of every negative plus a margin on the
+  hardest impostor below the positive (the best of the margin losses on frozen features).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-LOSSES = ("sampled", "semihard", "hardest", "infonce")
+LOSSES = ("sampled", "semihard", "hardest", "infonce", "infonce_semihard")
 
 
 def sampled_margin(scores: torch.Tensor, margin: float = 0.2) -> torch.Tensor:
@@ -70,11 +72,13 @@ class RankingLoss(nn.Module):
             raise ValueError(f"unknown loss {kind!r}; expected one of {LOSSES}")
         self.kind = kind
         self.margin = 0.2 if margin is None else margin
-        self.infonce = InfoNCE() if kind == "infonce" else None
+        self.infonce = InfoNCE() if kind in ("infonce", "infonce_semihard") else None
 
     def forward(self, scores: torch.Tensor) -> torch.Tensor:
         if self.kind == "infonce":
             return self.infonce(scores)
+        if self.kind == "infonce_semihard":
+            return self.infonce(scores) + hardest_margin(scores, self.margin, semihard=True)
         if self.kind == "sampled":
             return sampled_margin(scores, self.margin)
         return hardest_margin(scores, self.margin, semihard=self.kind == "semihard")

@@ -45,3 +45,17 @@ def pooled_scores(patches: torch.Tensor, words: torch.Tensor, word_mask: torch.T
     mask = word_mask.to(words.dtype)[..., None]
     txt = F.normalize((words * mask).sum(1) / mask.sum(1).clamp_min(1.0), dim=-1)
     return img @ txt.t()
+
+
+def soft_misa_scores(
+    patches: torch.Tensor, words: torch.Tensor, word_mask: torch.Tensor, temperature: torch.Tensor | float
+) -> torch.Tensor:
+    """(B, C) MISA with each word's max over patches softened: sum_p softmax_p(mm / t) * mm.
+
+    A training-time score only (search ranks by hard MISA): the gradient reaches every patch in
+    proportion to its softmax weight instead of the single best one. t -> 0 gives MISA, t -> inf SISA.
+    """
+    mm = torch.einsum("bpd,ctd->bcpt", patches, words)
+    pooled = (torch.softmax(mm / temperature, dim=-2) * mm).sum(-2)  # (B, C, T)
+    mask = word_mask.to(mm.dtype)[None]
+    return (pooled * mask).sum(-1) / mask.sum(-1).clamp_min(1.0)

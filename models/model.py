@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import pickle
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ from .bert import load_bert
 from .config import TrainConfig
 from .encoders import ImageEncoder, TextEncoder
 from .losses import InfoNCE, RankingLoss
-from .matchmap import pairwise_scores, pooled_scores
+from .matchmap import pairwise_scores, pooled_scores, soft_misa_scores
 from .trunks import build_trunk
 
 
@@ -36,6 +37,12 @@ class MatchmapModel(nn.Module):
         self.text = TextEncoder(load_bert(self.text_model_path), config.embed_dim, config.train_layers)
         self.loss = RankingLoss(config.loss, config.margin)
         self.pooled_loss = InfoNCE() if config.pooled_weight > 0 else None
+        if config.soft_max_temperature > 0:
+            if config.score != "misa":
+                raise ValueError("soft_max_temperature softens MISA's max; it needs score = 'misa'")
+            self.soft_log_t = nn.Parameter(torch.tensor(math.log(config.soft_max_temperature)))
+        else:
+            self.soft_log_t = None
 
     @property
     def bert_width(self) -> int:
@@ -51,7 +58,12 @@ class MatchmapModel(nn.Module):
 
     def objective(self, grids: torch.Tensor, tokens: torch.Tensor, word_mask: torch.Tensor) -> torch.Tensor:
         """The training loss of a batch of true pairs (image i with caption i)."""
-        loss = self.loss(self.scores(grids, tokens, word_mask).float())
+        if self.soft_log_t is not None:
+            t = self.soft_log_t.clamp(math.log(0.01), 0.0).exp()
+            scores = soft_misa_scores(grids.flatten(1, 2), tokens, word_mask, t)
+        else:
+            scores = self.scores(grids, tokens, word_mask)
+        loss = self.loss(scores.float())
         if self.pooled_loss is not None:
             pooled = pooled_scores(grids.flatten(1, 2), tokens, word_mask).float()
             loss = loss + self.config.pooled_weight * self.pooled_loss(pooled)
@@ -62,6 +74,8 @@ class MatchmapModel(nn.Module):
         new = [*self.image.proj.parameters(), *self.text.proj.parameters(), *self.loss.parameters()]
         if self.pooled_loss is not None:
             new += list(self.pooled_loss.parameters())
+        if self.soft_log_t is not None:
+            new.append(self.soft_log_t)
         new_ids = {id(p) for p in new}
         pretrained = [p for p in self.parameters() if p.requires_grad and id(p) not in new_ids]
         groups = [{"params": new, "lr": self.config.lr}]

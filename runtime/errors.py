@@ -61,6 +61,12 @@ class GalleryDamagedError(GalleryError):
         self.folder, self.detail = folder, detail
 
 
+class DatabaseDamagedError(GalleryDamagedError):
+    """The gallery's database itself is damaged (unreadable, or its tables and indexes disagree), not
+    only some photos' stored bytes: dropping damaged photos cannot mend it; indexing into a new
+    gallery can."""
+
+
 class GalleryReadOnlyError(GalleryError):
     """A gallery that can be searched but not changed (a read-only disk, another user's folder)."""
 

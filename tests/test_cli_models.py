@@ -16,7 +16,8 @@ from assoc.runtime.encoding.bundle import CONFIG_NAME, TOKENIZER_FILE, load_bund
 def linked_bundle(source: Path, target: Path, model_name: str | None = None, tamper: str | None = None) -> Path:
     """A bundle folder of links to the shipped files; optionally renamed (a new bundle id) or with one
     file copied and a byte appended (so it no longer matches its sha256)."""
-    for name in ("visual/model.onnx", "textual/model.onnx", TOKENIZER_FILE):
+    files = [p.relative_to(source).as_posix() for p in source.rglob("*") if p.is_file() and p.name != CONFIG_NAME]
+    for name in files:
         (target / name).parent.mkdir(parents=True, exist_ok=True)
         if name == tamper:
             (target / name).write_bytes((source / name).read_bytes() + b"\0")

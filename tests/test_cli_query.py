@@ -132,3 +132,10 @@ def test_missing_gallery_is_one_line_error(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     assert_one_line_error(assoc("query", "dog", "--gallery", tmp_path / "empty", "--device", "cpu"), "no gallery at")
     assert list((tmp_path / "empty").iterdir()) == []
+
+
+def test_a_sentence_longer_than_a_file_name_is_a_query(indexed: tuple[Path, list[Path]]) -> None:
+    gallery, _ = indexed
+    sentence = "dog " * 64  # 256 bytes: deciding whether it names a photo must not ask the OS about it
+    hits = ok_json("query", sentence, "-k", "2", "--gallery", gallery, "--device", "cpu")
+    assert len(hits) == 2

@@ -14,7 +14,7 @@ def _scores(aligned: bool) -> torch.Tensor:
     return s
 
 
-@pytest.mark.parametrize("kind", ["sampled", "semihard", "hardest", "infonce"])
+@pytest.mark.parametrize("kind", ["sampled", "semihard", "hardest", "infonce", "infonce_semihard"])
 def test_loss_prefers_true_pairs(kind: str) -> None:
     loss = RankingLoss(kind)
     with torch.no_grad():
@@ -41,3 +41,25 @@ def test_infonce_learns_its_temperature() -> None:
     value = loss(_scores(True))
     value.backward()
     assert loss.log_scale.grad is not None and float(loss.log_scale.grad) != 0.0
+
+
+def test_infonce_semihard_is_the_sum_of_its_parts() -> None:
+    s = _scores(True)
+    mixed = RankingLoss("infonce_semihard", margin=0.8)
+    with torch.no_grad():
+        expected = mixed.infonce(s) + hardest_margin(s, margin=0.8, semihard=True)
+        assert float(mixed(s)) == pytest.approx(float(expected))
+    # The margin part adds a cost InfoNCE alone does not have when an impostor is within the margin.
+    assert float(hardest_margin(s, margin=0.8, semihard=True)) > 0.0
+
+
+def test_infonce_semihard_pushes_down_only_the_semihard_impostor() -> None:
+    # Image 0's caption 0 scores 0.6; its impostors: 0.5 (within the margin, below the positive) and
+    # 0.9 (above the positive: left out as likely label noise). The margin part's gradient reaches only 0.5.
+    s = torch.tensor([[0.6, 0.5, 0.9], [0.0, 0.8, 0.0], [0.0, 0.0, 0.8]], requires_grad=True)
+    hardest_margin(s, margin=0.2, semihard=True).backward()
+    g = s.grad
+    assert float(g[0, 1]) > 0.0 and float(g[0, 2]) == 0.0 and float(g[0, 0]) < 0.0
+    s.grad = None
+    RankingLoss("infonce_semihard", margin=0.2)(s).backward()
+    assert float(s.grad[0, 2]) > 0.0  # InfoNCE still weighs every negative

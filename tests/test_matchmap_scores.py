@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from assoc.models.matchmap import paired_scores, pairwise_scores
-from assoc.runtime.scoring.matchmap import matchmap, score_grids, score_matchmap
+from assoc.runtime.scoring.matchmap import score_grids
 
 
 def _unit(rng: np.random.Generator, *shape: int) -> np.ndarray:
@@ -25,9 +25,6 @@ def test_torch_and_numpy_scores_agree(kind: str) -> None:
     for c in range(3):
         numpy_scores = score_grids(grids, words[c][mask[c]], kind)
         np.testing.assert_allclose(torch_scores[:, c].numpy(), numpy_scores, rtol=1e-5, atol=1e-6)
-        for b in range(5):
-            single = score_matchmap(matchmap(grids[b], words[c][mask[c]]), kind)
-            assert single == pytest.approx(float(numpy_scores[b]), abs=1e-6)
     diag = paired_scores(torch.from_numpy(grids[:3]), torch.from_numpy(words), torch.from_numpy(mask), kind)
     np.testing.assert_allclose(diag.numpy(), torch_scores[:3].diagonal().numpy(), rtol=1e-5, atol=1e-6)
 
@@ -35,9 +32,9 @@ def test_torch_and_numpy_scores_agree(kind: str) -> None:
 def test_misa_is_mean_of_each_words_best_patch() -> None:
     patches = np.eye(4, dtype=np.float32)  # 4 patches, D = 4
     words = np.array([[1, 0, 0, 0], [0, 0.5, 0.5, 0]], dtype=np.float32)
-    assert score_matchmap(matchmap(patches, words), "misa") == pytest.approx((1.0 + 0.5) / 2)
-    assert score_matchmap(matchmap(patches, words), "mima") == pytest.approx(1.0)
-    assert score_matchmap(matchmap(patches, words), "sisa") == pytest.approx(2.0 / 8)
+    assert score_grids(patches[None], words, "misa")[0] == pytest.approx((1.0 + 0.5) / 2)
+    assert score_grids(patches[None], words, "mima")[0] == pytest.approx(1.0)
+    assert score_grids(patches[None], words, "sisa")[0] == pytest.approx(2.0 / 8)
 
 
 def test_pooled_training_score_is_qdrants_first_stage() -> None:

@@ -124,6 +124,26 @@ def test_remove(store, items):
     assert all(hit.path not in gone for hit in store.search(items[0][1].reshape(-1, D), k=N_PHOTOS))
 
 
+def test_exact_scans_every_photo_and_pool_is_the_gallerys_pooled_vector(items):
+    """exact=True scores every photo's patches, whatever the prefetch."""
+    from assoc.runtime.scoring.first_stage import reduce_grids
+    from assoc.runtime.stores.gallery import POOLED
+    from assoc.runtime.stores.qdrant import pool
+
+    s = QdrantStore(BUNDLE, D, path=":memory:", prefetch=1)
+    try:
+        s.add(items)
+        query = word_query(items[4][1], np.random.default_rng(3), t=4)
+        expected = brute_force(items, query, 10)
+        hits = s.search(query, k=10, exact=True)
+        assert [h.path for h in hits] == [p for p, _ in expected]
+        np.testing.assert_allclose([h.score for h in hits], [sc for _, sc in expected], atol=1e-5)
+    finally:
+        s.close()
+    grid = items[0][1].astype(np.float16)
+    np.testing.assert_allclose(pool(grid), reduce_grids(grid[None], POOLED)[0, 0], atol=1e-7)
+
+
 def test_find_by_hash(store, items):
     assert store.find_by_hash("hash011") == items[11][0].path
     assert store.find_by_hash("no-such-hash") is None

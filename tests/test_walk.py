@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from assoc.runtime.indexing.fileinfo import partial_hash
+from assoc.runtime.indexing.fileinfo import hash_content
 from assoc.runtime.indexing.walk import walk
 
 POSIX = pytest.mark.skipif(sys.platform == "win32", reason="POSIX links and permission bits")
@@ -181,28 +181,23 @@ def test_unreadable_folder_is_skipped_with_a_reason(tmp_path: Path, photo: Path)
     assert result["covers"] == [False, True, False]
 
 
-def test_partial_hash_sees_size_head_and_tail(tmp_path: Path, photo: Path) -> None:
+def test_content_hash_sees_every_byte(tmp_path: Path, photo: Path) -> None:
     copy = put(tmp_path, "copy.jpg", photo)
-    assert partial_hash(copy) == partial_hash(photo)
-    assert len(partial_hash(photo)) == 32
+    assert hash_content(copy) == hash_content(photo)
+    assert len(hash_content(photo)) == 32
 
     data = bytearray(os.urandom(300_000))
     big = tmp_path / "big.bin"
     big.write_bytes(data)
-    first = partial_hash(big)
-    for offset in (10, len(data) - 10):
+    first = hash_content(big)
+    for offset in (10, len(data) // 2, len(data) - 10):  # the head, the middle (an edit in place), the tail
         changed = bytearray(data)
         changed[offset] ^= 0xFF
         big.write_bytes(changed)
-        assert partial_hash(big) != first
+        assert hash_content(big) != first
     big.write_bytes(data + b"\0")
-    assert partial_hash(big) != first
+    assert hash_content(big) != first
 
     empty = tmp_path / "empty.jpg"
     empty.write_bytes(b"")
-    small = tmp_path / "small.jpg"
-    small.write_bytes(b"x" * 100_000)  # under two blocks: the whole file counts
-    before = partial_hash(small)
-    small.write_bytes(b"x" * 70_000 + b"y" + b"x" * 29_999)
-    assert partial_hash(small) != before
-    assert partial_hash(empty) != partial_hash(small)
+    assert hash_content(empty) != hash_content(big)

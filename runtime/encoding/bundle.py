@@ -6,6 +6,7 @@ A bundle is a folder laid out like the CLIP-ONNX convention::
     visual/model.onnx      pixels (N, 3, H, W) float32 -> patch grid (N, h, w, D), L2-normalised
     textual/model.onnx     input_ids, attention_mask (N, L) int64 -> token vectors (N, L, D), L2-normalised
     textual/tokenizer.json a Hugging Face `tokenizers` file
+    vocabulary/            optional: words.json and vectors.npy, words to name photo regions with
 
 The runtime never guesses a mean, an image size or a tokenizer setting: they are all read from here.
 """
@@ -18,7 +19,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from ..errors import BundleError
+from ..scoring.matchmap import SCORES
 
 BUNDLE_FORMAT = "assoc-bundle"
 BUNDLE_FORMAT_VERSION = 1
@@ -26,7 +30,13 @@ CONFIG_NAME = "config.json"
 VISUAL_MODEL = "visual/model.onnx"
 TEXTUAL_MODEL = "textual/model.onnx"
 TOKENIZER_FILE = "textual/tokenizer.json"
-SCORE_KINDS = ("misa", "sisa", "mima")
+# The encoders' ONNX input and output names: export writes them, config.json records them.
+VISUAL_INPUT = "pixels"
+VISUAL_OUTPUT = "patches"
+TEXTUAL_INPUTS = ("input_ids", "attention_mask")
+TEXTUAL_OUTPUT = "tokens"
+VOCABULARY_WORDS = "vocabulary/words.json"
+VOCABULARY_VECTORS = "vocabulary/vectors.npy"
 
 
 @dataclass(frozen=True)
@@ -37,9 +47,8 @@ class VisualConfig:
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     grid: tuple[int, int]  # (h, w) of the patch grid for image_size
-    stride: int  # pixels of the model input per grid cell
-    input_name: str = "pixels"
-    output_name: str = "patches"
+    input_name: str = VISUAL_INPUT
+    output_name: str = VISUAL_OUTPUT
 
 
 @dataclass(frozen=True)
@@ -47,10 +56,57 @@ class TextualConfig:
     """How a query becomes token ids for the textual encoder."""
 
     max_length: int
-    lowercase: bool
-    input_names: tuple[str, str] = ("input_ids", "attention_mask")
-    output_name: str = "tokens"
+    input_names: tuple[str, str] = TEXTUAL_INPUTS
+    output_name: str = TEXTUAL_OUTPUT
     quantized: bool = False
+
+
+@dataclass(frozen=True)
+class VocabularyConfig:
+    """A bundle's optional vocabulary: words and their vectors from the text encoder.
+
+    It is derived from the text encoder (textual_sha256 records which one), so it is not part of the
+    bundle id: building it again changes no gallery.
+    """
+
+    count: int
+    files: dict[str, str]  # relative path -> sha256
+    textual_sha256: str
+    built: dict[str, Any] = field(default_factory=dict)
+    words: str = VOCABULARY_WORDS
+    vectors: str = VOCABULARY_VECTORS
+
+
+@dataclass(frozen=True)
+class Vocabulary:
+    """A vocabulary as read from a bundle."""
+
+    words: list[str]
+    vectors: np.ndarray  # (count, D) float32
+
+
+@dataclass(frozen=True)
+class FirstStageConfig:
+    """How a search picks the photos it scores exactly (assoc.runtime.scoring.first_stage).
+
+    Each photo's grid is also stored reduced to its pooled vector and to `vectors` unit vectors (the
+    centroids of its patches after `iterations` rounds of k-means). A search ranks every photo by
+    its pooled vector and keeps a shortlist (`shortlist` of the gallery, at least `shortlist_min`
+    photos), ranks those by their centroids and scores the best `candidates` exactly. Optional in
+    config.json: bundles written before it get these defaults (chosen by bench/first_stage.py).
+    """
+
+    vectors: int = 8
+    iterations: int = 4
+    shortlist: float = 0.1
+    shortlist_min: int = 1000
+    candidates: int = 200
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> FirstStageConfig:
+        defaults = cls()
+        fields = [name for name in cls.__dataclass_fields__ if name in raw]
+        return cls(**{name: type(getattr(defaults, name))(raw[name]) for name in fields})
 
 
 @dataclass(frozen=True)
@@ -62,19 +118,26 @@ class BundleConfig:
     textual: TextualConfig
     files: dict[str, str] = field(default_factory=dict)  # relative path -> sha256
     training: dict[str, Any] = field(default_factory=dict)  # data, settings, metrics (informative)
+    first_stage: FirstStageConfig = field(default_factory=FirstStageConfig)
+    vocabulary: VocabularyConfig | None = None
     format: str = BUNDLE_FORMAT
     format_version: int = BUNDLE_FORMAT_VERSION
 
     @property
     def bundle_id(self) -> str:
-        """A short id that changes whenever any model file changes; galleries record it."""
+        """A short id that changes whenever any model file changes; galleries record it.
+
+        The vocabulary is not part of it (see VocabularyConfig)."""
         digest = hashlib.sha256()
         for name in sorted(self.files):
             digest.update(f"{name}={self.files[name]};".encode())
         return f"{self.model_name}-{digest.hexdigest()[:12]}"
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"
+        raw = asdict(self)
+        if self.vocabulary is None:  # absent, as in bundles written before vocabularies existed
+            del raw["vocabulary"]
+        return json.dumps(raw, indent=2, sort_keys=True) + "\n"
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> BundleConfig:
@@ -92,17 +155,16 @@ class BundleConfig:
                 mean=tuple(float(x) for x in v["mean"]),
                 std=tuple(float(x) for x in v["std"]),
                 grid=_pair(v["grid"]),
-                stride=int(v["stride"]),
-                input_name=str(v.get("input_name", "pixels")),
-                output_name=str(v.get("output_name", "patches")),
+                input_name=str(v.get("input_name", VISUAL_INPUT)),
+                output_name=str(v.get("output_name", VISUAL_OUTPUT)),
             )
             textual = TextualConfig(
                 max_length=int(t["max_length"]),
-                lowercase=bool(t["lowercase"]),
-                input_names=tuple(t.get("input_names", ("input_ids", "attention_mask"))),
-                output_name=str(t.get("output_name", "tokens")),
+                input_names=tuple(t.get("input_names", TEXTUAL_INPUTS)),
+                output_name=str(t.get("output_name", TEXTUAL_OUTPUT)),
                 quantized=bool(t.get("quantized", False)),
             )
+            first_stage = FirstStageConfig.from_dict(raw.get("first_stage", {}))
             config = cls(
                 model_name=str(raw["model_name"]),
                 embed_dim=int(raw["embed_dim"]),
@@ -111,14 +173,35 @@ class BundleConfig:
                 textual=textual,
                 files=dict(raw.get("files", {})),
                 training=dict(raw.get("training", {})),
+                first_stage=first_stage,
+                vocabulary=_vocabulary(raw["vocabulary"]) if raw.get("vocabulary") is not None else None,
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise BundleError(f"bundle config.json is malformed: {exc!r}") from None
-        if config.score not in SCORE_KINDS:
-            raise BundleError(f"bundle score {config.score!r} is not one of {', '.join(SCORE_KINDS)}")
+        if config.score not in SCORES:
+            raise BundleError(f"bundle score {config.score!r} is not one of {', '.join(SCORES)}")
         if len(visual.mean) != 3 or len(visual.std) != 3:
             raise BundleError("bundle config.json: visual mean and std need three values each")
+        if min(first_stage.vectors, first_stage.candidates) < 1 or first_stage.iterations < 0:
+            raise BundleError("bundle config.json: first_stage needs vectors and candidates of 1 or more")
+        if not 0 <= first_stage.shortlist <= 1:
+            raise BundleError("bundle config.json: first_stage shortlist is a share of the gallery, 0 to 1")
         return config
+
+
+def _vocabulary(raw: dict[str, Any]) -> VocabularyConfig:
+    vocabulary = VocabularyConfig(
+        count=int(raw["count"]),
+        files={str(name): str(digest) for name, digest in dict(raw["files"]).items()},
+        textual_sha256=str(raw["textual_sha256"]),
+        built=dict(raw.get("built", {})),
+        words=str(raw.get("words", VOCABULARY_WORDS)),
+        vectors=str(raw.get("vectors", VOCABULARY_VECTORS)),
+    )
+    for name in (vocabulary.words, vocabulary.vectors):
+        if name not in vocabulary.files:
+            raise BundleError(f"bundle config.json: the vocabulary records no hash for {name}")
+    return vocabulary
 
 
 def _pair(value: Any) -> tuple[int, int]:
@@ -157,9 +240,28 @@ class Bundle:
     def bundle_id(self) -> str:
         return self.config.bundle_id
 
+    def read_vocabulary(self) -> Vocabulary | None:
+        """The vocabulary's words and vectors (checked against config.json), or None if it has none."""
+        declared = self.config.vocabulary
+        if declared is None:
+            return None
+        try:
+            words = json.loads((self.root / declared.words).read_text(encoding="utf-8"))["words"]
+            vectors = np.load(self.root / declared.vectors, allow_pickle=False)
+        except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
+            raise BundleError(f"model bundle {self.root}: the vocabulary cannot be read ({exc})") from None
+        expected = (declared.count, self.config.embed_dim)
+        if not (isinstance(words, list) and all(isinstance(w, str) for w in words)) or len(words) != declared.count:
+            raise BundleError(f"model bundle {self.root}: {declared.words} does not hold {declared.count} words")
+        if vectors.shape != expected:
+            raise BundleError(f"model bundle {self.root}: {declared.vectors} has shape {vectors.shape}, not {expected}")
+        return Vocabulary(words, vectors.astype(np.float32))
 
-def load_bundle(root: str | Path, verify: bool = True) -> Bundle:
-    """Read and check a bundle folder; every problem is a one-line BundleError."""
+
+def load_bundle(root: str | Path, check_vocabulary: bool = True) -> Bundle:
+    """Read and check a bundle folder; every problem is a one-line BundleError.
+
+    check_vocabulary=False leaves the vocabulary unchecked: only for rebuilding a stale or damaged one."""
     root = Path(root).expanduser()
     if not root.is_dir():
         raise BundleError(f"model bundle not found: {root} is not a folder")
@@ -180,9 +282,24 @@ def load_bundle(root: str | Path, verify: bool = True) -> Bundle:
         path = root / name
         if not path.is_file():
             raise BundleError(f"model bundle {root} is missing {name}")
-        if verify and sha256_file(path) != expected:
+        if sha256_file(path) != expected:
             raise BundleError(f"model bundle {root}: {name} does not match its sha256 in config.json")
+    if check_vocabulary and config.vocabulary is not None:
+        _check_vocabulary(root, config.vocabulary, config.files[TEXTUAL_MODEL])
     return Bundle(root=root, config=config)
+
+
+def _check_vocabulary(root: Path, vocabulary: VocabularyConfig, textual_sha256: str) -> None:
+    for name, expected in vocabulary.files.items():
+        path = root / name
+        if not path.is_file():
+            raise BundleError(f"model bundle {root} is missing {name} (its vocabulary)")
+        if sha256_file(path) != expected:
+            raise BundleError(f"model bundle {root}: {name} does not match its sha256 in config.json")
+    if vocabulary.textual_sha256 != textual_sha256:
+        raise BundleError(
+            f"model bundle {root}: its vocabulary was built with another text encoder; build the vocabulary again"
+        )
 
 
 def write_config(root: Path, config: BundleConfig) -> BundleConfig:

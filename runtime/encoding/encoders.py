@@ -38,10 +38,6 @@ class EncodedQuery:
     token_word: np.ndarray  # (T,) index into words of the word each vector belongs to
     words: list[str]
 
-    def word_vectors(self) -> list[np.ndarray]:
-        """Per word, the vectors of its tokens (a word may be split into several word pieces)."""
-        return [self.vectors[self.token_word == i] for i in range(len(self.words))]
-
 
 class TextEncoder:
     def __init__(self, bundle: Bundle, device: str = "auto", threads: int | None = None) -> None:

@@ -1,37 +1,66 @@
 """Decoding photos as real libraries hold them, into RGB images that match what a viewer shows.
 
-- EXIF orientation is applied first, so grids and heatmaps line up with the displayed photo.
-- Palette, CMYK, 16-bit, greyscale and alpha images become plain 8-bit RGB (alpha over white).
-- JPEGs are decoded in draft mode (DCT scaling) when only a small version is needed.
-- A pixel-count cap refuses decompression bombs before any pixel is decoded.
+- EXIF orientation is applied first, so grids and heatmaps line up with the displayed photo; a
+  damaged EXIF block leaves the photo as stored.
+- Palette, CMYK, 16-bit, float, greyscale and alpha images become plain 8-bit RGB (alpha over white).
+- Memory is bounded: a cap on the pixels decoded at once refuses what no photo library holds before
+  any pixel is decoded; when only a small version is needed, JPEGs are decoded at a reduced scale
+  (DCT scaling) and other formats are reduced right after decoding; 16-bit and float images are
+  converted in strips.
+- Only regular files are read (a named pipe or a device named like a photo is refused, never read).
 - HEIC/HEIF/AVIF open through pillow-heif when it is installed.
+- Pillow's warnings about a file (corrupt EXIF, odd chunks) are not printed: a damaged part either
+  still decodes, or the load fails with a reason.
 """
 
 from __future__ import annotations
 
 import warnings
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
 from ..errors import ImageLoadError
+from .files import NotRegularFileError, open_regular
+from .preprocess import REDUCING_GAP
 
-MAX_MEGAPIXELS = 120.0
-# Pillow's hard limit is twice this; it must stay above any cap a caller asks for.
-Image.MAX_IMAGE_PIXELS = int(MAX_MEGAPIXELS * 1e6)
+# Pixels decoded at once (after JPEG's DCT scaling): 100 MP is 400 MB in Pillow's RGB, about twice that
+# while converting. A phone's 200 MP JPEG still indexes (decoded at 1/8 scale); a 16-bit PNG of 110 MP,
+# which no photo library holds but a 238 KB file can declare, is refused.
+MAX_MEGAPIXELS = 100.0
+DECODE_PEAK_BYTES = int(MAX_MEGAPIXELS * 1e6 * 4 * 2)  # the most one load_image holds at its peak
+# Pillow's own guard (an error past twice this) lets JPEGs through that DCT scaling brings under the cap.
+Image.MAX_IMAGE_PIXELS = int(MAX_MEGAPIXELS * 1e6 * 64 / 2)
 PHOTO_SUFFIXES = frozenset(
-    {".jpg", ".jpeg", ".jpe", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".heic", ".heif", ".avif"}
+    {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".jp2", ".j2k"}
+    | {".heic", ".heif", ".avif"}
 )
+_WIDE_GREY = ("I;16", "I;16B", "I;16L", "I", "F")  # more than 8 bits per pixel, one channel
+_STRIP_PIXELS = 1 << 22  # wide greyscale is converted this many pixels at a time
+_TRANSPOSE = {  # EXIF orientation -> what shows the photo upright
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+
+# Warnings issued from inside Pillow are about the file at hand and would print Pillow's own source
+# paths on stderr; the cap above stands in for its DecompressionBombWarning.
+warnings.filterwarnings("ignore", module=r"PIL\.")
 
 try:  # optional: HEIC support
     import pillow_heif
 
     pillow_heif.register_heif_opener()
-    HEIF_AVAILABLE = True
 except ImportError:  # pragma: no cover - depends on the user's install
-    HEIF_AVAILABLE = False
+    pass
 
 
 @dataclass(frozen=True)
@@ -44,47 +73,55 @@ class LoadedImage:
 
 
 def load_image(
-    path: str | Path, min_size: tuple[int, int] | None = None, max_megapixels: float = MAX_MEGAPIXELS
+    path: str | Path | BinaryIO, min_size: tuple[int, int] | None = None, max_megapixels: float = MAX_MEGAPIXELS
 ) -> LoadedImage:
     """Open a photo as RGB, oriented as a viewer shows it.
 
-    min_size (width, height), when given, lets JPEG decoding skip detail below that size; the
-    reported width and height are always those of the full photo.
+    min_size (width, height), when given, says no more detail than that is needed: JPEGs decode at a
+    reduced scale and other photos are reduced by the whole factors the preprocessing resize would
+    reduce by first (so its result is unchanged); the reported width and height are always those of
+    the full photo. path may also be an open binary file (a photo held in memory, such as an
+    upload); messages then call it "the photo".
     """
-    path = Path(path)
+    source: Path | BinaryIO = path if hasattr(path, "read") else Path(path)
+    name = source if isinstance(source, Path) else "the photo"
     try:
-        with warnings.catch_warnings():
-            # The explicit pixel cap below decides; Pillow's own warning would fire below it.
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            img = Image.open(path)
+        with open_regular(source) if isinstance(source, Path) else nullcontext(source) as fh:
+            img = Image.open(fh)
             width, height = img.size
-            if width * height > max_megapixels * 1e6:
-                raise ImageLoadError(
-                    f"{path}: {width}x{height} is over the {max_megapixels:g} megapixel limit"
-                )
-            orientation = img.getexif().get(0x0112, 1) if hasattr(img, "getexif") else 1
+            orientation = _orientation(img)
             if orientation in (5, 6, 7, 8):
                 width, height = height, width
-            if min_size is not None and img.format == "JPEG":
+            want = None  # min_size in the photo's stored frame (before the EXIF turn)
+            if min_size is not None:
                 want = min_size if orientation not in (5, 6, 7, 8) else (min_size[1], min_size[0])
-                img.draft("RGB", want)
+                if img.format == "JPEG":
+                    img.draft("RGB", want)
+            if img.size[0] * img.size[1] > max_megapixels * 1e6:
+                size = f"{width}x{height} is {width * height / 1e6:.0f} megapixels"
+                raise ImageLoadError(f"{name}: {size}, over the {max_megapixels:g} megapixel limit")
             img.load()
-            img = ImageOps.exif_transpose(img)
-            rgb = to_rgb(img)
+        if want is not None:
+            img = _reduced(img, want)
+        if orientation in _TRANSPOSE:
+            img = img.transpose(_TRANSPOSE[orientation])
+        rgb = to_rgb(img)
     except ImageLoadError:
         raise
     except FileNotFoundError:
-        raise ImageLoadError(f"{path}: no such file") from None
+        raise ImageLoadError(f"{name}: no such file") from None
     except IsADirectoryError:
-        raise ImageLoadError(f"{path}: is a folder, not a photo") from None
+        raise ImageLoadError(f"{name}: is a folder, not a photo") from None
     except PermissionError:
-        raise ImageLoadError(f"{path}: permission denied") from None
+        raise ImageLoadError(f"{name}: permission denied") from None
+    except NotRegularFileError as exc:
+        raise ImageLoadError(f"{name}: {exc}") from None
     except UnidentifiedImageError:
-        raise ImageLoadError(f"{path}: not a recognised image format") from None
+        raise ImageLoadError(f"{name}: not a recognised image format") from None
     except Image.DecompressionBombError:
-        raise ImageLoadError(f"{path}: too many pixels (decompression bomb guard)") from None
+        raise ImageLoadError(f"{name}: too many pixels (decompression bomb guard)") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise ImageLoadError(f"{path}: cannot decode ({exc})") from None
+        raise ImageLoadError(f"{name}: cannot decode ({exc})") from None
     return LoadedImage(image=rgb, width=width, height=height)
 
 
@@ -92,12 +129,8 @@ def to_rgb(img: Image.Image) -> Image.Image:
     """Any PIL mode to 8-bit RGB; transparent pixels are composited over white."""
     if img.mode == "RGB":
         return img
-    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        arr = np.asarray(img, dtype=np.float64)
-        top = float(arr.max()) if arr.size else 0.0
-        scale = 255.0 / (65535.0 if top > 255 else 255.0) if top > 0 else 1.0
-        grey = np.clip(arr * scale, 0, 255).astype(np.uint8)
-        return Image.fromarray(grey, "L").convert("RGB")
+    if img.mode in _WIDE_GREY:
+        return _grey_to_8bit(img).convert("RGB")
     if img.mode == "P" and "transparency" in img.info:
         img = img.convert("RGBA")
     if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
@@ -105,3 +138,43 @@ def to_rgb(img: Image.Image) -> Image.Image:
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(background, rgba).convert("RGB")
     return img.convert("RGB")
+
+
+def _orientation(img: Image.Image) -> int:
+    """The EXIF orientation (1-8); 1 (as stored) when there is none or the EXIF block is damaged."""
+    try:
+        value = img.getexif().get(0x0112, 1)
+    except Exception:  # noqa: BLE001 - EXIF parsers raise many types on damaged blocks; the pixels may be fine
+        return 1
+    return value if isinstance(value, int) and 1 <= value <= 8 else 1
+
+
+def _reduced(img: Image.Image, want: tuple[int, int]) -> Image.Image:
+    """The image shrunk by the whole factors by which the preprocessing resize (Image.resize with
+    REDUCING_GAP) would reduce it first, so less is held and the resize gives the same pixels."""
+    factors = (int(img.width / want[0] / REDUCING_GAP) or 1, int(img.height / want[1] / REDUCING_GAP) or 1)
+    if factors == (1, 1):
+        return img
+    if img.mode in _WIDE_GREY:
+        img = _grey_to_8bit(img)
+    try:
+        return img.reduce(factors)
+    except ValueError:  # a mode reduce does not take (palette, 1-bit): left to the resize
+        return img
+
+
+def _grey_to_8bit(img: Image.Image) -> Image.Image:
+    """A 16-bit, 32-bit or float greyscale image as 8-bit "L", a strip at a time.
+
+    Images whose values go over 255 are taken as 16-bit (scaled by 255/65535); NaN becomes 0 and
+    infinities the ends of the range.
+    """
+    top = img.getextrema()[1]
+    scale = 255.0 / 65535.0 if top > 255 else 1.0
+    out = Image.new("L", img.size)
+    rows = max(1, _STRIP_PIXELS // max(1, img.width))
+    for y in range(0, img.height, rows):
+        strip = np.asarray(img.crop((0, y, img.width, min(img.height, y + rows))), dtype=np.float64) * scale
+        grey = np.nan_to_num(strip, nan=0.0, posinf=255.0, neginf=0.0).clip(0, 255).astype(np.uint8)
+        out.paste(Image.fromarray(grey, "L"), (0, y))
+    return out

@@ -14,6 +14,9 @@ from ..encoding.bundle import VisualConfig
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+# The resize first reduces by whole factors while the image stays over this many times the target
+# (fast box averaging), then resamples; load_image does that reduction early to hold less in memory.
+REDUCING_GAP = 3.0
 
 
 def image_to_array(
@@ -27,7 +30,7 @@ def image_to_array(
     if img.mode != "RGB":
         img = img.convert("RGB")
     if img.size != (width, height):
-        img = img.resize((width, height), Image.BICUBIC, reducing_gap=3.0)
+        img = img.resize((width, height), Image.BICUBIC, reducing_gap=REDUCING_GAP)
     arr = np.asarray(img, dtype=np.float32) / 255.0
     arr = (arr - np.asarray(mean, dtype=np.float32)) / np.asarray(std, dtype=np.float32)
     return np.ascontiguousarray(arr.transpose(2, 0, 1))

@@ -1,28 +1,19 @@
-"""A cheap fingerprint of a file's content, to recognise a photo that was renamed, copied or touched.
+"""The content hash that recognises a photo renamed, copied or touched.
 
-Only the size and the first and last 64 KiB are read, so hashing a library on a NAS costs two small
-reads per photo instead of the whole file. Two photos collide only if they share the size, the head
-(which holds the EXIF block with its timestamps) and the tail; an in-place edit of an uncompressed
-format (BMP, TIFF) that keeps the size and touches only the middle would go unnoticed.
+The hash covers the whole file (blake2b-128, streamed), so a photo edited in place keeps no stale grid
+whatever it kept of its size, head and tail. It is read only for new and changed files (an unchanged
+size and mtime cost nothing), and those are decoded in full anyway.
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path
 
-BLOCK = 64 * 1024
+from ..imaging.files import open_regular
 
 
-def partial_hash(path: str | Path) -> str:
-    """Hex blake2b-128 of the file size, its first 64 KiB and its last 64 KiB (the whole file if smaller)."""
-    digest = hashlib.blake2b(digest_size=16)
-    with open(path, "rb") as fh:
-        size = os.fstat(fh.fileno()).st_size
-        digest.update(size.to_bytes(8, "little"))
-        digest.update(fh.read(BLOCK))
-        if size > BLOCK:
-            fh.seek(max(BLOCK, size - BLOCK))
-            digest.update(fh.read(BLOCK))
-    return digest.hexdigest()
+def hash_content(path: str | Path) -> str:
+    """Hex blake2b-128 of a regular file's whole content."""
+    with open_regular(path) as fh:
+        return hashlib.file_digest(fh, lambda: hashlib.blake2b(digest_size=16)).hexdigest()

@@ -1,6 +1,6 @@
 """Incremental indexing: bring a store in line with the photos under some paths.
 
-walk -> diff with the store by (size, mtime_ns) -> for new and changed files, in a thread pool: partial
+walk -> diff with the store by (size, mtime_ns) -> for new and changed files, in a thread pool: content
 hash, then (unless a stored photo has that content) decode and preprocess -> the visual encoder in
 batches on the calling thread -> store.add, one durable commit per batch.
 
@@ -34,17 +34,19 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..encoding.bundle import VisualConfig
-from ..errors import ImageLoadError
-from ..imaging.images import load_image
+from ..errors import DiskFullError, ImageLoadError
+from ..imaging.files import NotRegularFileError
+from ..imaging.images import DECODE_PEAK_BYTES, load_image
 from ..imaging.preprocess import preprocess
 from ..stores.base import PhotoRecord, Store
-from .fileinfo import partial_hash
+from .fileinfo import hash_content
 from .walk import PhotoFile, walk
 
 if TYPE_CHECKING:  # onnxruntime loads with the encoder, which the caller makes
     from ..encoding.encoders import ImageEncoder
 
 ProgressCallback = Callable[[int, int], None]
+MAX_WORKERS = 8  # decoding threads by default; more rarely helps the encoder that they feed
 EncodeArrays = Callable[[np.ndarray], np.ndarray]  # (N, 3, H, W) pixels -> (N, h, w, D) grids
 
 
@@ -102,7 +104,7 @@ def index_paths(
     todo = plan.todo
     if on_progress:
         on_progress(0, len(todo))
-    workers = workers or min(8, os.cpu_count() or 1)
+    workers = workers or default_workers()
     pool = ThreadPoolExecutor(max_workers=workers)
     try:
         batch: list[Prepared] = []
@@ -118,9 +120,38 @@ def index_paths(
             if on_progress:
                 on_progress(done, len(todo))
         writer.store_batch(batch)
+        return writer.finish()
+    except DiskFullError as exc:  # what was stored stays: say how far the run got
+        stored = writer.summary.added + writer.summary.updated + writer.summary.reused
+        raise DiskFullError(exc.where, stored, len(todo)) from None
     finally:
         pool.shutdown(cancel_futures=True)
-    return writer.finish()
+
+
+def default_workers() -> int:
+    """Decoding threads: one per core, at most MAX_WORKERS, and no more than the memory available can
+    hold if each decodes a photo at the megapixel cap at once (DECODE_PEAK_BYTES)."""
+    cores = min(MAX_WORKERS, os.cpu_count() or 1)
+    available = available_memory()
+    return cores if available is None else max(1, min(cores, available // DECODE_PEAK_BYTES))
+
+
+def available_memory() -> int | None:
+    """Bytes this process can still take: the kernel's MemAvailable, or less under a cgroup (container)
+    limit; None where neither can be read (not Linux)."""
+    found: list[int] = []
+    try:
+        with open("/proc/meminfo") as fh:
+            found += [int(line.split()[1]) * 1024 for line in fh if line.startswith("MemAvailable:")]
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        if limit != "max":
+            found.append(int(limit) - int(Path("/sys/fs/cgroup/memory.current").read_text()))
+    except (OSError, ValueError):
+        pass
+    return max(0, min(found)) if found else None
 
 
 def plan_index(store: Store, paths: Sequence[str | Path], exclude: Sequence[str] = ()) -> IndexPlan:
@@ -156,7 +187,9 @@ def prepare(file: PhotoFile, config: VisualConfig, stored: Container[str]) -> Pr
     if file.size == 0:
         return Prepared(file, error="empty file")
     try:
-        content_hash = partial_hash(file.path)
+        content_hash = hash_content(file.path)
+    except NotRegularFileError as exc:  # replaced by a pipe or a device since the walk
+        return Prepared(file, error=str(exc))
     except OSError as exc:
         return Prepared(file, error=f"cannot read ({exc.strerror or exc})")
     if content_hash in stored:
@@ -209,8 +242,9 @@ class IndexWriter:
 
     def store_batch(self, batch: list[Prepared]) -> None:
         """Take stored grids for known content, encode the rest (unless encoded elsewhere), and add the
-        batch in one commit."""
+        batch in one commit. The summary counts a photo once the commit holds it."""
         items: list[tuple[PhotoRecord, np.ndarray]] = []
+        reused = 0
         to_encode: list[Prepared] = []
         encoded: list[tuple[Prepared, np.ndarray]] = []
         for item in batch:
@@ -218,7 +252,7 @@ class IndexWriter:
             grid = self.store.get_grid(same_as.path) if same_as is not None else None
             if grid is not None:
                 items.append((_record(item, same_as.grid, (same_as.width, same_as.height)), grid))
-                self.summary.reused += 1
+                reused += 1
                 continue
             if item.grid is not None:
                 encoded.append((item, item.grid))
@@ -233,12 +267,12 @@ class IndexWriter:
             encoded += zip(to_encode, self.encode(np.stack([item.pixels for item in to_encode])), strict=True)
         for item, grid in encoded:
             items.append((_record(item, grid.shape[:2], item.size), grid))
-            if item.file.path in self.known:
-                self.summary.updated += 1
-            else:
-                self.summary.added += 1
         if items:
             self.store.add(items)
+        updated = sum(item.file.path in self.known for item, _ in encoded)
+        self.summary.reused += reused
+        self.summary.updated += updated
+        self.summary.added += len(encoded) - updated
         for record, _ in items:
             self.by_hash.setdefault(record.content_hash, record)
 

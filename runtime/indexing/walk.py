@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import errno
 import fnmatch
 import os
 import stat
@@ -22,6 +23,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..imaging.files import kind_of
 from ..imaging.images import PHOTO_SUFFIXES
 
 # Compared case-insensitively with a folder's name.
@@ -87,7 +89,7 @@ def walk(paths: Iterable[str | Path], exclude: Sequence[str] = (), include_hidde
         try:
             st = os.stat(path)
         except OSError as exc:
-            result.skipped.append((path, _reason(exc)))
+            result.skipped.append((path, _reason(exc, path)))
             continue
         if stat.S_ISDIR(st.st_mode):
             result.folders.append(path)
@@ -95,7 +97,7 @@ def walk(paths: Iterable[str | Path], exclude: Sequence[str] = (), include_hidde
                 result.empty.append(path)
             _walk_folder(path, exclude, include_hidden, visited, found, result.skipped)
         elif not stat.S_ISREG(st.st_mode):
-            result.skipped.append((path, "not a regular file"))
+            result.skipped.append((path, _not_a_file(path)))
         elif not _is_photo_name(path):
             result.skipped.append((path, "not a photo file type"))
         else:
@@ -124,7 +126,7 @@ def _walk_folder(
             with os.scandir(folder) as it:
                 entries = sorted(it, key=lambda e: e.name)
         except OSError as exc:
-            skipped.append((folder, _reason(exc)))
+            skipped.append((folder, _reason(exc, folder)))
             continue
         subfolders = []
         for entry in entries:
@@ -138,12 +140,12 @@ def _walk_folder(
                 if not _is_photo_name(entry.name):
                     continue
                 if not entry.is_file():
-                    skipped.append((entry.path, "broken link" if entry.is_symlink() else "not a regular file"))
+                    skipped.append((entry.path, _not_a_file(entry.path)))
                     continue
                 st = entry.stat()
             except OSError as exc:
                 if _is_photo_name(entry.name):
-                    skipped.append((entry.path, _reason(exc)))
+                    skipped.append((entry.path, _reason(exc, entry.path)))
                 continue
             found[entry.path] = PhotoFile(entry.path, st.st_size, st.st_mtime_ns)
         stack.extend(reversed(subfolders))
@@ -174,9 +176,22 @@ def _inside(path: str, folder: str) -> bool:
     return path.startswith(prefix)
 
 
-def _reason(exc: OSError) -> str:
+def _not_a_file(path: str) -> str:
+    """Why an entry named like a photo is not read: what it is (a pipe, a device, through a link or not),
+    or why it cannot be looked at (a broken link, a link loop)."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as exc:
+        return _reason(exc, path)
+    kind = kind_of(mode)
+    return f"not a regular file (a link to {kind})" if os.path.islink(path) else f"not a regular file ({kind})"
+
+
+def _reason(exc: OSError, path: str) -> str:
+    if exc.errno == errno.ELOOP:
+        return "a symbolic link loop"
     if isinstance(exc, FileNotFoundError):
-        return "no such file or folder"
+        return "broken link" if os.path.islink(path) else "no such file or folder"
     if isinstance(exc, PermissionError):
         return "permission denied"
     return exc.strerror or str(exc)

@@ -19,18 +19,6 @@ def matchmap(patches: np.ndarray, words: np.ndarray) -> np.ndarray:
     return np.asarray(patches, dtype=np.float32) @ np.asarray(words, dtype=np.float32).T
 
 
-def score_matchmap(mm: np.ndarray, kind: str = "misa") -> float:
-    """Score one matchmap whose last axis is words and whose other axes are patches."""
-    flat = mm.reshape(-1, mm.shape[-1])
-    if kind == "misa":
-        return float(flat.max(axis=0).mean())
-    if kind == "sisa":
-        return float(flat.mean())
-    if kind == "mima":
-        return float(flat.max())
-    raise ValueError(f"unknown score kind {kind!r}; expected one of {SCORES}")
-
-
 def score_grids(grids: np.ndarray, words: np.ndarray, kind: str = "misa") -> np.ndarray:
     """Scores of one query (T, D) against many grids (N, P, D), computed in float32 -> (N,)."""
     n, p, d = grids.shape

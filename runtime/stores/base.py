@@ -20,7 +20,7 @@ class PhotoRecord:
     path: str  # absolute path as indexed
     size: int  # bytes
     mtime_ns: int
-    content_hash: str  # assoc.runtime.fileinfo.partial_hash
+    content_hash: str  # assoc.runtime.indexing.fileinfo.hash_content
     grid: tuple[int, int]  # (h, w)
     width: int  # the photo's displayed width (after EXIF orientation)
     height: int
@@ -64,9 +64,18 @@ class Store(Protocol):
         ...
 
     def search(
-        self, query: np.ndarray, k: int = 10, min_score: float | None = None, kind: str = "misa"
+        self,
+        query: np.ndarray,
+        k: int = 10,
+        min_score: float | None = None,
+        kind: str = "misa",
+        exact: bool = False,
     ) -> list[SearchHit]:
-        """Rank photos against query vectors (T, D): word vectors of a text, or patches of a photo."""
+        """Rank photos against query vectors (T, D): word vectors of a text, or patches of a photo.
+
+        By default a store may pick candidates with a first stage and score only those; exact=True
+        scores every photo. Either way each hit's score is its exact score, and never NaN or infinite.
+        """
         ...
 
     def __len__(self) -> int: ...

@@ -1,16 +1,32 @@
 """The built-in store: a folder with SQLite for what is known of each photo and float16 shard files
-for the patch grids, searched by exact MaxSim with numpy.
+for the patch grids and their first-stage vectors, searched in two stages.
 
     gallery.sqlite      tables meta, shards, photos (WAL mode)
     shards/00001.f16    little-endian float16 rows; a row is one photo's grid flattened to (h*w, D);
                         all rows of a shard share one grid shape
+    shards/00001.pool   row for row, the photo's pooled vector (1, D), float16
+    shards/00001.cent   row for row, its first-stage centroids (C, D), float16 (scoring/first_stage.py)
+
+A search (search_plan below) ranks every photo by its pooled vector, keeps a shortlist, ranks that by
+centroids, and scores the best `candidates` exactly (MaxSim over their grids, scoring/scan.py); with
+exact=True, or when the gallery holds no more photos than candidates, every grid is scored. Reported
+scores are always exact. Each photo's row carries a checksum of its bytes in all three files
+(row_checksums); every row whose grid is scored is verified first, and a mismatch is a
+GalleryDamagedError naming the photo, never a silently different answer. `check` verifies every row.
+
+Format 2 added the first-stage files and the checksums; a format 1 gallery is upgraded in place, from
+its stored grids, the first time it is opened with write access.
 
 Crash safety rests on one write order, always inside SQLite's write lock (BEGIN IMMEDIATE): grid
-bytes go to the shard at its committed end and are fsynced, and only then are the rows that point at
-them committed. A kill at any moment leaves committed rows pointing at written bytes; what a killed
-writer left past a shard's committed end is overwritten by the next write and truncated by the first
-write of the next session, which also deletes shard files that no committed row names. Because bytes
-are only written under the write lock, that cleanup never races another writer.
+and first-stage bytes go to the shard files at their committed end and are fsynced, and only then are
+the rows that point at them committed. A kill at any moment leaves committed rows pointing at written
+bytes; what a killed writer left past a shard's committed end is overwritten by the next write and
+truncated by the first write of the next session, which also deletes shard files that no committed
+row names. Because bytes are only written under the write lock, that cleanup never races another
+writer. Shard files shorter
+than their committed rows (truncated or deleted by something else) lose the photos whose bytes are
+gone: records() stops listing them at once, so the next index run encodes them again, and its first
+write drops their rows.
 
 Replaced and removed photos leave dead rows behind. When dead rows are over half of the shard bytes
 and over COMPACT_MIN_BYTES, the shards that hold them are rewritten into new shard files and the
@@ -20,39 +36,55 @@ reused, so a reader that still maps an old shard file never mistakes it for a ne
 Readers (another process searching during an index run) see committed rows only; they notice other
 connections' commits through PRAGMA data_version and reload their view of the shards.
 
-One Gallery object belongs to one thread.
+A Gallery may be used from several threads one call at a time: its caller serialises the calls
+(assoc.api.Searcher does).
 """
 
 from __future__ import annotations
 
+import errno
+import functools
+import json
 import os
 import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TypeVar
+from typing import Concatenate, ParamSpec, TypeVar
 
 import numpy as np
 
-from ..errors import GalleryDamagedError, GalleryError, GalleryNotEmptyError, ModelMismatchError, NoGalleryError
-from ..scoring.matchmap import score_grids
+from ..encoding.bundle import FirstStageConfig
+from ..errors import (
+    DatabaseDamagedError,
+    DiskFullError,
+    GalleryBusyError,
+    GalleryDamagedError,
+    GalleryError,
+    GalleryNotEmptyError,
+    GalleryReadOnlyError,
+    ModelMismatchError,
+    NoGalleryError,
+)
+from ..scoring.first_stage import reduce_grids
+from ..scoring.scan import ScanKernel
 from .base import PhotoRecord, SearchHit
 
 FORMAT = "assoc-gallery"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+UPGRADABLE_VERSIONS = ("1",)  # read by upgrading in place on first writable open
 DB_NAME = "gallery.sqlite"
 SHARD_DIR = "shards"
-SHARD_SUFFIX = ".f16"
+SHARD_SUFFIX = ".f16"  # grids
+POOL_SUFFIX = ".pool"  # pooled vectors
+CENTROIDS_SUFFIX = ".cent"  # first-stage centroids
 DTYPE = np.dtype("<f2")
-# Every float16 bit pattern's float32 value, exactly as numpy casts it. A search gathers from this table
-# into its float32 buffer: on x86, where numpy's float16 cast has no SIMD loop, that measured 2-3x faster.
-_BITS = np.dtype("<u2")
-_FLOAT32_OF = np.arange(1 << 16, dtype=_BITS).view(DTYPE).astype(np.float32)
+POOLED = FirstStageConfig(vectors=1)  # the reduction that gives the pooled vector
 MAX_SHARD_BYTES = 256 << 20  # a new shard file is started past this size
 COMPACT_MIN_BYTES = 64 << 20  # dead bytes below this are never worth a rewrite
-# The float32 work buffer of a search. Smaller converts faster (in cache) but calls BLAS more often,
-# and a multithreaded BLAS call on a busy machine costs a scheduler wait; 16 MiB measured best of 2-64.
+# float16 bytes of grids scored (and checksummed) in one kernel call: bounds a search's memory (the kernel
+# widens a chunk to float32 and holds its matchmap) whatever the gallery's size.
 SEARCH_CHUNK_BYTES = 16 << 20
 BUSY_TIMEOUT_S = 60.0
 
@@ -74,13 +106,22 @@ CREATE TABLE photos (
     width INTEGER NOT NULL,
     height INTEGER NOT NULL,
     shard INTEGER NOT NULL,
-    row INTEGER NOT NULL
+    row INTEGER NOT NULL,
+    checksum INTEGER NOT NULL
 );
 CREATE INDEX photos_hash ON photos (content_hash);
 CREATE INDEX photos_place ON photos (shard, row);
 """
 
 T = TypeVar("T")
+P = ParamSpec("P")
+# OS errors that mean: no room for more bytes (disk full, quota, file size limit).
+NO_ROOM = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+
+try:
+    import fcntl
+except ImportError:  # Windows: creating one gallery from two processes at once is not guarded there
+    fcntl = None  # type: ignore[assignment]
 
 
 @dataclass(frozen=True)
@@ -100,6 +141,60 @@ class _Part:
     committed: int
     rows: np.ndarray
     paths: list[str]
+    sums: np.ndarray  # each row's stored checksum (int64)
+
+
+@dataclass(frozen=True)
+class DamagedPhoto:
+    path: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class CheckReport:
+    """What Gallery.check found: every photo's bytes against its checksum and its shard files' sizes."""
+
+    photos: int  # photos checked
+    damaged: list[DamagedPhoto]  # photos whose stored data is missing, altered or not numbers
+    dropped: int  # of those, rows removed by repair (the next index run encodes them again)
+
+    def to_dict(self) -> dict[str, object]:
+        """The JSON `assoc check --json` prints."""
+        damaged = [{"path": d.path, "reason": d.reason} for d in self.damaged]
+        return {"photos": self.photos, "damaged": damaged, "dropped": self.dropped}
+
+
+def _guarded(method: Callable[Concatenate[Gallery, P], T]) -> Callable[Concatenate[Gallery, P], T]:
+    """A public method whose SQLite errors and disk-full errors become typed errors naming the gallery."""
+
+    @functools.wraps(method)
+    def guarded(self: Gallery, *args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return method(self, *args, **kwargs)
+        except sqlite3.DatabaseError as exc:
+            raise _sqlite_error(self.folder, exc) from None
+        except OSError as exc:
+            if exc.errno in NO_ROOM:
+                raise DiskFullError(str(self.folder)) from None
+            raise
+
+    return guarded
+
+
+def _guarded_read(method: Callable[Concatenate[Gallery, P], T]) -> Callable[Concatenate[Gallery, P], T]:
+    """_guarded, and stored values that make no sense (a grid of a damaged shape, a row past a shard's
+    end) are a GalleryDamagedError rather than whatever numpy raises about them."""
+    inner = _guarded(method)
+
+    @functools.wraps(method)
+    def guarded(self: Gallery, *args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return inner(self, *args, **kwargs)
+        except (ValueError, TypeError, IndexError, OverflowError, MemoryError) as exc:
+            detail = f"a stored value makes no sense ({type(exc).__name__}: {exc})"
+            raise GalleryDamagedError(self.folder, detail) from None
+
+    return guarded
 
 
 class Gallery:
@@ -113,8 +208,10 @@ class Gallery:
         self._conn: sqlite3.Connection | None = conn
         self._parts: list[_Part] | None = None
         self._data_version = -1
-        self._maps: dict[int, np.memmap] = {}
+        self._maps: dict[tuple[int, str], np.memmap] = {}
         self._cleaned = False
+        self.read_only = False  # set by open: a gallery this process may search but not change
+        self.first_stage = FirstStageConfig()  # set by open: the reduction stored, the search's candidates
 
     # ------------------------------------------------------------------ opening
 
@@ -125,11 +222,14 @@ class Gallery:
         bundle_id: str | None = None,
         embed_dim: int | None = None,
         create: bool = True,
+        first_stage: FirstStageConfig | None = None,
     ) -> Gallery:
         """Open (or, with create and a bundle_id and embed_dim, start) the gallery in `folder`.
 
         bundle_id and embed_dim, when given, must match those the gallery was made with; leave them
-        out to open a gallery whatever model made it (to describe it, say).
+        out to open a gallery whatever model made it (to describe it, say). first_stage is the
+        bundle's (default: FirstStageConfig()): a new gallery stores its reduction; searches use its
+        shortlist and candidates. A format 1 gallery is upgraded here (it needs write access).
         """
         folder = Path(folder).expanduser()
         db = folder / DB_NAME
@@ -137,9 +237,11 @@ class Gallery:
             raise GalleryError(f"gallery {folder} is a file, not a folder")
         can_create = create and bundle_id is not None and embed_dim is not None
         if not db.is_file():
+            if any((folder / SHARD_DIR).glob("*" + SHARD_SUFFIX)):  # grids without the rows naming them
+                raise DatabaseDamagedError(folder, f"its database {DB_NAME} is missing; only its shard files are there")
             if not can_create:
                 raise NoGalleryError(f"no gallery at {folder} (index some photos into it first)")
-            _create(folder, bundle_id, embed_dim)
+            _create(folder, bundle_id, embed_dim, first_stage or FirstStageConfig())
         read_only = not (os.access(folder, os.W_OK) and os.access(db, os.W_OK))
         try:
             conn = _connect(db, read_only)
@@ -148,9 +250,11 @@ class Gallery:
         try:
             if not read_only:
                 if _is_blank(conn) and can_create:  # killed before its first commit
-                    _initialise(conn, bundle_id, embed_dim)
+                    _initialise(conn, bundle_id, embed_dim, first_stage)
                 (folder / SHARD_DIR).mkdir(exist_ok=True)
                 conn.execute("PRAGMA synchronous=FULL")
+            if conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'meta'").fetchone() is None:
+                raise GalleryError(f"{db} is not a readable assoc gallery (another program's database?)")
             meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
             gallery = cls(folder, conn, *_check_meta(folder, meta, bundle_id, embed_dim))
         except sqlite3.Error as exc:
@@ -159,10 +263,18 @@ class Gallery:
         except (ValueError, TypeError) as exc:  # meta values of the wrong kind
             conn.close()
             raise GalleryDamagedError(folder, f"its settings cannot be read ({exc})") from None
-        except (GalleryError, OSError):
+        except GalleryError:
             conn.close()
             raise
+        except OSError as exc:  # the shards folder cannot be made
+            conn.close()
+            raise GalleryError(f"cannot open gallery {folder}: {exc.strerror or exc}") from None
         gallery.read_only = read_only
+        try:
+            gallery._adopt(meta, first_stage)
+        except BaseException:
+            gallery.close()
+            raise
         return gallery
 
     def close(self) -> None:
@@ -179,16 +291,23 @@ class Gallery:
 
     # ------------------------------------------------------------------ reading
 
+    @_guarded_read
     def __len__(self) -> int:
         return self._db.execute("SELECT COUNT(*) FROM photos").fetchone()[0]
 
+    @_guarded_read
     def records(self) -> dict[str, PhotoRecord]:
+        """Every photo whose bytes are all on disk (one whose shard file was cut short is left out, so
+        that an index run encodes it again)."""
+        missing = self._missing()
         rows = self._db.execute("SELECT path, size, mtime_ns, content_hash, grid_h, grid_w, width, height FROM photos")
-        return {
-            _path_of(path): PhotoRecord(_path_of(path), size, mtime, digest, (gh, gw), width, height)
+        records = (
+            PhotoRecord(_path_of(path), size, mtime, digest, (gh, gw), width, height)
             for path, size, mtime, digest, gh, gw, width, height in rows
-        }
+        )
+        return {r.path: r for r in records if r.path not in missing}
 
+    @_guarded_read
     def record(self, path: str) -> PhotoRecord | None:
         row = self._db.execute(
             "SELECT size, mtime_ns, content_hash, grid_h, grid_w, width, height FROM photos WHERE path = ?",
@@ -199,37 +318,51 @@ class Gallery:
         size, mtime, digest, gh, gw, width, height = row
         return PhotoRecord(path, size, mtime, digest, (gh, gw), width, height)
 
+    @_guarded_read
     def find_by_hash(self, content_hash: str) -> str | None:
-        row = self._db.execute(
-            "SELECT path FROM photos WHERE content_hash = ? ORDER BY path LIMIT 1", (content_hash,)
-        ).fetchone()
-        return None if row is None else _path_of(row[0])
+        rows = self._db.execute("SELECT path FROM photos WHERE content_hash = ? ORDER BY path", (content_hash,))
+        missing = self._missing()
+        return next((p for p in map(_path_of, (r[0] for r in rows)) if p not in missing), None)
 
+    @_guarded_read
     def get_grid(self, path: str) -> np.ndarray | None:
         def read() -> np.ndarray | None:
             row = self._db.execute(
-                "SELECT shard, row, grid_h, grid_w FROM photos WHERE path = ?", (_sql_path(path),)
+                "SELECT shard, row, grid_h, grid_w, checksum FROM photos WHERE path = ?", (_sql_path(path),)
             ).fetchone()
             if row is None:
                 return None
-            shard, index, gh, gw = row
-            count = gh * gw * self.embed_dim
-            flat = np.fromfile(self._shard_path(shard), dtype=DTYPE, count=count, offset=index * count * DTYPE.itemsize)
-            if flat.size != count:
-                raise GalleryDamagedError(self.folder, f"shard {shard} is too short")
-            return flat.reshape(gh, gw, self.embed_dim).astype(np.float32)
+            shard, index, gh, gw, checksum = row
+            blocks = []
+            for suffix, vectors in self._layers((gh, gw)):
+                count = vectors * self.embed_dim
+                flat = np.fromfile(
+                    self._layer_path(shard, suffix), dtype=DTYPE, count=count, offset=index * count * DTYPE.itemsize
+                )
+                if flat.size != count:
+                    raise GalleryDamagedError(self.folder, f"shard {shard} is too short for {path}")
+                blocks.append(flat.reshape(1, vectors, self.embed_dim))
+            self._verify(blocks, np.array([checksum], np.int64), [path])
+            return blocks[0].reshape(gh, gw, self.embed_dim).astype(np.float32)
 
         return self._retrying(read)
 
+    @_guarded_read
     def search(
-        self, query: np.ndarray, k: int = 10, min_score: float | None = None, kind: str = "misa"
+        self,
+        query: np.ndarray,
+        k: int = 10,
+        min_score: float | None = None,
+        kind: str = "misa",
+        exact: bool = False,
     ) -> list[SearchHit]:
-        """Exact MaxSim (or SISA/MIMA) of the query vectors (T, D) against every photo; best first.
+        """The k photos that score best against the query vectors (T, D) by MaxSim (or SISA/MIMA).
 
-        Grids are read from the memory-mapped shards and widened to float32 a chunk at a time into
-        one work buffer of about SEARCH_CHUNK_BYTES, reused for every chunk, so memory stays bounded
-        whatever the gallery's size and no chunk pays for a fresh allocation. Equal scores are ordered
-        by path, so a search is deterministic.
+        Two stages unless exact (see the module docstring); every score returned is exact, from the
+        photo's verified grid. Grids are read from the memory-mapped shards a chunk of about
+        SEARCH_CHUNK_BYTES at a time, so memory stays bounded whatever the gallery's size. A photo whose
+        score is not a finite number (its stored values are not) is never returned. Equal scores are
+        ordered by path, so a search is deterministic.
         """
         query = np.asarray(query, dtype=np.float32)
         if query.ndim != 2 or query.shape[1] != self.embed_dim:
@@ -239,32 +372,86 @@ class Gallery:
         if k <= 0:
             return []
         parts, maps = self._retrying(self._snapshot)
-        cells = [mm.shape[1] * mm.shape[2] for mm in maps]  # values in one photo's grid
-        steps = [max(1, SEARCH_CHUNK_BYTES // (4 * c)) for c in cells]
-        work = np.empty(max((s * c for s, c in zip(steps, cells, strict=True)), default=0), np.float32)
+        query_t = np.ascontiguousarray(query.T)
+        picks = [part.rows for part in parts]
+        shortlist, candidates = search_plan(sum(len(p) for p in picks), self.first_stage, k)
+        if not exact:
+            for suffix, keep in ((POOL_SUFFIX, shortlist), (CENTROIDS_SUFFIX, candidates)):
+                picks = self._narrow(maps, picks, suffix, keep, query_t, kind)
         scores: list[np.ndarray] = []
         paths: list[str] = []
-        for part, mm, step in zip(parts, maps, steps, strict=True):
-            for start in range(0, len(part.rows), step):
-                rows = part.rows[start : start + step]
-                first, last = int(rows[0]), int(rows[-1])
-                block = mm[first : last + 1] if last - first + 1 == len(rows) else mm[rows]
-                grids = work[: block.size].reshape(block.shape)
-                np.take(_FLOAT32_OF, block.view(_BITS), out=grids, mode="clip")  # every index is in range
-                scores.append(score_grids(grids, query, kind))
-            paths.extend(part.paths)
+        kernel = _kernel(kind)
+        for part, layers, rows in zip(parts, maps, picks, strict=True):
+            where = np.searchsorted(part.rows, rows)  # rows are sorted, as part.rows are
+            for start in range(0, len(rows), self._step(part.grid)):
+                chunk = where[start : start + self._step(part.grid)]
+                blocks = [_gather(mm, part.rows[chunk]) for mm in layers.values()]
+                self._verify(blocks, part.sums[chunk], [part.paths[i] for i in chunk])
+                scores.append(kernel.scores(blocks[0], query_t))
+            paths.extend(part.paths[i] for i in where)
         if not paths:
             return []
-        return _top_k(np.concatenate(scores), paths, k, min_score)
+        hits = _top_k(np.concatenate(scores), paths, k, min_score)
+        self._confirm(hits, parts)
+        return hits
+
+    def _confirm(self, hits: list[SearchHit], parts: list[_Part]) -> None:
+        """Find each hit's row again through the path index, at the place the scan read it from.
+
+        The scan reads paths from the table and places through another index; SQLite checks neither
+        against the other, so a flipped bit in a path, or in an index entry, would otherwise pair a
+        photo with another's name or place in silence.
+        """
+        by_shard = {part.shard: part for part in parts}
+        for hit in hits:
+            place = self._db.execute("SELECT shard, row FROM photos WHERE path = ?", (_sql_path(hit.path),)).fetchone()
+            part = by_shard.get(place[0]) if place is not None else None
+            i = int(np.searchsorted(part.rows, place[1])) if part is not None else 0
+            if part is None or i >= len(part.rows) or part.rows[i] != place[1] or part.paths[i] != hit.path:
+                if self._db.execute("PRAGMA data_version").fetchone()[0] != self._data_version:
+                    return  # another process committed since the scan's snapshot: that explains it
+                raise DatabaseDamagedError(self.folder, f"its database disagrees with itself about {hit.path}")
+
+    @_guarded_read
+    def check(self, repair: bool = False) -> CheckReport:
+        """Verify every photo's stored bytes (shard file sizes, checksums, finite values); with repair,
+        drop the rows of damaged photos so that the next index run encodes them again."""
+        damaged = [DamagedPhoto(p, f"its bytes are missing from shard {s}") for p, s in self._missing().items()]
+        missing = {d.path for d in damaged}
+        parts, maps = self._retrying(lambda: self._snapshot(tolerant=True))
+        for part, layers in zip(parts, maps, strict=True):
+            for start in range(0, len(part.rows), self._step(part.grid)):
+                rows = part.rows[start : start + self._step(part.grid)]
+                paths = part.paths[start : start + len(rows)]
+                present = rows < min((mm.shape[0] for mm in layers.values()), default=0)
+                blocks = [_gather(mm, rows[present]) for mm in layers.values()]
+                sums = row_checksums(blocks)
+                finite = np.logical_and.reduce([np.isfinite(b).all(axis=(1, 2)) for b in blocks])
+                stored = part.sums[start : start + len(rows)][present]
+                kept = [path for path, here in zip(paths, present, strict=True) if here]
+                for path, ok_sum, ok_values in zip(kept, sums == stored, finite, strict=True):
+                    if path in missing:
+                        continue
+                    if not ok_sum:
+                        damaged.append(DamagedPhoto(path, "its stored bytes do not match their checksum"))
+                    elif not ok_values:
+                        damaged.append(DamagedPhoto(path, "its stored values are not all finite numbers"))
+        photos = len(self)
+        if not (repair and damaged):
+            return CheckReport(photos, damaged, 0)
+        with self._writing():
+            self._db.executemany("DELETE FROM photos WHERE path = ?", [(_sql_path(d.path),) for d in damaged])
+        return CheckReport(photos, damaged, len(damaged))
 
     def size_on_disk(self) -> int:
         """Bytes taken by the database (with its WAL) and the shard files."""
         files = [self.folder / (DB_NAME + suffix) for suffix in ("", "-wal", "-shm")]
-        files += (self.folder / SHARD_DIR).glob("*" + SHARD_SUFFIX)
+        files += (f for f in (self.folder / SHARD_DIR).iterdir() if f.suffix in _SUFFIXES)
         return sum(f.stat().st_size for f in files if f.is_file())
 
     # ------------------------------------------------------------------ writing
 
+    @_guarded
     def add(self, items: list[tuple[PhotoRecord, np.ndarray]]) -> None:
         """Insert or replace photos; durable on return (bytes fsynced, then rows committed)."""
         if not items:
@@ -281,7 +468,7 @@ class Gallery:
             for grid_shape, group in by_grid.items():
                 places = self._append(grid_shape, np.stack([g for _, g in group]))
                 self._db.executemany(
-                    "INSERT OR REPLACE INTO photos VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "INSERT OR REPLACE INTO photos VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     [
                         (_sql_path(r.path), r.size, r.mtime_ns, r.content_hash, *grid_shape, r.width, r.height, *place)
                         for (r, _), place in zip(group, places, strict=True)
@@ -289,6 +476,7 @@ class Gallery:
                 )
         self._maybe_compact()
 
+    @_guarded
     def remove(self, paths: list[str]) -> None:
         if not paths:
             return
@@ -296,6 +484,7 @@ class Gallery:
             self._db.executemany("DELETE FROM photos WHERE path = ?", [(_sql_path(p),) for p in paths])
         self._maybe_compact()
 
+    @_guarded
     def compact(self) -> int:
         """Rewrite every shard that holds dead rows; returns the bytes given back."""
         self._maps.clear()  # Windows cannot delete a file that is still mapped
@@ -309,7 +498,7 @@ class Gallery:
                 if shard.live:
                     self._rewrite(shard)
                 self._db.execute("DELETE FROM shards WHERE id = ?", (shard.id,))
-                gone.append(self._shard_path(shard.id))
+                gone += [self._layer_path(shard.id, suffix) for suffix in _SUFFIXES]
             _fsync_dir(self.folder / SHARD_DIR)
         for path in gone:
             _unlink_quietly(path)
@@ -324,10 +513,55 @@ class Gallery:
         return self._conn
 
     def _shard_path(self, shard: int) -> Path:
-        return self.folder / SHARD_DIR / f"{shard:05d}{SHARD_SUFFIX}"
+        return self._layer_path(shard, SHARD_SUFFIX)
 
-    def _row_bytes(self, grid: tuple[int, int]) -> int:
-        return grid[0] * grid[1] * self.embed_dim * DTYPE.itemsize
+    def _layer_path(self, shard: int, suffix: str) -> Path:
+        return self.folder / SHARD_DIR / f"{shard:05d}{suffix}"
+
+    def _layers(self, grid: tuple[int, int]) -> tuple[tuple[str, int], ...]:
+        """(file suffix, vectors per row) of a shard's files, the grids first."""
+        return (SHARD_SUFFIX, grid[0] * grid[1]), (POOL_SUFFIX, 1), (CENTROIDS_SUFFIX, self.first_stage.vectors)
+
+    def _row_bytes(self, grid: tuple[int, int], suffix: str = SHARD_SUFFIX) -> int:
+        vectors = dict(self._layers(grid))[suffix]
+        return vectors * self.embed_dim * DTYPE.itemsize
+
+    def _step(self, grid: tuple[int, int]) -> int:
+        """Rows of this grid shape scored in one chunk."""
+        return max(1, SEARCH_CHUNK_BYTES // self._row_bytes(grid))
+
+    def _verify(self, blocks: list[np.ndarray], sums: np.ndarray, paths: list[str]) -> None:
+        """Raise GalleryDamagedError naming the first photo whose rows (in blocks) do not match its checksum."""
+        bad = np.flatnonzero(row_checksums(blocks) != sums)
+        if len(bad):
+            raise GalleryDamagedError(
+                self.folder, f"the stored data of {paths[bad[0]]} does not match its checksum ({len(bad)} photos)"
+            )
+
+    def _narrow(
+        self,
+        maps: list[dict[str, np.memmap]],
+        picks: list[np.ndarray],
+        suffix: str,
+        keep: int,
+        query_t: np.ndarray,
+        kind: str,
+    ) -> list[np.ndarray]:
+        """The `keep` picked rows whose first-stage vectors in `suffix` files score best, per part."""
+        if sum(len(rows) for rows in picks) <= keep:
+            return picks
+        kernel = _kernel(kind)
+        estimates = []
+        for layers, rows in zip(maps, picks, strict=True):
+            mm = layers[suffix]
+            step = max(1, SEARCH_CHUNK_BYTES // (mm.shape[1] * mm.shape[2] * DTYPE.itemsize))
+            estimates += [kernel.scores(_gather(mm, rows[i : i + step]), query_t) for i in range(0, len(rows), step)]
+        flat = np.concatenate(estimates)
+        flat[~np.isfinite(flat)] = np.inf  # damaged first-stage values: score the photo, which verifies it
+        best = np.zeros(len(flat), bool)
+        best[np.argpartition(-flat, keep - 1)[:keep]] = True
+        bounds = np.cumsum([0] + [len(rows) for rows in picks])
+        return [rows[best[a:b]] for rows, a, b in zip(picks, bounds[:-1], bounds[1:], strict=True)]
 
     def _shards(self) -> list[_Shard]:
         rows = self._db.execute(
@@ -337,64 +571,102 @@ class Gallery:
         return [_Shard(i, (gh, gw), n, live) for i, gh, gw, n, live in rows]
 
     @contextmanager
-    def _writing(self) -> Iterator[None]:
-        """A write transaction under SQLite's write lock; grid bytes are written only inside one."""
-        try:
-            self._db.execute("BEGIN IMMEDIATE")
-        except sqlite3.OperationalError as exc:
-            raise GalleryError(f"gallery {self.folder} is busy ({exc}); is another assoc writing to it?") from None
+    def _writing(self, upgrading: bool = False) -> Iterator[None]:
+        """A write transaction under SQLite's write lock; grid bytes are written only inside one.
+        The first of a session cleans up after killed writers, except the format upgrade's (the files
+        it cleans up are made by the upgrade)."""
+        if self.read_only:
+            raise GalleryReadOnlyError(self.folder)
+        self._db.execute("BEGIN IMMEDIATE")
         self._parts = None
         try:
-            if not self._cleaned:
+            if not self._cleaned and not upgrading:
                 self._drop_orphans()
             yield
         except BaseException:
-            self._db.execute("ROLLBACK")
+            with suppress(sqlite3.Error):  # a failed rollback leaves the transaction to SQLite's recovery
+                self._db.execute("ROLLBACK")
             raise
         self._db.execute("COMMIT")
-        self._cleaned = True
+        self._cleaned = self._cleaned or not upgrading
 
     def _drop_orphans(self) -> None:
-        """Delete shard files no row names and truncate bytes past each shard's committed end."""
+        """Delete shard files no row names, drop the photos whose bytes a shard file lost (and its
+        rows past them), and truncate bytes past each shard's committed end."""
         shards = {s.id: s for s in self._shards()}
-        for path in (self.folder / SHARD_DIR).glob("*" + SHARD_SUFFIX):
-            if not path.stem.isdigit() or int(path.stem) not in shards:
+        for path in (self.folder / SHARD_DIR).iterdir():
+            if not path.stem.isdigit() or int(path.stem) not in shards or path.suffix not in _SUFFIXES:
                 _unlink_quietly(path)
+        whole = self._whole_rows(shards.values())
         for shard in shards.values():
-            path = self._shard_path(shard.id)
-            expected = shard.rows * self._row_bytes(shard.grid)
-            actual = path.stat().st_size if path.is_file() else 0
-            if actual < expected:
-                raise GalleryDamagedError(
-                    self.folder, f"{path.name} holds {actual} bytes, its rows need {expected}"
-                )
-            if actual > expected:
-                with suppress(OSError):  # mapped by another process on Windows: the bytes stay harmless
-                    os.truncate(path, expected)
+            rows = min(shard.rows, whole[shard.id])
+            if rows < shard.rows:
+                self._db.execute("DELETE FROM photos WHERE shard = ? AND row >= ?", (shard.id, rows))
+                self._db.execute("UPDATE shards SET rows = ? WHERE id = ?", (rows, shard.id))
+            for suffix, _ in self._layers(shard.grid):
+                path = self._layer_path(shard.id, suffix)
+                expected = rows * self._row_bytes(shard.grid, suffix)
+                if not path.is_file():  # deleted: made again, empty (its photos were dropped above)
+                    path.touch()
+                if path.stat().st_size != expected:
+                    with suppress(OSError):  # mapped by another process on Windows: the bytes stay harmless
+                        os.truncate(path, expected)
 
-    def _append(self, grid: tuple[int, int], grids: np.ndarray) -> list[tuple[int, int]]:
-        """Write grids (N, h, w, D) after the committed rows of this shape's newest shard."""
-        row_bytes = self._row_bytes(grid)
-        per_shard = max(1, MAX_SHARD_BYTES // row_bytes)
+    def _whole_rows(self, shards: Iterable[_Shard]) -> dict[int, int]:
+        """Rows of each shard whose bytes are all on disk, in every one of its files (a stat per file)."""
+        out = {}
+        for shard in shards:
+            whole = shard.rows
+            for suffix, _ in self._layers(shard.grid):
+                path = self._layer_path(shard.id, suffix)
+                size = path.stat().st_size if path.is_file() else 0
+                whole = min(whole, size // self._row_bytes(shard.grid, suffix))
+            out[shard.id] = whole
+        return out
+
+    def _missing(self) -> dict[str, int]:
+        """Photos whose rows lie past the bytes their shard files hold, with their shard."""
+        short = [(s.id, n) for s in self._shards() if (n := self._whole_rows([s])[s.id]) < s.rows]
+        out: dict[str, int] = {}
+        for shard, whole in short:
+            rows = self._db.execute("SELECT path FROM photos WHERE shard = ? AND row >= ?", (shard, whole))
+            out.update((_path_of(path), shard) for (path,) in rows)
+        return out
+
+    def _append(self, grid: tuple[int, int], grids: np.ndarray) -> list[tuple[int, int, int]]:
+        """Write grids (N, h, w, D) and their first-stage vectors after the committed rows of this shape's
+        newest shard; returns each photo's (shard, row, checksum)."""
+        per_shard = max(1, MAX_SHARD_BYTES // self._row_bytes(grid))
         row = self._db.execute(
             "SELECT id, rows FROM shards WHERE grid_h = ? AND grid_w = ? ORDER BY id DESC LIMIT 1", grid
         ).fetchone()
         shard, used = row if row is not None else (None, per_shard)
-        data = grids.astype(DTYPE).reshape(len(grids), -1)
-        places: list[tuple[int, int]] = []
-        while len(places) < len(data):
+        layers = self._derive(grids.astype(DTYPE))
+        sums = row_checksums(layers)
+        places: list[tuple[int, int, int]] = []
+        while len(places) < len(grids):
             if used >= per_shard:
                 shard, used = self._new_shard(grid), 0
-            take = min(len(data) - len(places), per_shard - used)
-            _write_at(self._shard_path(shard), used * row_bytes, data[len(places) : len(places) + take])
+            done, take = len(places), min(len(grids) - len(places), per_shard - used)
+            for (suffix, _), data in zip(self._layers(grid), layers, strict=True):
+                offset = used * self._row_bytes(grid, suffix)
+                _write_at(self._layer_path(shard, suffix), offset, data[done : done + take])
             self._db.execute("UPDATE shards SET rows = ? WHERE id = ?", (used + take, shard))
-            places += [(shard, used + j) for j in range(take)]
+            places += [(shard, used + j, int(sums[done + j])) for j in range(take)]
             used += take
         return places
 
+    def _derive(self, grids: np.ndarray) -> list[np.ndarray]:
+        """float16 grids (N, h, w, D) -> the rows of each of their files, (N, vectors, D) float16."""
+        n, h, w, d = grids.shape
+        pooled = reduce_grids(grids, POOLED)
+        centroids = reduce_grids(grids, self.first_stage)
+        return [grids.reshape(n, h * w, d), pooled.astype(DTYPE), centroids.astype(DTYPE)]
+
     def _new_shard(self, grid: tuple[int, int]) -> int:
         shard = self._db.execute("INSERT INTO shards (grid_h, grid_w, rows) VALUES (?, ?, 0)", grid).lastrowid
-        self._shard_path(shard).write_bytes(b"")  # truncates what a killed writer left under this id
+        for suffix, _ in self._layers(grid):
+            self._layer_path(shard, suffix).write_bytes(b"")  # truncates what a killed writer left under this id
         _fsync_dir(self.folder / SHARD_DIR)
         return shard
 
@@ -402,13 +674,16 @@ class Gallery:
         """Copy a shard's live rows, in order, into a new shard and point the photos at it."""
         live = self._db.execute("SELECT path, row FROM photos WHERE shard = ? ORDER BY row", (shard.id,)).fetchall()
         new = self._new_shard(shard.grid)
-        row_bytes = self._row_bytes(shard.grid)
-        source = np.memmap(self._shard_path(shard.id), dtype=DTYPE, mode="r", shape=(shard.rows, row_bytes // 2))
-        step = max(1, SEARCH_CHUNK_BYTES // row_bytes)
-        for start in range(0, len(live), step):
-            rows = [r for _, r in live[start : start + step]]
-            _write_at(self._shard_path(new), start * row_bytes, np.asarray(source[rows]))
-        del source
+        step = self._step(shard.grid)
+        for suffix, vectors in self._layers(shard.grid):
+            source = np.memmap(
+                self._layer_path(shard.id, suffix), dtype=DTYPE, mode="r", shape=(shard.rows, vectors * self.embed_dim)
+            )
+            row_bytes = self._row_bytes(shard.grid, suffix)
+            for start in range(0, len(live), step):
+                rows = [r for _, r in live[start : start + step]]
+                _write_at(self._layer_path(new, suffix), start * row_bytes, np.asarray(source[rows]))
+            del source
         self._db.execute("UPDATE shards SET rows = ? WHERE id = ?", (len(live), new))
         self._db.executemany(
             "UPDATE photos SET shard = ?, row = ? WHERE path = ?",
@@ -422,36 +697,51 @@ class Gallery:
         if dead > COMPACT_MIN_BYTES and 2 * dead > total:
             self.compact()
 
-    def _snapshot(self) -> tuple[list[_Part], list[np.memmap]]:
-        """The live rows of every shard and a map of each shard, reloaded after any commit."""
+    def _snapshot(self, tolerant: bool = False) -> tuple[list[_Part], list[dict[str, np.memmap]]]:
+        """The live rows of every shard and a map of each of its files, reloaded after any commit.
+
+        A file shorter than its committed rows is a GalleryDamagedError, or, when tolerant, mapped only
+        as far as its whole rows go.
+        """
         version = self._db.execute("PRAGMA data_version").fetchone()[0]
         if self._parts is None or version != self._data_version:
             self._parts, self._data_version = self._load_parts(), version
             keep = {p.shard for p in self._parts}
-            self._maps = {i: m for i, m in self._maps.items() if i in keep}
+            self._maps = {key: m for key, m in self._maps.items() if key[0] in keep}
         maps = []
         for part in self._parts:
-            mm = self._maps.get(part.shard)
-            if mm is None or mm.shape[0] < part.committed:
-                h, w = part.grid
-                try:
-                    mm = np.memmap(
-                        self._shard_path(part.shard),
-                        dtype=DTYPE,
-                        mode="r",
-                        shape=(part.committed, h * w, self.embed_dim),
-                    )
-                except ValueError:  # numpy's word for a file shorter than the map
-                    raise GalleryDamagedError(self.folder, f"shard {part.shard} is shorter than its rows") from None
-                self._maps[part.shard] = mm
-            maps.append(mm)
+            layers = {}
+            for suffix, vectors in self._layers(part.grid):
+                mm = self._maps.get((part.shard, suffix))
+                if mm is None or mm.shape[0] < part.committed:
+                    path = self._layer_path(part.shard, suffix)
+                    rows = part.committed
+                    if tolerant:
+                        rows = min(rows, path.stat().st_size // self._row_bytes(part.grid, suffix))
+                    try:
+                        mm = np.memmap(path, dtype=DTYPE, mode="r", shape=(rows, vectors, self.embed_dim))
+                    except ValueError:  # numpy's word for a file shorter than the map (or an empty one)
+                        if rows:
+                            detail = f"{path.name} is shorter than its rows (photos there need indexing again)"
+                            raise GalleryDamagedError(self.folder, detail) from None
+                        mm = np.zeros((0, vectors, self.embed_dim), DTYPE)
+                    self._maps[(part.shard, suffix)] = mm
+                layers[suffix] = mm
+            maps.append(layers)
         return self._parts, maps
 
     def _load_parts(self) -> list[_Part]:
-        rows = self._db.execute(
-            "SELECT p.shard, s.grid_h, s.grid_w, s.rows, p.row, p.path FROM photos p"
-            " JOIN shards s ON s.id = p.shard ORDER BY p.shard, p.row"
-        ).fetchall()
+        self._db.execute("SAVEPOINT load_parts")  # both reads from one snapshot, whoever commits meanwhile
+        try:
+            rows = self._db.execute(
+                "SELECT p.shard, s.grid_h, s.grid_w, s.rows, p.row, p.path, p.checksum FROM photos p"
+                " JOIN shards s ON s.id = p.shard ORDER BY p.shard, p.row"
+            ).fetchall()
+            photos = self._db.execute("SELECT COUNT(*) FROM photos").fetchone()[0]
+        finally:
+            self._db.execute("RELEASE load_parts")
+        if photos != len(rows):  # a photo pointing at no shard, or an index that lost or doubled a row
+            raise DatabaseDamagedError(self.folder, f"it lists {photos} photos, but {len(rows)} in its shards")
         parts: list[_Part] = []
         start = 0
         for end in range(1, len(rows) + 1):
@@ -459,9 +749,66 @@ class Gallery:
                 shard, gh, gw, committed = rows[start][:4]
                 chunk = rows[start:end]
                 paths = [_path_of(r[5]) for r in chunk]
-                parts.append(_Part(shard, (gh, gw), committed, np.array([r[4] for r in chunk]), paths))
+                places = np.array([r[4] for r in chunk], np.int64)
+                sums = np.array([r[6] for r in chunk], np.int64)
+                parts.append(_Part(shard, (gh, gw), committed, places, paths, sums))
                 start = end
         return parts
+
+    @_guarded
+    def _adopt(self, meta: dict[str, str], given: FirstStageConfig | None) -> None:
+        """Take the first-stage reduction the gallery stores (a format 1 gallery: the given one, which
+        it is upgraded to) and the search settings of the given config."""
+        stored = meta.get("first_stage")
+        try:
+            reduction = _reduction_of(stored) if stored else (given or FirstStageConfig())
+        except (ValueError, KeyError, TypeError) as exc:
+            raise GalleryDamagedError(self.folder, f"its first-stage settings cannot be read ({exc})") from None
+        search = given or reduction
+        self.first_stage = replace(search, vectors=reduction.vectors, iterations=reduction.iterations)
+        if meta["format_version"] in UPGRADABLE_VERSIONS:
+            if self.read_only:
+                raise GalleryError(
+                    f"gallery {self.folder} has format version {meta['format_version']}; it is upgraded to "
+                    f"{FORMAT_VERSION} in place the first time it is opened with permission to write to it"
+                )
+            self._upgrade()
+
+    def _upgrade(self) -> None:
+        """Format 1 -> 2 in one transaction: derive every row's first-stage vectors from its stored grid
+        into new files, checksum each row. Rows whose grid bytes are gone are dropped (indexed again
+        by the next run). A kill leaves format 1 (the new files are rewritten by the next attempt)."""
+        with self._writing(upgrading=True):
+            if self._db.execute("SELECT value FROM meta WHERE key = 'format_version'").fetchone()[0] == str(
+                FORMAT_VERSION
+            ):
+                return  # another process upgraded it first
+            self._db.execute("ALTER TABLE photos ADD COLUMN checksum INTEGER NOT NULL DEFAULT 0")
+            for shard in self._shards():
+                path = self._shard_path(shard.id)
+                rows = min(shard.rows, (path.stat().st_size if path.is_file() else 0) // self._row_bytes(shard.grid))
+                self._db.execute("DELETE FROM photos WHERE shard = ? AND row >= ?", (shard.id, rows))
+                self._db.execute("UPDATE shards SET rows = ? WHERE id = ?", (rows, shard.id))
+                for suffix, _ in self._layers(shard.grid)[1:]:
+                    self._layer_path(shard.id, suffix).write_bytes(b"")
+                if not rows:
+                    continue
+                grids = np.memmap(path, dtype=DTYPE, mode="r", shape=(rows, *shard.grid, self.embed_dim))
+                step = self._step(shard.grid)
+                for start in range(0, rows, step):
+                    layers = self._derive(np.asarray(grids[start : start + step]))
+                    for (suffix, _), data in list(zip(self._layers(shard.grid), layers, strict=True))[1:]:
+                        _write_at(self._layer_path(shard.id, suffix), start * self._row_bytes(shard.grid, suffix), data)
+                    self._db.executemany(
+                        "UPDATE photos SET checksum = ? WHERE shard = ? AND row = ?",
+                        [(int(c), shard.id, start + j) for j, c in enumerate(row_checksums(layers))],
+                    )
+                del grids
+            _fsync_dir(self.folder / SHARD_DIR)
+            self._db.executemany(
+                "INSERT OR REPLACE INTO meta VALUES (?, ?)",
+                [("format_version", str(FORMAT_VERSION)), ("first_stage", _reduction_json(self.first_stage))],
+            )
 
     def _retrying(self, read: Callable[[], T]) -> T:
         """Run a read again if a compaction in another process deleted a shard file under it."""
@@ -474,7 +821,106 @@ class Gallery:
         raise GalleryDamagedError(self.folder, f"{missing} is missing")
 
 
-def _initialise(conn: sqlite3.Connection, bundle_id: str, embed_dim: int) -> None:
+def _sqlite_error(folder: Path, exc: sqlite3.Error) -> GalleryError:
+    """One of SQLite's errors as the typed error a caller can act on; whatever is not about access,
+    room or locks means the database file is damaged."""
+    code = (getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF  # the primary result code
+    if code == sqlite3.SQLITE_FULL:
+        return DiskFullError(str(folder))
+    if code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+        return GalleryBusyError(folder)
+    if code == sqlite3.SQLITE_READONLY:
+        return GalleryReadOnlyError(folder)
+    if code in (sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_PERM):
+        return GalleryError(f"cannot open gallery {folder} ({exc})")
+    if code == sqlite3.SQLITE_IOERR:
+        return GalleryError(f"gallery {folder}: the disk failed a read or a write ({exc})")
+    return DatabaseDamagedError(folder, f"its database cannot be read ({exc})")
+
+
+def _create(folder: Path, bundle_id: str, embed_dim: int, first_stage: FirstStageConfig) -> None:
+    """Make a new gallery in `folder` (made if missing; if it exists it must be empty).
+
+    Two processes that start the same new gallery at once take turns on a lock held on the folder
+    itself: the first makes the database, the second finds it made and opens it.
+    """
+    db = folder / DB_NAME
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with _locked(folder):
+            if db.is_file():
+                return
+            if any(folder.iterdir()):
+                raise GalleryNotEmptyError(folder)
+            conn = sqlite3.connect(db, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+            try:
+                _initialise(conn, bundle_id, embed_dim, first_stage)
+            finally:
+                conn.close()
+            (folder / SHARD_DIR).mkdir(exist_ok=True)
+            _fsync_dir(folder)
+    except sqlite3.Error as exc:
+        raise _sqlite_error(folder, exc) from None
+    except OSError as exc:
+        if exc.errno in NO_ROOM:
+            raise DiskFullError(str(folder)) from None
+        raise GalleryError(f"cannot create a gallery in {folder}: {exc.strerror or exc}") from None
+
+
+@contextmanager
+def _locked(folder: Path) -> Iterator[None]:
+    """An exclusive lock on a folder between processes (flock on the folder; none where there is none)."""
+    if fcntl is None:
+        yield
+        return
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        with suppress(OSError):  # a file system without flock (some network shares): go on unlocked
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _connect(db: Path, read_only: bool) -> sqlite3.Connection:
+    """A connection in autocommit mode; read-only for a gallery this process cannot write.
+
+    SQLite opens a WAL database in a folder it cannot write only while its -shm file exists (a writer
+    has it open). Without one, no writer is connected and every commit is in the database file, so it
+    is read as immutable; unless a writer was killed on a disk since made read-only and left commits in
+    the -wal file, which only a writable open can replay: that is an error, not a stale answer.
+    """
+    if not read_only:
+        return sqlite3.connect(db, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
+    uri = db.absolute().as_uri()
+    conn = sqlite3.connect(
+        f"{uri}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
+    )
+    try:
+        conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+        return conn
+    except sqlite3.OperationalError as exc:
+        conn.close()
+        if (getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF != sqlite3.SQLITE_CANTOPEN:
+            raise
+    wal = db.with_name(db.name + "-wal")
+    if wal.is_file() and wal.stat().st_size > 0:
+        raise GalleryError(
+            f"gallery {db.parent} is read-only and holds commits in {wal.name} that only a writable open can"
+            " replay: open it once where it can be written"
+        )
+    return sqlite3.connect(f"{uri}?immutable=1", uri=True, isolation_level=None, check_same_thread=False)
+
+
+def _is_blank(conn: sqlite3.Connection) -> bool:
+    return conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()[0] == 0
+
+
+def _initialise(
+    conn: sqlite3.Connection, bundle_id: str, embed_dim: int, first_stage: FirstStageConfig | None = None
+) -> None:
+    """Write the schema and the meta rows into a blank database, in WAL mode, in one transaction."""
+    conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("BEGIN IMMEDIATE")
     if conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'meta'").fetchone() is None:
         for statement in _SCHEMA.split(";"):
@@ -488,6 +934,7 @@ def _initialise(conn: sqlite3.Connection, bundle_id: str, embed_dim: int) -> Non
                 ("bundle_id", bundle_id),
                 ("embed_dim", str(embed_dim)),
                 ("dtype", "float16"),
+                ("first_stage", _reduction_json(first_stage or FirstStageConfig())),
             ],
         )
     conn.execute("COMMIT")
@@ -496,7 +943,7 @@ def _initialise(conn: sqlite3.Connection, bundle_id: str, embed_dim: int) -> Non
 def _check_meta(folder: Path, meta: dict[str, str], bundle_id: str | None, embed_dim: int | None) -> tuple[str, int]:
     if meta.get("format") != FORMAT or "bundle_id" not in meta or "embed_dim" not in meta:
         raise GalleryError(f"{folder} is not an assoc gallery")
-    if meta.get("format_version") != str(FORMAT_VERSION):
+    if meta.get("format_version") not in (str(FORMAT_VERSION), *UPGRADABLE_VERSIONS):
         raise GalleryError(
             f"gallery {folder} has format version {meta.get('format_version')}; this assoc reads {FORMAT_VERSION}"
         )
@@ -523,12 +970,70 @@ def _sql_path(path: str) -> str | bytes:
 
 def _path_of(stored: str | bytes) -> str:
     """The path a row holds, as _sql_path stored it."""
-    return os.fsdecode(stored) if isinstance(stored, bytes) else stored
+    if isinstance(stored, bytes):
+        return os.fsdecode(stored)
+    if not isinstance(stored, str):
+        raise ValueError(f"a photo's path is stored as {type(stored).__name__}")
+    return stored
+
+
+_SUFFIXES = (SHARD_SUFFIX, POOL_SUFFIX, CENTROIDS_SUFFIX)
+
+
+def row_checksums(blocks: list[np.ndarray]) -> np.ndarray:
+    """One checksum per row over the bytes of all blocks (each (N, vectors, D) float16): the wrapping
+    sum of the bytes read as little-endian 64-bit words (16-bit where a row's size is not a multiple
+    of 8), as int64.
+
+    Not crc32: a search verifies every row it scores, and this runs at memory bandwidth (about 25 GB/s
+    against zlib.crc32's 1.6 here). It detects every single flipped bit, truncation and zeroed rows;
+    flips cancel only in the rare case of equal bit positions flipped both ways within one row.
+    """
+    total = np.zeros(len(blocks[0]), np.uint64)
+    for block in blocks:
+        flat = np.ascontiguousarray(block).reshape(len(block), -1)
+        words = flat.view("<u8") if flat.shape[1] * flat.itemsize % 8 == 0 else flat.view("<u2")
+        total += words.sum(axis=1, dtype=np.uint64)
+    return total.view(np.int64)
+
+
+def search_plan(photos: int, config: FirstStageConfig, k: int) -> tuple[int, int]:
+    """How many photos the pooled stage keeps and how many the centroid stage passes to exact scoring.
+
+    The shortlist grows with the gallery (a share of it) because the pooled vector's ranking does
+    not get better with size; the exact stage never scores fewer than k.
+    """
+    candidates = max(config.candidates, k)
+    shortlist = max(int(photos * config.shortlist), config.shortlist_min, candidates)
+    return shortlist, candidates
+
+
+@functools.cache
+def _kernel(kind: str) -> ScanKernel:
+    return ScanKernel(kind)
+
+
+def _gather(mm: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """mm[rows] for sorted rows: a view when they are consecutive, else a copy."""
+    if len(rows) and int(rows[-1]) - int(rows[0]) + 1 == len(rows):
+        return mm[int(rows[0]) : int(rows[-1]) + 1]
+    return mm[rows]
+
+
+def _reduction_json(config: FirstStageConfig) -> str:
+    return json.dumps({"vectors": config.vectors, "iterations": config.iterations})
+
+
+def _reduction_of(stored: str) -> FirstStageConfig:
+    raw = json.loads(stored)
+    return FirstStageConfig(vectors=int(raw["vectors"]), iterations=int(raw["iterations"]))
 
 
 def _top_k(scores: np.ndarray, paths: list[str], k: int, min_score: float | None) -> list[SearchHit]:
-    """The k best (score, path), ties by path; every candidate tied with the k-th is kept until sorted."""
-    keep = np.arange(len(scores)) if min_score is None else np.flatnonzero(scores >= min_score)
+    """The k best (score, path), ties by path; every candidate tied with the k-th is kept until sorted.
+    A score that is not a finite number is never a hit."""
+    finite = np.isfinite(scores)
+    keep = np.flatnonzero(finite if min_score is None else finite & (scores >= min_score))
     if len(keep) > k:
         cut = len(keep) - k
         kth = np.partition(scores[keep], cut)[cut]

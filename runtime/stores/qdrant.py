@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import math
 import os
 import time
 import uuid
@@ -27,7 +28,9 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from ..encoding.bundle import FirstStageConfig
 from ..errors import AssocError, GalleryError, NoGalleryError, QueryError
+from ..scoring.first_stage import reduce_grids
 from .base import PhotoRecord, SearchHit
 
 POOLED = "pooled"
@@ -36,6 +39,7 @@ MIN_SERVER_VERSION = (1, 10)  # multivectors and query_points with prefetch
 BATCH_POINTS = 64
 BATCH_FLOATS = 1_000_000  # keeps one JSON upsert well under the server's 32 MB request limit
 PAGE = 1000
+POOLED_REDUCTION = FirstStageConfig(vectors=1)
 TRANSIENT_STATUS = frozenset({429, 500, 502, 503, 504})
 
 # Never change these: every stored point id is derived from them.
@@ -73,10 +77,10 @@ def _payload_path(payload: dict[str, Any]) -> str:
 
 
 def pool(vectors: np.ndarray) -> np.ndarray:
-    """The first-stage vector of a grid (h, w, D) or a query (T, D): the L2-normalised mean vector."""
-    mean = np.asarray(vectors, dtype=np.float32).reshape(-1, vectors.shape[-1]).mean(axis=0)
-    norm = float(np.linalg.norm(mean))
-    return mean / norm if norm > 0 else mean
+    """The first-stage vector of a grid (h, w, D) or a query (T, D): the L2-normalised mean vector,
+    the built-in gallery's pooled vector (scoring.first_stage.reduce_grids with one vector)."""
+    flat = np.asarray(vectors, dtype=np.float32).reshape(1, 1, -1, np.shape(vectors)[-1])
+    return reduce_grids(flat, POOLED_REDUCTION)[0, 0]
 
 
 def _qdrant() -> Any:
@@ -215,8 +219,15 @@ class QdrantStore:
         return _payload_path(points[0].payload) if points else None
 
     def search(
-        self, query: np.ndarray, k: int = 10, min_score: float | None = None, kind: str = "misa"
+        self,
+        query: np.ndarray,
+        k: int = 10,
+        min_score: float | None = None,
+        kind: str = "misa",
+        exact: bool = False,
     ) -> list[SearchHit]:
+        """Pooled first stage (prefetch candidates), then exact MaxSim; exact=True scans every photo's
+        patches (Qdrant builds no index on them, so that is a full scan)."""
         if kind != "misa":
             raise QueryError(f"the Qdrant store ranks by MISA only, not {kind!r}; use the built-in gallery")
         query = np.asarray(query, dtype=np.float32)
@@ -225,13 +236,13 @@ class QdrantStore:
         if k < 1:
             return []
         models = self._models
+        limit = max(self.prefetch, k)
+        first = None if exact else models.Prefetch(query=pool(query).tolist(), using=POOLED, limit=limit)
         response = self._call(
             "search",
             lambda: self._client.query_points(
                 self.collection,
-                prefetch=models.Prefetch(
-                    query=pool(query).tolist(), using=POOLED, limit=max(self.prefetch, k)
-                ),
+                prefetch=first,
                 query=query.tolist(),
                 using=PATCHES,
                 limit=k,
@@ -240,7 +251,7 @@ class QdrantStore:
         )
         # Thresholding the top k after scaling keeps exactly the hits a server-side threshold would.
         hits = [SearchHit(_payload_path(p.payload), p.score / len(query)) for p in response.points]
-        return [h for h in hits if min_score is None or h.score >= min_score]
+        return [h for h in hits if math.isfinite(h.score) and (min_score is None or h.score >= min_score)]
 
     def __len__(self) -> int:
         counted = self._call(

@@ -1,0 +1,119 @@
+"""Global + local fused ranking score on a bundle: dev recall of MISA + lambda * pooled cosine.
+
+    python bench/fused_score.py [--model BUNDLE] [--data ../shared/data/flickr8k] [--split dev]
+                                [--lambdas 0,0.1,0.2,0.3,0.5,1.0]
+
+score(photo, query) = MISA(grid, word vectors) + lambda * cos(pool(grid), pool(word vectors)), where
+pool(v) is the L2-normalised mean of the vectors (every patch of the grid; every scoring token of the
+query), the same vectors Qdrant's first stage indexes (assoc.runtime.qdrant_store.pool) and the auxiliary
+pooled loss trains (assoc.models.matchmap.pooled_scores). lambda = 0 is plain MISA (what search uses
+today). The bundle's dev photos and captions are encoded once on ONNX Runtime and cached under
+--cache (keyed by the bundle id and the split), so a sweep re-runs in seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+try:  # the layout after runtime/ was split into subfolders
+    from assoc.evaluation.metrics import recall_metrics
+    from assoc.evaluation.retrieval import encode_photos
+    from assoc.runtime.encoding.bundle import load_bundle
+    from assoc.runtime.encoding.encoders import ImageEncoder, TextEncoder
+    from assoc.runtime.stores.qdrant import pool
+except ImportError:  # pragma: no cover - the flat runtime/ of before
+    from assoc.runtime.bundle import load_bundle
+    from assoc.runtime.encoders import ImageEncoder, TextEncoder
+    from assoc.runtime.evaluation import encode_photos
+    from assoc.runtime.metrics import recall_metrics
+    from assoc.runtime.qdrant_store import pool
+
+from assoc.models.datasets import five_caption_eval_set, load_split
+
+ROOT = Path(__file__).resolve().parents[1]
+SHIPPED = ROOT / "runtime" / "default_bundle"
+DATA = ROOT.parent / "shared" / "data" / "flickr8k"
+
+
+def encode_split(bundle_dir: Path, data: Path, split: str, cache: Path) -> dict[str, np.ndarray]:
+    """Grids (N, P, D), padded word vectors (C, T, D) with their mask (C, T), and caption -> image."""
+    bundle = load_bundle(bundle_dir)
+    where = cache / f"{bundle.bundle_id}-{data.name}-{split}"
+    names = ("grids", "words", "mask", "caption_image")
+    if all((where / f"{n}.npy").is_file() for n in names):
+        return {n: np.load(where / f"{n}.npy") for n in names}
+    items, report = load_split(data, split)
+    print(f"{split}: {report.summary()}", file=sys.stderr)
+    images, captions, caption_image = five_caption_eval_set(items)
+    start = time.perf_counter()
+    grids = encode_photos(ImageEncoder(bundle, "cpu"), images).astype(np.float16)
+    print(f"encoded {len(images)} photos in {time.perf_counter() - start:.0f} s", file=sys.stderr)
+    text = TextEncoder(bundle, "cpu")
+    queries = [q.vectors for s in range(0, len(captions), 256) for q in text.encode(list(captions[s : s + 256]))]
+    width = max(len(v) for v in queries)
+    words = np.zeros((len(queries), width, grids.shape[-1]), dtype=np.float32)
+    mask = np.zeros((len(queries), width), dtype=bool)
+    for i, v in enumerate(queries):
+        words[i, : len(v)], mask[i, : len(v)] = v, True
+    out = {"grids": grids, "words": words, "mask": mask, "caption_image": np.asarray(caption_image)}
+    where.mkdir(parents=True, exist_ok=True)
+    for n, a in out.items():
+        np.save(where / f"{n}.npy", a)
+    return out
+
+
+def score_parts(enc: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """(N, C) MISA and (N, C) pooled cosine, in float32 as search computes them."""
+    grids = enc["grids"].astype(np.float32)  # (N, P, D)
+    words, mask = enc["words"], enc["mask"]
+    n, p, d = grids.shape
+    misa = np.empty((n, len(words)), dtype=np.float32)
+    flat = grids.reshape(n * p, d)
+    for c in range(len(words)):
+        v = words[c, mask[c]]
+        misa[:, c] = (flat @ v.T).reshape(n, p, -1).max(axis=1).mean(axis=1)
+    img = grids.mean(axis=1)
+    img /= np.linalg.norm(img, axis=1, keepdims=True)
+    txt = (words * mask[..., None]).sum(1) / mask.sum(1, keepdims=True)
+    txt /= np.linalg.norm(txt, axis=1, keepdims=True)
+    # The same vectors as the Qdrant store's pool(), checked on one photo and one query.
+    assert np.allclose(img[0], pool(grids[0]), atol=1e-5) and np.allclose(txt[0], pool(words[0, mask[0]]), atol=1e-5)
+    return misa, img @ txt.T
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", type=Path, default=SHIPPED)
+    ap.add_argument("--data", type=Path, default=DATA)
+    ap.add_argument("--split", default="dev")
+    ap.add_argument("--cache", type=Path, default=ROOT / "runs" / "fused-cache")
+    ap.add_argument("--lambdas", default="0,0.1,0.2,0.3,0.5,1.0")
+    ap.add_argument("--json", action="store_true", help="print the rows as JSON instead of a table")
+    args = ap.parse_args(argv)
+    enc = encode_split(args.model, args.data, args.split, args.cache)
+    misa, pooled = score_parts(enc)
+    rows = []
+    for lam in [float(x) for x in args.lambdas.split(",")]:
+        m = recall_metrics(misa + lam * pooled, enc["caption_image"])
+        rows.append({"lambda": lam, **m})
+    rows.append({"lambda": "pooled only", **recall_metrics(pooled, enc["caption_image"])})
+    if args.json:
+        print(json.dumps(rows, indent=1))
+        return 0
+    print(f"bundle {args.model}  {args.split}: {len(misa)} photos, {misa.shape[1]} captions")
+    print("| lambda | t2i R@1 | R@5 | R@10 | i2t R@1 | R@5 | R@10 |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for r in rows:
+        t, i = r["text_to_image"], r["image_to_text"]
+        print(f"| {r['lambda']} | {t['R@1']} | {t['R@5']} | {t['R@10']} | {i['R@1']} | {i['R@5']} | {i['R@10']} |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

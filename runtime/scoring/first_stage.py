@@ -1,0 +1,72 @@
+"""The first stage of a search: a few vectors per photo that stand for its whole patch grid.
+
+A photo's grid (h, w, D) becomes C unit vectors (C, D): the centroids of a spherical k-means of its
+patches (cosine assignment, L2-normalised means), started from the means of C regions of the grid so
+that the result is deterministic. With C = 1 it is the photo's normalised mean patch: the pooled
+vector the Qdrant store's first stage ranks by. A query (T, D) estimates a photo's score by MaxSim
+against these C vectors instead of its h*w patches; the best `candidates` photos by that estimate
+are then scored exactly. bench/first_stage.py measures how many of the exact top 10 survive.
+
+What a bundle's photos are reduced to is part of the bundle (config.json "first_stage",
+assoc.runtime.encoding.bundle.FirstStageConfig), so every store and every gallery made with one
+bundle agree.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..encoding.bundle import FirstStageConfig
+
+BATCH_PHOTOS = 256  # photos reduced at once: bounds the (B, P, C) assignment arrays
+
+
+def _regions(grid: tuple[int, int], count: int) -> list[np.ndarray]:
+    """Flat patch indices of `count` regions tiling the grid: rows split into a, columns into b, a*b = count."""
+    h, w = grid
+    a = max(d for d in range(1, int(count**0.5) + 1) if count % d == 0)
+    b = count // a
+    if a > h or b > w:
+        a, b = min(a, h), min(b, w)
+    cells = np.arange(h * w).reshape(h, w)
+    rows, cols = np.array_split(np.arange(h), a), np.array_split(np.arange(w), b)
+    out = [cells[np.ix_(r, c)].ravel() for r in rows for c in cols]
+    while len(out) < count:  # a grid with fewer cells than centroids: repeat regions (duplicate centroids)
+        out.append(out[len(out) % max(1, a * b)])
+    return out
+
+
+def _normalise(x: np.ndarray) -> np.ndarray:
+    """Unit vectors; a zero vector stays zero, and non-finite values stay non-finite, without a warning
+    (a damaged grid is the stores' to report)."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        norm = np.linalg.norm(x, axis=-1, keepdims=True)
+        return np.divide(x, norm, out=np.zeros_like(x), where=norm != 0)
+
+
+def reduce_grids(grids: np.ndarray, config: FirstStageConfig) -> np.ndarray:
+    """grids (N, h, w, D) -> first-stage vectors (N, C, D) float32."""
+    grids = np.asarray(grids)
+    n, h, w, d = grids.shape
+    regions = _regions((h, w), config.vectors)
+    out = np.empty((n, config.vectors, d), np.float32)
+    for start in range(0, n, BATCH_PHOTOS):
+        x = grids[start : start + BATCH_PHOTOS].reshape(-1, h * w, d).astype(np.float32)
+        centroids = _normalise(np.stack([x[:, r].mean(axis=1) for r in regions], axis=1))
+        for _ in range(config.iterations if config.vectors > 1 else 0):
+            nearest = np.matmul(x, centroids.transpose(0, 2, 1)).argmax(axis=-1)
+            members = (nearest[..., None] == np.arange(config.vectors)).astype(np.float32)  # (B, P, C)
+            sums = np.matmul(members.transpose(0, 2, 1), x)
+            kept = members.sum(axis=1)[..., None] == 0  # an empty cluster keeps its centroid
+            centroids = np.where(kept, centroids, _normalise(sums))
+        out[start : start + len(x)] = centroids
+    return out
+
+
+def estimate(vectors: np.ndarray, query_t: np.ndarray) -> np.ndarray:
+    """First-stage scores: MaxSim of a query (D, T) against first-stage vectors (N, C, D) -> (N,)."""
+    n, c, d = vectors.shape
+    if n == 0:
+        return np.empty(0, np.float32)
+    sims = (vectors.reshape(n * c, d) @ query_t).reshape(n, c, -1)
+    return sims.max(axis=1).mean(axis=1) if c > 1 else sims[:, 0].mean(axis=1)

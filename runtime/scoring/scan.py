@@ -1,0 +1,113 @@
+"""The exact scan kernel: scores of one query against many float16 grids, in ONNX Runtime.
+
+numpy widens float16 at about 1 GB/s on x86 (no SIMD loop), and its matmul of (N*P, D) rows against
+a (D, T) query followed by a strided max over patches is memory-bound: together most of a search.
+ONNX Runtime's CPU kernels widen float16 with F16C and run the matmul and the reductions on one
+buffer each, so the same work takes a fraction of the time (bench/exact_scan.py measures both).
+
+The graph is built here as ONNX protobuf bytes (the `onnx` package is a training-side dependency):
+    grids (N, P, D) float16 -> Cast float32 -> MatMul query (D, T) -> (N, P, T) -> score (N,)
+with the reduction of the score kind (MISA: max over patches, mean over words; SISA: mean of all;
+MIMA: max of all). Scores equal matchmap.score_grids on the same float32 values up to float32
+summation order; a grid holding NaN or infinity scores NaN (numpy's max would say so; ONNX
+Runtime's skips NaN), which the stores never return.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .matchmap import SCORES
+
+_FLOAT, _FLOAT16 = 1, 10  # ONNX TensorProto element types
+_OPSET = 17  # the last opset whose ReduceMax/ReduceMean take axes as an attribute
+_IR_VERSION = 8
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def _field(number: int, payload: bytes | str | int) -> bytes:
+    """One protobuf field: varint (wire type 0) for ints, length-delimited (2) for bytes and text."""
+    if isinstance(payload, int):
+        return _varint(number << 3) + _varint(payload)
+    data = payload.encode() if isinstance(payload, str) else payload
+    return _varint(number << 3 | 2) + _varint(len(data)) + data
+
+
+def _tensor_info(name: str, elem_type: int, dims: tuple[str, ...]) -> bytes:
+    shape = b"".join(_field(1, _field(2, d)) for d in dims)  # TensorShapeProto.dim { dim_param }
+    tensor = _field(1, elem_type) + _field(2, shape)  # TypeProto.Tensor
+    return _field(1, name) + _field(2, _field(1, tensor))  # ValueInfoProto { name, type }
+
+
+def _node(op: str, inputs: list[str], outputs: list[str], **attributes: int | list[int]) -> bytes:
+    body = b"".join(_field(1, i) for i in inputs) + b"".join(_field(2, o) for o in outputs) + _field(4, op)
+    for name, value in attributes.items():
+        if isinstance(value, list):  # AttributeProto { name, ints, type=INTS (7) }
+            attribute = _field(1, name) + b"".join(_field(8, v) for v in value) + _field(20, 7)
+        else:  # { name, i, type=INT (2) }
+            attribute = _field(1, name) + _field(3, value) + _field(20, 2)
+        body += _field(5, attribute)
+    return body
+
+
+def scan_graph(kind: str) -> bytes:
+    """The serialized ONNX model that scores float16 grids against a query for one score kind."""
+    nodes = [_node("Cast", ["grids"], ["wide"], to=_FLOAT), _node("MatMul", ["wide", "query"], ["mm"])]
+    if kind == "misa":
+        nodes += [
+            _node("ReduceMax", ["mm"], ["best"], axes=[1], keepdims=0),
+            _node("ReduceMean", ["best"], ["score"], axes=[1], keepdims=0),
+        ]
+    elif kind == "sisa":
+        nodes.append(_node("ReduceMean", ["mm"], ["score"], axes=[1, 2], keepdims=0))
+    elif kind == "mima":
+        nodes.append(_node("ReduceMax", ["mm"], ["score"], axes=[1, 2], keepdims=0))
+    else:
+        raise ValueError(f"unknown score kind {kind!r}; expected one of {SCORES}")
+    # ReduceMax skips NaN; the matchmap's sum does not (nor infinities): sum - sum is 0 for a grid of
+    # finite values and NaN otherwise, so a grid holding any NaN or infinity scores NaN.
+    nodes += [
+        _node("ReduceSum", ["mm", "sum_axes"], ["total"], keepdims=0),
+        _node("Sub", ["total", "total"], ["poison"]),
+        _node("Add", ["score", "poison"], ["scores"]),
+    ]
+    graph = b"".join(_field(1, n) for n in nodes) + _field(2, f"assoc-scan-{kind}")
+    # TensorProto { dims: 2, data_type: INT64 (7), int64_data: [1, 2], name }
+    axes = _field(1, 2) + _field(2, 7) + _field(7, 1) + _field(7, 2) + _field(8, "sum_axes")
+    graph += _field(5, axes)
+    graph += _field(11, _tensor_info("grids", _FLOAT16, ("N", "P", "D")))
+    graph += _field(11, _tensor_info("query", _FLOAT, ("D", "T")))
+    graph += _field(12, _tensor_info("scores", _FLOAT, ("N",)))
+    opset = _field(1, "") + _field(2, _OPSET)
+    return _field(1, _IR_VERSION) + _field(8, opset) + _field(7, graph)
+
+
+class ScanKernel:
+    """Scores float16 grids (N, P, D) against one query (T, D) for one score kind; reuse it."""
+
+    def __init__(self, kind: str, threads: int | None = None) -> None:
+        import onnxruntime as ort  # here, not at import: opening a gallery to describe it needs no kernel
+
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        if threads:
+            options.intra_op_num_threads = threads
+        self.kind = kind
+        self._session = ort.InferenceSession(scan_graph(kind), options, providers=["CPUExecutionProvider"])
+
+    def scores(self, grids: np.ndarray, query_t: np.ndarray) -> np.ndarray:
+        """grids (N, P, D) float16 (a memory map is read in place), query_t (D, T) float32 -> (N,) float32."""
+        if len(grids) == 0:
+            return np.empty(0, np.float32)
+        return self._session.run(None, {"grids": grids, "query": query_t})[0]

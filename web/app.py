@@ -1,0 +1,193 @@
+"""The ASGI app: the page, its static files, and the JSON API under /api/ over one open Searcher.
+
+    GET  /api/info                                  `assoc info --json`
+    GET  /api/search?q=WORDS[&k=&offset=&min_score=]  `assoc query --json`, each hit with its photo's "id"
+    GET  /api/search?like=ID[...]                    the same, searching with a photo (gallery or upload)
+    POST /api/search[?k=&offset=&min_score=]         the same, with a photo as the request body
+    GET  /api/localize?id=ID&q=WORDS                 `assoc localize --json`
+    POST /api/localize?q=WORDS                       the same, for a photo in the request body
+    POST /api/uploads                                keep a photo (the body) in memory: {"id", "width", "height"}
+    GET  /api/photos/ID/thumbnail.jpg | photo.jpg | heatmap.png?q=WORDS[&word=N]
+
+Errors are {"error": "one line"} with a 4xx/5xx status, never a traceback. Searches and pictures run
+in Starlette's thread pool (they are CPU work); the Searcher is thread-safe.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from ..runtime.errors import AssocError, GalleryError, ImageLoadError, NoGalleryError, QueryError
+from .photos import UPLOAD_BYTES, PhotoNotFound, Photos
+from .security import Guard
+
+STATIC = Path(__file__).resolve().parent / "static"
+PAGE_DEFAULT = 40
+PAGE_MAX = 200
+OFFSET_MAX = 10_000
+IMAGE_CACHE = "private, max-age=3600"  # an id names fixed content; a new index gives new ids
+
+
+class BadRequest(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def create_app(photos: Photos, *, token: str | None, loopback_only: bool) -> Guard:
+    """The app over the photos of an open Searcher. token: asked of every request when given;
+    loopback_only: answer only requests addressed to a loopback name (see assoc.web.security)."""
+
+    async def page(request: Request) -> Response:
+        return FileResponse(STATIC / "index.html", headers={"cache-control": "no-cache"})
+
+    def info(request: Request) -> Response:
+        return JSONResponse(photos.searcher.info().to_dict())
+
+    def search(request: Request) -> Response:
+        params = request.query_params
+        like = params.get("like")
+        text = params.get("q")
+        if like is None and text is None:
+            raise BadRequest(400, "give q=WORDS or like=PHOTO_ID")
+        offset, end, min_score = _page(params)
+        return JSONResponse(photos.hits(photos.search(text, like, end, min_score)[offset:]))
+
+    async def search_with_body(request: Request) -> Response:
+        data = await _body(request)
+        offset, end, min_score = _page(request.query_params)
+
+        def run() -> Response:
+            return JSONResponse(photos.hits(photos.search(None, photos.upload(data).id, end, min_score)[offset:]))
+
+        return await run_in_threadpool(run)
+
+    def localize(request: Request) -> Response:
+        photo = photos.get(_required(request, "id"))
+        return JSONResponse(photos.localize(photo, _required(request, "q")).to_dict())
+
+    async def localize_body(request: Request) -> Response:
+        data, phrase = await _body(request), _required(request, "q")
+
+        def run() -> Response:
+            return JSONResponse(photos.localize(photos.upload(data), phrase).to_dict())
+
+        return await run_in_threadpool(run)
+
+    async def upload(request: Request) -> Response:
+        data = await _body(request)
+        photo = await run_in_threadpool(photos.upload, data)
+        width, height = photo.size
+        return JSONResponse({"id": photo.id, "width": width, "height": height})
+
+    def thumbnail(request: Request) -> Response:
+        data = photos.thumbnail_jpeg(photos.get(request.path_params["id"]))
+        return Response(data, media_type="image/jpeg", headers={"cache-control": IMAGE_CACHE})
+
+    def photo(request: Request) -> Response:
+        data = photos.view_jpeg(photos.get(request.path_params["id"]))
+        return Response(data, media_type="image/jpeg", headers={"cache-control": IMAGE_CACHE})
+
+    def heatmap(request: Request) -> Response:
+        found = photos.get(request.path_params["id"])
+        word = request.query_params.get("word")
+        data = photos.heatmap_png(found, _required(request, "q"), _int(word, "word", 0, 1000) if word else None)
+        return Response(data, media_type="image/png", headers={"cache-control": IMAGE_CACHE})
+
+    routes = [
+        Route("/", page),
+        Route("/api/info", info),
+        Route("/api/search", search, methods=["GET"]),
+        Route("/api/search", search_with_body, methods=["POST"]),
+        Route("/api/localize", localize, methods=["GET"]),
+        Route("/api/localize", localize_body, methods=["POST"]),
+        Route("/api/uploads", upload, methods=["POST"]),
+        Route("/api/photos/{id}/thumbnail.jpg", thumbnail),
+        Route("/api/photos/{id}/photo.jpg", photo),
+        Route("/api/photos/{id}/heatmap.png", heatmap),
+        Mount("/static", StaticFiles(directory=STATIC), name="static"),
+    ]
+    handlers: dict[Any, Any] = {
+        kind: _error for kind in (BadRequest, HTTPException, AssocError, PhotoNotFound, Exception)
+    }
+    app = Starlette(routes=routes, exception_handlers=handlers)
+    return Guard(app, token=token, loopback_only=loopback_only)
+
+
+def _page(params: Any) -> tuple[int, int, float | None]:
+    """Where a page of hits starts and ends, and the minimum score."""
+    k = _int(params.get("k"), "k", 1, PAGE_MAX, PAGE_DEFAULT)
+    offset = _int(params.get("offset"), "offset", 0, OFFSET_MAX, 0)
+    raw = params.get("min_score")
+    min_score = None
+    if raw:
+        try:
+            min_score = float(raw)
+        except ValueError:
+            min_score = math.nan
+        if not math.isfinite(min_score):
+            raise BadRequest(400, f"min_score must be a number, not {raw!r}")
+    return offset, offset + k, min_score
+
+
+def _int(raw: str | None, name: str, lo: int, hi: int, default: int | None = None) -> int:
+    if raw is None or raw == "":
+        if default is None:
+            raise BadRequest(400, f"{name} is missing")
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise BadRequest(400, f"{name} must be a whole number, not {raw!r}") from None
+    if not lo <= value <= hi:
+        raise BadRequest(400, f"{name} must be between {lo} and {hi}")
+    return value
+
+
+def _required(request: Request, name: str) -> str:
+    value = request.query_params.get(name)
+    if value is None:
+        raise BadRequest(400, f"{name} is missing")
+    return value
+
+
+async def _body(request: Request) -> bytes:
+    """The request body, refused past UPLOAD_BYTES before more of it is read."""
+    limit = f"the photo is over the {UPLOAD_BYTES >> 20} MB upload limit"
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > UPLOAD_BYTES:
+        raise BadRequest(413, limit)
+    data = bytearray()
+    async for chunk in request.stream():
+        data += chunk
+        if len(data) > UPLOAD_BYTES:
+            raise BadRequest(413, limit)
+    return bytes(data)
+
+
+async def _error(request: Request, exc: Exception) -> Response:
+    """Every failure as {"error": one line}. An unexpected one says no more (Starlette re-raises it after
+    this answer, and uvicorn logs its traceback on the server's console)."""
+    if isinstance(exc, BadRequest):
+        status = exc.status
+    elif isinstance(exc, HTTPException):  # no such route, or a method it does not take
+        return JSONResponse({"error": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+    elif isinstance(exc, PhotoNotFound | NoGalleryError):
+        status = 404
+    elif isinstance(exc, QueryError | ImageLoadError):
+        status = 400
+    elif isinstance(exc, GalleryError | AssocError):  # a gallery that cannot serve: damaged, another model's
+        status = 503
+    else:
+        return JSONResponse({"error": "internal error: see the server's log"}, status_code=500)
+    return JSONResponse({"error": " ".join(str(exc).split())}, status_code=status)
