@@ -14,7 +14,7 @@ from PIL import Image
 from rich.console import Console, Group
 from rich.text import Text
 
-from .names import exact_json
+from ..api.json_text import dumps
 
 PICTURE_CELLS = 48  # terminal columns of one heatmap picture (narrower if the terminal is)
 
@@ -29,8 +29,8 @@ def err_console() -> Console:
 
 
 def echo_json(value: Any) -> None:
-    """JSON on stdout, naming every file exactly (see assoc.cli.names.exact_json)."""
-    typer.echo(exact_json(value))
+    """JSON on stdout, naming every file exactly (see assoc.api.json_text)."""
+    typer.echo(dumps(value))
 
 
 def heatmap_picture(photo: Image.Image, grid_map: np.ndarray, caption: str, console: Console) -> Group:

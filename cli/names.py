@@ -2,16 +2,13 @@
 
 File names are bytes; os.fsdecode keeps a byte that is not UTF-8 as a lone surrogate (U+DC80-U+DCFF).
 A table or a message shows such bytes and control characters as escapes, so a name can neither break
-the output nor drive the terminal; --json and --paths-only give back the very name.
+the output nor drive the terminal; --json (assoc.api.json_text) and --paths-only give back the very name.
 """
 
 from __future__ import annotations
 
-import base64
-import json
 import os
 import re
-from typing import Any
 
 import typer
 
@@ -19,8 +16,6 @@ import typer
 # retitle or clear the terminal), bidi controls (which reorder what is shown), and the lone surrogates
 # that stand for bytes of a name that is not valid UTF-8.
 _UNSHOWABLE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
-_SURROGATE = re.compile("[\ud800-\udfff]")
-_PATH_KEYS = ("path", "image")  # the JSON keys that hold a file's name
 
 
 def shown(text: str) -> str:
@@ -35,31 +30,6 @@ def _escape(match: re.Match[str]) -> str:
     if 0xDC80 <= code <= 0xDCFF:  # surrogateescape: the byte code - 0xDC00
         return f"\\x{code - 0xDC00:02x}"
     return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
-
-
-def exact_json(value: Any) -> str:
-    """JSON text that names every file exactly.
-
-    A name that is not valid UTF-8 is written with \\udcXX escapes for its odd bytes (what Python's
-    json.loads and os.fsencode, or open(), turn back into the very bytes), and beside its "path" (or
-    "image") key a "path_bytes" ("image_bytes") key holds the name's raw bytes in base64, for any
-    other language.
-    """
-    text = json.dumps(_with_name_bytes(value), ensure_ascii=False)
-    return _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
-
-
-def _with_name_bytes(value: Any) -> Any:
-    if isinstance(value, list):
-        return [_with_name_bytes(v) for v in value]
-    if not isinstance(value, dict):
-        return value
-    out = {key: _with_name_bytes(v) for key, v in value.items()}
-    for key in _PATH_KEYS:
-        name = value.get(key)
-        if isinstance(name, str) and _SURROGATE.search(name):
-            out[f"{key}_bytes"] = base64.b64encode(os.fsencode(name)).decode("ascii")
-    return out
 
 
 def echo_paths(paths: list[str], null: bool) -> None:

@@ -148,3 +148,23 @@ def test_store_spec_environment_defaults(tmp_path: Path, monkeypatch: pytest.Mon
         "photos",
     )
     assert StoreSpec.qdrant(path=tmp_path).resolved().qdrant_api_key is None  # a local folder takes no key
+
+
+def test_json_names_odd_files_exactly_in_every_front_end() -> None:
+    import base64
+    import json
+    import os
+
+    from assoc.api.json_text import dumps
+
+    name = os.fsdecode(b"/photos/caf\xe9 \x1b[2J.jpg")  # Latin-1 byte and an escape sequence
+    text = dumps([assoc.Hit(name, 0.5).to_dict()])
+    text.encode("utf-8")  # strict UTF-8: no lone surrogate left in the text
+    (back,) = json.loads(text)
+    assert back["path"] == name and os.fsencode(back["path"]) == b"/photos/caf\xe9 \x1b[2J.jpg"
+    assert base64.b64decode(back["path_bytes"]) == b"/photos/caf\xe9 \x1b[2J.jpg"
+    assert "path_bytes" not in json.loads(dumps({"path": "/photos/plain.jpg"}))
+    pytest.importorskip("starlette", reason="the web app needs the serve extra")
+    from assoc.web.app import JSONResponse
+
+    assert json.loads(JSONResponse([back]).body)[0]["path"] == name

@@ -126,8 +126,7 @@ def test_remove(store, items):
 
 def test_exact_scans_every_photo_and_pool_is_the_gallerys_pooled_vector(items):
     """exact=True scores every photo's patches, whatever the prefetch."""
-    from assoc.runtime.scoring.first_stage import reduce_grids
-    from assoc.runtime.stores.gallery import POOLED
+    from assoc.runtime.scoring.first_stage import MEAN_VECTOR, reduce_grids
     from assoc.runtime.stores.qdrant import pool
 
     s = QdrantStore(BUNDLE, D, path=":memory:", prefetch=1)
@@ -141,7 +140,7 @@ def test_exact_scans_every_photo_and_pool_is_the_gallerys_pooled_vector(items):
     finally:
         s.close()
     grid = items[0][1].astype(np.float16)
-    np.testing.assert_allclose(pool(grid), reduce_grids(grid[None], POOLED)[0, 0], atol=1e-7)
+    np.testing.assert_allclose(pool(grid), reduce_grids(grid[None], MEAN_VECTOR)[0, 0], atol=1e-7)
 
 
 def test_find_by_hash(store, items):

@@ -143,6 +143,24 @@ def test_traversal_paths_and_ids_outside_the_gallery_get_404(server: Server, gal
     assert search(server, q=str(library / DOG), k=3)[0]["score"] < 0.99
 
 
+def test_a_point_of_a_photo_names_its_words(server: Server) -> None:
+    dog = hit_named(server, DOG)["id"]
+    where = get_json(f"{server.base}/api/localize?{urlencode({'id': dog, 'q': 'dog'})}")
+    fx, fy = (where["peak"][0] + 0.5) / where["width"], (where["peak"][1] + 0.5) / where["height"]
+    point = urlencode({"fx": f"{fx:.4f}", "fy": f"{fy:.4f}"})
+    named = get_json(f"{server.base}/api/photos/{dog}/words?{point}&{urlencode({'q': QUERY})}")
+    assert named["source"] == "phrase" and named["words"][0]["word"] == "dog"  # its own peak: dog wins there
+    x, y, w, h = named["region"]
+    assert x <= where["peak"][0] <= x + w and y <= where["peak"][1] <= y + h
+    vocabulary = get_json(f"{server.base}/api/photos/{dog}/words?{point}")
+    scores = [w["score"] for w in vocabulary["words"]]
+    assert vocabulary["source"] == "vocabulary" and len(scores) == 8 and scores == sorted(scores, reverse=True)
+    for bad in ("fx=2&fy=0.5", "fx=0.5", "fx=x&fy=0.1"):
+        status, _, body = request(f"{server.base}/api/photos/{dog}/words?{bad}")
+        assert status == 400 and json.loads(body)["error"], bad
+    assert request(f"{server.base}/api/photos/{'0' * 32}/words?fx=0.5&fy=0.5")[0] == 404
+
+
 def test_every_answer_carries_the_security_headers(server: Server) -> None:
     for path in ("/", "/static/app.js", "/api/info", "/api/photos/nothing/photo.jpg"):
         _, headers, _ = request(server.base + path)
@@ -369,6 +387,21 @@ def test_open_first_shows_its_overlay_and_a_word_chip_changes_it(browser: object
     wait(browser, lambda b: b.find_element(By.ID, "viewer-name").text != name)
     browser.find_element(By.TAG_NAME, "body").send_keys(Keys.ESCAPE)
     wait(browser, lambda b: not b.find_element(By.ID, "viewer").is_displayed())
+
+
+def test_clicking_the_photo_lists_the_words_there(browser: object, server: Server) -> None:
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+
+    browser.get(f"{server.base}/?{urlencode({'q': QUERY})}")
+    wait(browser, lambda b: len(tiles(b)) == 13)
+    tiles(browser)[0].click()
+    wait(browser, lambda b: heat_loaded(b))
+    ActionChains(browser).move_to_element(browser.find_element(By.ID, "photo")).click().perform()
+    wait(browser, lambda b: b.find_element(By.ID, "here").is_displayed())
+    words = [item.text.split()[0] for item in browser.find_elements(By.CSS_SELECTOR, "#here-words li")]
+    assert words and set(words) <= {"dog", "woods"}  # the phrase's content words, best first
+    assert browser.find_element(By.ID, "point").is_displayed()
 
 
 def test_more_like_this_returns_the_photo_itself_first(browser: object, server: Server) -> None:

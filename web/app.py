@@ -23,10 +23,12 @@ from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.responses import FileResponse, Response
+from starlette.responses import JSONResponse as _StarletteJSON
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from ..api.json_text import dumps
 from ..runtime.errors import AssocError, GalleryError, ImageLoadError, NoGalleryError, QueryError
 from .photos import UPLOAD_BYTES, PhotoNotFound, Photos
 from .security import Guard
@@ -36,6 +38,13 @@ PAGE_DEFAULT = 40
 PAGE_MAX = 200
 OFFSET_MAX = 10_000
 IMAGE_CACHE = "private, max-age=3600"  # an id names fixed content; a new index gives new ids
+
+
+class JSONResponse(_StarletteJSON):
+    """JSON that names files exactly, as the CLI's --json does (assoc.api.json_text)."""
+
+    def render(self, content: object) -> bytes:
+        return dumps(content).encode("utf-8")
 
 
 class BadRequest(Exception):
@@ -90,6 +99,11 @@ def create_app(photos: Photos, *, token: str | None, loopback_only: bool) -> Gua
         width, height = photo.size
         return JSONResponse({"id": photo.id, "width": width, "height": height})
 
+    def words_at(request: Request) -> Response:
+        photo = photos.get(request.path_params["id"])
+        fx, fy = (_fraction(request.query_params.get(name), name) for name in ("fx", "fy"))
+        return JSONResponse(photos.words_at(photo, fx, fy, request.query_params.get("q")).to_dict())
+
     def thumbnail(request: Request) -> Response:
         data = photos.thumbnail_jpeg(photos.get(request.path_params["id"]))
         return Response(data, media_type="image/jpeg", headers={"cache-control": IMAGE_CACHE})
@@ -115,6 +129,7 @@ def create_app(photos: Photos, *, token: str | None, loopback_only: bool) -> Gua
         Route("/api/photos/{id}/thumbnail.jpg", thumbnail),
         Route("/api/photos/{id}/photo.jpg", photo),
         Route("/api/photos/{id}/heatmap.png", heatmap),
+        Route("/api/photos/{id}/words", words_at),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
     handlers: dict[Any, Any] = {
@@ -151,6 +166,17 @@ def _int(raw: str | None, name: str, lo: int, hi: int, default: int | None = Non
         raise BadRequest(400, f"{name} must be a whole number, not {raw!r}") from None
     if not lo <= value <= hi:
         raise BadRequest(400, f"{name} must be between {lo} and {hi}")
+    return value
+
+
+def _fraction(raw: str | None, name: str) -> float:
+    """A point's place across the photo, 0 at its left or top edge and 1 at the other."""
+    try:
+        value = float(raw) if raw is not None else float("nan")
+    except ValueError:
+        value = float("nan")
+    if not 0.0 <= value <= 1.0:
+        raise BadRequest(400, f"{name} must be a number from 0 to 1")
     return value
 
 

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 from PIL import Image
 
 from ..api.render import heat_image
-from ..api.results import Hit, Localization
+from ..api.results import Hit, Localization, RegionWords
 from ..api.searcher import Searcher
 from ..api.stores import StoreSpec
 from ..runtime.errors import ImageLoadError, QueryError
@@ -46,6 +46,7 @@ JPEG_QUALITY = 85
 UPLOAD_BYTES = 20 << 20
 UPLOAD_MEGAPIXELS = 50.0  # below the indexer's cap (images.MAX_MEGAPIXELS): uploads are decoded in memory
 UPLOADS_KEPT = 8
+WORDS_AT = 8  # words listed for a clicked point
 LOCALIZATIONS_KEPT = 64  # (photo, phrase) pairs: opening a photo asks for its words, then their maps
 
 K = TypeVar("K")
@@ -162,6 +163,14 @@ class Photos:
                     raise PhotoNotFound("no such photo in this gallery")
             self._localized.put(key, found)
         return found
+
+    def words_at(self, photo: Photo, fx: float, fy: float, phrase: str | None) -> RegionWords:
+        """The words that match the point at fractions (fx, fy) of the photo's width and height: of the
+        phrase when one is given, else of the bundle's vocabulary."""
+        width, height = photo.size
+        at = (min(fx * width, width - 1), min(fy * height, height - 1))
+        source = photo.image if photo.image is not None else Path(photo.name)
+        return self.searcher.region_words(source, at=at, phrase=phrase or None, top=WORDS_AT)
 
     # ------------------------------------------------------------------ pictures
 

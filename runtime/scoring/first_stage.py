@@ -19,6 +19,7 @@ import numpy as np
 from ..encoding.bundle import FirstStageConfig
 
 BATCH_PHOTOS = 256  # photos reduced at once: bounds the (B, P, C) assignment arrays
+MEAN_VECTOR = FirstStageConfig(vectors=1)  # the reduction to a photo's pooled (normalised mean) vector
 
 
 def _regions(grid: tuple[int, int], count: int) -> list[np.ndarray]:
@@ -37,16 +38,19 @@ def _regions(grid: tuple[int, int], count: int) -> list[np.ndarray]:
 
 
 def _normalise(x: np.ndarray) -> np.ndarray:
-    """Unit vectors; a zero vector stays zero, and non-finite values stay non-finite, without a warning
-    (a damaged grid is the stores' to report)."""
-    with np.errstate(invalid="ignore", over="ignore"):
-        norm = np.linalg.norm(x, axis=-1, keepdims=True)
-        return np.divide(x, norm, out=np.zeros_like(x), where=norm != 0)
+    """Unit vectors; a zero vector stays zero."""
+    norm = np.linalg.norm(x, axis=-1, keepdims=True)
+    return np.divide(x, norm, out=np.zeros_like(x), where=norm != 0)
 
 
 def reduce_grids(grids: np.ndarray, config: FirstStageConfig) -> np.ndarray:
-    """grids (N, h, w, D) -> first-stage vectors (N, C, D) float32."""
-    grids = np.asarray(grids)
+    """grids (N, h, w, D) -> first-stage vectors (N, C, D) float32. A grid holding NaN or infinity
+    gives vectors that do too, silently: the stores report such a photo, numpy need not warn."""
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        return _reduce(np.asarray(grids), config)
+
+
+def _reduce(grids: np.ndarray, config: FirstStageConfig) -> np.ndarray:
     n, h, w, d = grids.shape
     regions = _regions((h, w), config.vectors)
     out = np.empty((n, config.vectors, d), np.float32)

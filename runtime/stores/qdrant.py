@@ -28,9 +28,8 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from ..encoding.bundle import FirstStageConfig
 from ..errors import AssocError, GalleryError, NoGalleryError, QueryError
-from ..scoring.first_stage import reduce_grids
+from ..scoring.first_stage import MEAN_VECTOR, reduce_grids
 from .base import PhotoRecord, SearchHit
 
 POOLED = "pooled"
@@ -39,7 +38,6 @@ MIN_SERVER_VERSION = (1, 10)  # multivectors and query_points with prefetch
 BATCH_POINTS = 64
 BATCH_FLOATS = 1_000_000  # keeps one JSON upsert well under the server's 32 MB request limit
 PAGE = 1000
-POOLED_REDUCTION = FirstStageConfig(vectors=1)
 TRANSIENT_STATUS = frozenset({429, 500, 502, 503, 504})
 
 # Never change these: every stored point id is derived from them.
@@ -80,7 +78,7 @@ def pool(vectors: np.ndarray) -> np.ndarray:
     """The first-stage vector of a grid (h, w, D) or a query (T, D): the L2-normalised mean vector,
     the built-in gallery's pooled vector (scoring.first_stage.reduce_grids with one vector)."""
     flat = np.asarray(vectors, dtype=np.float32).reshape(1, 1, -1, np.shape(vectors)[-1])
-    return reduce_grids(flat, POOLED_REDUCTION)[0, 0]
+    return reduce_grids(flat, MEAN_VECTOR)[0, 0]
 
 
 def _qdrant() -> Any:

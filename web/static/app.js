@@ -14,7 +14,7 @@ const el = {
   viewer: $("viewer"), frame: $("frame"), photo: $("photo"), heat: $("heat"), peak: $("peak"),
   close: $("close"), viewerName: $("viewer-name"), viewerPath: $("viewer-path"), viewerScore: $("viewer-score"), phraseForm: $("phrase-form"),
   phrase: $("phrase"), chips: $("chips"), opacity: $("opacity"), viewerMessage: $("viewer-message"),
-  like: $("like"), drop: $("drop"),
+  like: $("like"), drop: $("drop"), here: $("here"), hereWords: $("here-words"), point: $("point"),
 };
 
 const state = {
@@ -198,6 +198,8 @@ function showPhoto(photo) {
   el.heat.removeAttribute("src");
   delete el.frame.dataset.heat;
   el.peak.hidden = true;
+  el.point.hidden = true;
+  el.here.hidden = true;
   el.chips.replaceChildren();
   el.viewerName.textContent = baseName(photo.name);
   el.viewerPath.textContent = photo.name === baseName(photo.name) ? "" : photo.name;
@@ -276,6 +278,40 @@ function showMap(word) {
   el.peak.style.left = `${(100 * (x + 0.5)) / loc.width}%`;
   el.peak.style.top = `${(100 * (y + 0.5)) / loc.height}%`;
   el.peak.hidden = false;
+}
+
+// A click on the photo asks which words match that point: the phrase's, or the model's vocabulary.
+async function wordsAt(event) {
+  const photo = state.viewer;
+  if (!photo) return;
+  const box = el.photo.getBoundingClientRect();
+  const fx = Math.min(1, Math.max(0, (event.clientX - box.left) / box.width));
+  const fy = Math.min(1, Math.max(0, (event.clientY - box.top) / box.height));
+  el.point.style.left = `${100 * fx}%`;
+  el.point.style.top = `${100 * fy}%`;
+  el.point.hidden = false;
+  const params = new URLSearchParams({ fx: fx.toFixed(4), fy: fy.toFixed(4) });
+  const phrase = el.phrase.value.trim();
+  if (phrase) params.set("q", phrase);
+  try {
+    const found = await api(`${photoUrl(photo.id, "words")}?${params}`);
+    if (state.viewer !== photo) return;
+    el.hereWords.replaceChildren(
+      ...found.words.map((w) => {
+        const item = document.createElement("li");
+        item.textContent = `${w.word} `;
+        const value = document.createElement("span");
+        value.className = "chip-score";
+        value.textContent = w.score.toFixed(3);
+        item.append(value);
+        return item;
+      }),
+    );
+    el.here.hidden = false;
+    setViewerMessage("");
+  } catch (error) {
+    if (state.viewer === photo) setViewerMessage(error.message, true);
+  }
 }
 
 // The photo fills the stage, small photos enlarged up to MAX_ZOOM; the heatmap and peak follow its box.
@@ -415,6 +451,7 @@ el.heat.addEventListener("error", () => {
   if (el.heat.getAttribute("src")) setViewerMessage("The heatmap could not be drawn.", true);
 });
 el.photo.addEventListener("load", fitPhoto);
+el.photo.addEventListener("click", wordsAt);
 window.addEventListener("resize", fitPhoto);
 el.photo.addEventListener("error", () => {
   if (el.photo.getAttribute("src")) setViewerMessage("This photo can no longer be read from its folder.", true);
