@@ -7,6 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from assoc.runtime.encoding.bundle import Bundle, load_bundle
+from assoc.runtime.encoding.encoders import ImageEncoder
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("ASSOC_SHARED_DATA", REPO.parent / "shared" / "data"))
 
@@ -37,3 +40,15 @@ def bundle_dir() -> Path:
     if path is None:
         pytest.fail("no default bundle is shipped (runtime/default_bundle) and ASSOC_MODEL is unset")
     return path
+
+
+@pytest.fixture(scope="session")
+def bundle(bundle_dir: Path) -> Bundle:
+    """The shipped bundle, loaded (and its hashes checked) once."""
+    return load_bundle(bundle_dir)
+
+
+@pytest.fixture(scope="session")
+def encoder(bundle: Bundle) -> ImageEncoder:
+    """The shipped bundle's image encoder on ONNX Runtime's CPU provider."""
+    return ImageEncoder(bundle, device="cpu")

@@ -21,7 +21,7 @@ pytest.importorskip("qdrant_client", reason="qdrant-client is not installed (ass
 ray = pytest.importorskip("ray", reason="Ray is not installed (assoc[ray])")
 
 from assoc.distributed import index_on_cluster  # noqa: E402
-from assoc.runtime.encoding.bundle import Bundle, load_bundle  # noqa: E402
+from assoc.runtime.encoding.bundle import Bundle  # noqa: E402
 from assoc.runtime.encoding.encoders import ImageEncoder, TextEncoder  # noqa: E402
 from assoc.runtime.errors import AssocError  # noqa: E402
 from assoc.runtime.indexing.indexer import IndexSummary, index_paths  # noqa: E402
@@ -32,16 +32,6 @@ PHOTOS = 24
 BATCH = 4
 ENCODER_ACTOR = "ray::MapWorker(MapBatches(_Encoder))"  # the process title Ray gives an encoder actor
 QUERIES = ("a dog runs on the grass", "children playing in the water", "a man on a bike")
-
-
-@pytest.fixture(scope="module")
-def bundle(bundle_dir: Path) -> Bundle:
-    return load_bundle(bundle_dir)
-
-
-@pytest.fixture(scope="module")
-def encoder(bundle: Bundle) -> ImageEncoder:
-    return ImageEncoder(bundle, device="cpu")
 
 
 @pytest.fixture(scope="module")

@@ -48,16 +48,6 @@ NON_UTF8_NAME = os.fsdecode(b"0_caf\xe9.jpg")  # Latin-1 e-acute, as old cameras
 
 
 @pytest.fixture(scope="module")
-def bundle(bundle_dir: Path) -> Bundle:
-    return load_bundle(bundle_dir)
-
-
-@pytest.fixture(scope="module")
-def encoder(bundle: Bundle) -> ImageEncoder:
-    return ImageEncoder(bundle, device="cpu")
-
-
-@pytest.fixture(scope="module")
 def dog_query(bundle: Bundle) -> np.ndarray:
     return TextEncoder(bundle, device="cpu").encode_one("a dog running on grass").vectors
 

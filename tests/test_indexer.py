@@ -14,21 +14,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from assoc.runtime.encoding.bundle import Bundle, load_bundle
+from assoc.runtime.encoding.bundle import Bundle
 from assoc.runtime.encoding.encoders import ImageEncoder, TextEncoder
 from assoc.runtime.imaging.images import load_image
 from assoc.runtime.indexing.indexer import IndexSummary, index_paths
 from assoc.runtime.stores.gallery import Gallery
-
-
-@pytest.fixture(scope="module")
-def bundle(bundle_dir: Path) -> Bundle:
-    return load_bundle(bundle_dir)
-
-
-@pytest.fixture(scope="module")
-def encoder(bundle: Bundle) -> ImageEncoder:
-    return ImageEncoder(bundle, device="cpu")
 
 
 @pytest.fixture(scope="module")
