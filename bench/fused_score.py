@@ -5,7 +5,7 @@
 
 score(photo, query) = MISA(grid, word vectors) + lambda * cos(pool(grid), pool(word vectors)), where
 pool(v) is the L2-normalised mean of the vectors (every patch of the grid; every scoring token of the
-query), the same vectors Qdrant's first stage indexes (assoc.runtime.qdrant_store.pool) and the auxiliary
+query), the same vectors Qdrant's first stage indexes (assoc.runtime.stores.qdrant.pool) and the auxiliary
 pooled loss trains (assoc.models.matchmap.pooled_scores). lambda = 0 is plain MISA (what search uses
 today). The bundle's dev photos and captions are encoded once on ONNX Runtime and cached under
 --cache (keyed by the bundle id and the split), so a sweep re-runs in seconds.
@@ -21,20 +21,12 @@ from pathlib import Path
 
 import numpy as np
 
-try:  # the layout after runtime/ was split into subfolders
-    from assoc.evaluation.metrics import recall_metrics
-    from assoc.evaluation.retrieval import encode_photos
-    from assoc.runtime.encoding.bundle import load_bundle
-    from assoc.runtime.encoding.encoders import ImageEncoder, TextEncoder
-    from assoc.runtime.stores.qdrant import pool
-except ImportError:  # pragma: no cover - the flat runtime/ of before
-    from assoc.runtime.bundle import load_bundle
-    from assoc.runtime.encoders import ImageEncoder, TextEncoder
-    from assoc.runtime.evaluation import encode_photos
-    from assoc.runtime.metrics import recall_metrics
-    from assoc.runtime.qdrant_store import pool
-
+from assoc.evaluation.metrics import recall_metrics
+from assoc.evaluation.retrieval import encode_photos
 from assoc.models.datasets import five_caption_eval_set, load_split
+from assoc.runtime.encoding.bundle import load_bundle
+from assoc.runtime.encoding.encoders import ImageEncoder, TextEncoder
+from assoc.runtime.stores.qdrant import pool
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = ROOT / "runtime" / "default_bundle"

@@ -15,7 +15,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from ..models.config import LOSSES, TRUNKS, TrainConfig  # torch-free: the settings and their names
 from ..runtime.errors import AssocError
+from ..runtime.scoring.matchmap import SCORES
 from .options import DeviceOpt, with_options
 
 _console = Console(stderr=True)
@@ -42,6 +44,9 @@ TRAIN_HELP = {
     "backbone_lr": "Learning rate of the unfrozen pretrained stages and layers.",
     "eval_every": "Evaluate on dev every N epochs (and after the last).",
     "device": "auto | cpu | cuda",
+    "trunk": " | ".join(TRUNKS),
+    "loss": " | ".join(LOSSES),
+    "score": " | ".join(SCORES),
     "limit_images": "Train on the first N images only.",
     "limit_dev_images": "Evaluate on the first N dev images only.",
 }
@@ -50,8 +55,6 @@ TRAIN_HELP = {
 def train_settings(command: Callable[..., Any]) -> Callable[..., Any]:
     """Give `train` one option per TrainConfig field (--embed-dim for embed_dim, ...), derived from the
     dataclass so a new setting is a flag without a second declaration; set ones reach it as `overrides`."""
-    from ..models.config import TrainConfig  # torch-free: the settings only
-
     hints = get_type_hints(TrainConfig)
     added = []
     for f in fields(TrainConfig):
@@ -73,7 +76,6 @@ def train(
 ) -> None:
     """Train a matchmap model on captioned photos; the best dev checkpoint is OUT/best.pt."""
     _needs_torch()
-    from ..models.config import TrainConfig
     from ..models.train import train as run_training
 
     try:

@@ -8,6 +8,11 @@ from typing import Any
 
 import tomllib
 
+# The names a setting may take, here so that the CLI can list them without importing torch.
+LITE_TRUNKS = ("efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2")
+TRUNKS = (*LITE_TRUNKS, "resnet50", "convnext_tiny", "mobilenet_v3_large")
+LOSSES = ("sampled", "semihard", "hardest", "infonce", "infonce_semihard")
+
 
 @dataclass
 class TrainConfig:

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-LOSSES = ("sampled", "semihard", "hardest", "infonce", "infonce_semihard")
+from .config import LOSSES
 
 
 def sampled_margin(scores: torch.Tensor, margin: float = 0.2) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""Batched matchmaps and scores in torch; the twin of assoc.runtime.matchmap (a test keeps them equal).
+"""Batched matchmaps and scores in torch; the twin of assoc.runtime.scoring.matchmap (a test keeps them equal).
 
 Shapes: patches (B, P, D) for B images of P patches, words (C, T, D) for C captions of T tokens with a
 word mask (C, T) that is False for special tokens, padding and bare punctuation.
@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-SCORES = ("misa", "sisa", "mima")
+from ..runtime.scoring.matchmap import SCORES
 
 
 def pairwise_scores(
@@ -17,13 +17,6 @@ def pairwise_scores(
 ) -> torch.Tensor:
     """Score every image against every caption -> (B, C)."""
     return _reduce(torch.einsum("bpd,ctd->bcpt", patches, words), word_mask[None], kind)
-
-
-def paired_scores(
-    patches: torch.Tensor, words: torch.Tensor, word_mask: torch.Tensor, kind: str = "misa"
-) -> torch.Tensor:
-    """Score image i against caption i only -> (B,)."""
-    return _reduce(torch.einsum("bpd,btd->bpt", patches, words), word_mask, kind)
 
 
 def _reduce(mm: torch.Tensor, word_mask: torch.Tensor, kind: str) -> torch.Tensor:

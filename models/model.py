@@ -13,9 +13,9 @@ from torch import nn
 from ..runtime.errors import AssocError
 from .bert import load_bert
 from .config import TrainConfig
-from .encoders import ImageEncoder, TextEncoder
 from .losses import InfoNCE, RankingLoss
 from .matchmap import pairwise_scores, pooled_scores, soft_misa_scores
+from .towers import ImageTower, TextTower
 from .trunks import build_trunk
 
 
@@ -32,9 +32,9 @@ class MatchmapModel(nn.Module):
         trunk = build_trunk(config.trunk, config.trunk_weights)
         self.trunk_weights_source = trunk.weights
         self.mean, self.std, self.stride = trunk.mean, trunk.std, trunk.stride
-        self.image = ImageEncoder(trunk, config.embed_dim, config.train_stages)
+        self.image = ImageTower(trunk, config.embed_dim, config.train_stages)
         self.text_model_path = Path(config.text_model) if config.text_model else default_text_model()
-        self.text = TextEncoder(load_bert(self.text_model_path), config.embed_dim, config.train_layers)
+        self.text = TextTower(load_bert(self.text_model_path), config.embed_dim, config.train_layers)
         self.loss = RankingLoss(config.loss, config.margin)
         self.pooled_loss = InfoNCE() if config.pooled_weight > 0 else None
         if config.soft_max_temperature > 0:

@@ -16,11 +16,10 @@ from torch import nn
 
 from ..runtime.errors import AssocError
 from ..runtime.imaging.preprocess import IMAGENET_MEAN, IMAGENET_STD
+from .config import LITE_TRUNKS, TRUNKS
 
 log = logging.getLogger(__name__)
 
-LITE_TRUNKS = ("efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2")
-TRUNKS = (*LITE_TRUNKS, "resnet50", "convnext_tiny", "mobilenet_v3_large")
 # EfficientNet-Lite was trained on pixels scaled as (x - 127) / 128.
 LITE_MEAN = (127.0 / 255.0,) * 3
 LITE_STD = (128.0 / 255.0,) * 3

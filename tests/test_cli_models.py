@@ -8,7 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from cli_support import assert_one_line_error, assoc, copy_photos, ok, ok_json
+from cli_support import assert_one_line_error, assoc, copy_photos, ok, ok_json, strip_ansi
 
 from assoc.runtime.encoding.bundle import CONFIG_NAME, TOKENIZER_FILE, load_bundle
 
@@ -92,3 +92,13 @@ def test_bundle_errors(indexed: Path, bundle_dir: Path, tmp_path: Path) -> None:
         for args in (("query", "dog"), ("localize", str(bundle_dir / "none.jpg"), "dog"), ("info",)):
             result = assoc(*args, "--gallery", indexed, "--model", model)
             assert_one_line_error(result, *fragments)
+
+
+def test_every_training_setting_is_a_train_option() -> None:
+    from dataclasses import fields
+
+    from assoc.models.config import TrainConfig
+
+    shown = strip_ansi(ok("train", "--help").stdout)
+    missing = [f.name for f in fields(TrainConfig) if f"--{f.name.replace('_', '-')} " not in shown]
+    assert not missing, missing

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from assoc.models.matchmap import paired_scores, pairwise_scores
+from assoc.models.matchmap import pairwise_scores
 from assoc.runtime.scoring.matchmap import score_grids
 
 
@@ -25,8 +25,6 @@ def test_torch_and_numpy_scores_agree(kind: str) -> None:
     for c in range(3):
         numpy_scores = score_grids(grids, words[c][mask[c]], kind)
         np.testing.assert_allclose(torch_scores[:, c].numpy(), numpy_scores, rtol=1e-5, atol=1e-6)
-    diag = paired_scores(torch.from_numpy(grids[:3]), torch.from_numpy(words), torch.from_numpy(mask), kind)
-    np.testing.assert_allclose(diag.numpy(), torch_scores[:3].diagonal().numpy(), rtol=1e-5, atol=1e-6)
 
 
 def test_misa_is_mean_of_each_words_best_patch() -> None:

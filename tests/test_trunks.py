@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from assoc.models.encoders import ImageEncoder
+from assoc.models.towers import ImageTower
 from assoc.models.trunks import build_trunk
 from assoc.runtime.errors import AssocError
 from assoc.runtime.imaging.preprocess import image_to_array
@@ -36,8 +36,8 @@ def test_efficientnet_lite0_recognises_a_real_photo(coco_boxes: Path, caplog: py
 
 def test_frozen_and_trainable_parts_compose_to_the_whole_trunk() -> None:
     torch.manual_seed(0)
-    whole = ImageEncoder(build_trunk("efficientnet-lite0"), embed_dim=32, train_stages=0).eval()
-    split = ImageEncoder(build_trunk("efficientnet-lite0"), embed_dim=32, train_stages=3).eval()
+    whole = ImageTower(build_trunk("efficientnet-lite0"), embed_dim=32, train_stages=0).eval()
+    split = ImageTower(build_trunk("efficientnet-lite0"), embed_dim=32, train_stages=3).eval()
     split.proj.load_state_dict(whole.proj.state_dict())
     x = torch.randn(2, 3, 224, 224)
     with torch.no_grad():

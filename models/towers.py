@@ -19,7 +19,7 @@ def _freeze(module: nn.Module) -> None:
         p.requires_grad_(False)
 
 
-class ImageEncoder(nn.Module):
+class ImageTower(nn.Module):
     """CNN trunk kept as a grid, a 1x1 conv projection to D, L2-normalised per patch -> (B, h, w, D)."""
 
     def __init__(self, trunk: Trunk, embed_dim: int, train_stages: int = 0) -> None:
@@ -33,7 +33,7 @@ class ImageEncoder(nn.Module):
         self.proj = nn.Conv2d(trunk.channels, embed_dim, kernel_size=1)
         _freeze(self.frozen)
 
-    def train(self, mode: bool = True) -> ImageEncoder:
+    def train(self, mode: bool = True) -> ImageTower:
         # Batch-norm statistics stay as pretrained: CPU-sized batches would only add noise to them.
         super().train(mode)
         for m in self.modules():
@@ -52,7 +52,7 @@ class ImageEncoder(nn.Module):
         return self.from_features(self.features(pixels))
 
 
-class TextEncoder(nn.Module):
+class TextTower(nn.Module):
     """BERT token states, a linear projection to D, L2-normalised -> (B, L, D)."""
 
     def __init__(self, bert: BertEncoder, embed_dim: int, train_layers: int = 0) -> None:
