@@ -1,9 +1,12 @@
-"""The Searcher: one model and one store, and the four things a front end asks of them.
+"""The Searcher: one model and one store, and what a front end asks of them.
 
     with assoc.Searcher(store=assoc.StoreSpec.builtin("~/gallery")) as searcher:
         searcher.index(["~/Pictures"])
         hits = searcher.search("a dog on grass", k=5)
         where = searcher.localize(hits[0].path, "dog")
+
+index, search (words, a photo, or a PIL image), localize and explain (where words land), region_words
+and label (which words a region matches, what is where), check (stored bytes) and info.
 
 Lazy: opening a Searcher loads the bundle's config and nothing else; the text encoder, the image
 encoder and the store are made on first use, so a search by words never loads the image encoder and
@@ -388,14 +391,14 @@ def query_photo(text: str | Path) -> Path | None:
 
 
 def _regular_file(path: Path) -> Path:
+    """The path of a regular file (never a pipe or a device, which could block or never end)."""
     try:
         if path.is_file():
             return path
-    except (OSError, ValueError):
-        pass
-    if path.exists():
-        raise QueryError(f"{path}: not a regular file")
-    raise QueryError(f"{path}: no such photo")
+        there = path.exists()
+    except (OSError, ValueError):  # a name the OS refuses
+        there = False
+    raise QueryError(f"{path}: not a regular file" if there else f"{path}: no such photo")
 
 
 def open(

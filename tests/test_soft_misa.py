@@ -62,7 +62,7 @@ def test_model_trains_with_the_soft_score_and_keeps_hard_misa_for_search() -> No
     from assoc.models.model import MatchmapModel
 
     model = MatchmapModel(TrainConfig(embed_dim=16, soft_max_temperature=0.1, pooled_weight=0.1))
-    assert model.soft_log_t is not None and float(model.soft_log_t.exp()) == pytest.approx(0.1)
+    assert model.soft_log_t is not None and float(model.soft_log_t.detach().exp()) == pytest.approx(0.1)
     assert any(p is model.soft_log_t for g in model.parameter_groups() for p in g["params"])
     grids = torch.nn.functional.normalize(torch.randn(4, 3, 3, 16), dim=-1)
     tokens = torch.nn.functional.normalize(torch.randn(4, 5, 16), dim=-1)

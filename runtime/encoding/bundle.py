@@ -278,24 +278,24 @@ def load_bundle(root: str | Path, check_vocabulary: bool = True) -> Bundle:
     for required in (VISUAL_MODEL, TEXTUAL_MODEL, TOKENIZER_FILE):
         if required not in config.files:
             raise BundleError(f"model bundle {root}: config.json records no hash for {required}")
-    for name, expected in config.files.items():
-        path = root / name
-        if not path.is_file():
-            raise BundleError(f"model bundle {root} is missing {name}")
-        if sha256_file(path) != expected:
-            raise BundleError(f"model bundle {root}: {name} does not match its sha256 in config.json")
+    _check_files(root, config.files)
     if check_vocabulary and config.vocabulary is not None:
         _check_vocabulary(root, config.vocabulary, config.files[TEXTUAL_MODEL])
     return Bundle(root=root, config=config)
 
 
-def _check_vocabulary(root: Path, vocabulary: VocabularyConfig, textual_sha256: str) -> None:
-    for name, expected in vocabulary.files.items():
+def _check_files(root: Path, files: dict[str, str], role: str = "") -> None:
+    """Every file there, each matching its recorded sha256; role says what the files are for."""
+    for name, expected in files.items():
         path = root / name
         if not path.is_file():
-            raise BundleError(f"model bundle {root} is missing {name} (its vocabulary)")
+            raise BundleError(f"model bundle {root} is missing {name}{role}")
         if sha256_file(path) != expected:
             raise BundleError(f"model bundle {root}: {name} does not match its sha256 in config.json")
+
+
+def _check_vocabulary(root: Path, vocabulary: VocabularyConfig, textual_sha256: str) -> None:
+    _check_files(root, vocabulary.files, " (its vocabulary)")
     if vocabulary.textual_sha256 != textual_sha256:
         raise BundleError(
             f"model bundle {root}: its vocabulary was built with another text encoder; build the vocabulary again"
