@@ -7,6 +7,9 @@ for the patch grids and their first-stage vectors, searched in two stages.
     shards/00001.pool   row for row, the photo's pooled vector (1, D), float16
     shards/00001.cent   row for row, its first-stage centroids (C, D), float16 (scoring/first_stage.py)
 
+The database side lives in catalogue.py, the file side in shard_files.py, the search kernel in
+scoring/scan.py; this module is the Gallery that holds them to one write order and one search.
+
 A search (search_plan below) ranks every photo by its pooled vector, keeps a shortlist, ranks that by
 centroids, and scores the best `candidates` exactly (MaxSim over their grids, scoring/scan.py); with
 exact=True, or when the gallery holds no more photos than candidates, every grid is scored. Reported
@@ -42,9 +45,7 @@ A Gallery may be used from several threads one call at a time: its caller serial
 
 from __future__ import annotations
 
-import errno
 import functools
-import json
 import os
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator
@@ -59,69 +60,54 @@ from ..encoding.bundle import FirstStageConfig
 from ..errors import (
     DatabaseDamagedError,
     DiskFullError,
-    GalleryBusyError,
     GalleryDamagedError,
     GalleryError,
-    GalleryNotEmptyError,
     GalleryReadOnlyError,
-    ModelMismatchError,
     NoGalleryError,
 )
 from ..scoring.first_stage import MEAN_VECTOR, reduce_grids
 from ..scoring.scan import ScanKernel
 from .base import PhotoRecord, SearchHit
+from .catalogue import (
+    DB_NAME,
+    FORMAT_VERSION,
+    UPGRADABLE_VERSIONS,
+    check_meta,
+    connect,
+    create_catalogue,
+    initialise,
+    is_blank,
+    path_of,
+    reduction_json,
+    reduction_of,
+    sql_path,
+    sqlite_error,
+)
+from .shard_files import (
+    CENTROIDS_SUFFIX,
+    DTYPE,
+    LAYER_SUFFIXES,
+    NO_ROOM,
+    POOL_SUFFIX,
+    SHARD_DIR,
+    SHARD_SUFFIX,
+    fsync_dir,
+    gather_rows,
+    row_checksums,
+    unlink_quietly,
+    write_at,
+)
 
-FORMAT = "assoc-gallery"
-FORMAT_VERSION = 2
-UPGRADABLE_VERSIONS = ("1",)  # read by upgrading in place on first writable open
-DB_NAME = "gallery.sqlite"
-SHARD_DIR = "shards"
-SHARD_SUFFIX = ".f16"  # grids
-POOL_SUFFIX = ".pool"  # pooled vectors
-CENTROIDS_SUFFIX = ".cent"  # first-stage centroids
-DTYPE = np.dtype("<f2")
 MAX_SHARD_BYTES = 256 << 20  # a new shard file is started past this size
 COMPACT_MIN_BYTES = 64 << 20  # dead bytes below this are never worth a rewrite
 # float16 bytes of grids scored (and checksummed) in one kernel call: bounds a search's memory (the kernel
 # widens a chunk to float32 and holds its matchmap) whatever the gallery's size. Chunks that stay in
 # cache through checksum, widening and matmul are faster: 4 MiB measured best of 1-16 on 2 busy cores.
 SEARCH_CHUNK_BYTES = 4 << 20
-BUSY_TIMEOUT_S = 60.0
 
-_SCHEMA = """
-CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE shards (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    grid_h INTEGER NOT NULL,
-    grid_w INTEGER NOT NULL,
-    rows INTEGER NOT NULL
-);
-CREATE TABLE photos (
-    path TEXT PRIMARY KEY,
-    size INTEGER NOT NULL,
-    mtime_ns INTEGER NOT NULL,
-    content_hash TEXT NOT NULL,
-    grid_h INTEGER NOT NULL,
-    grid_w INTEGER NOT NULL,
-    width INTEGER NOT NULL,
-    height INTEGER NOT NULL,
-    shard INTEGER NOT NULL,
-    row INTEGER NOT NULL,
-    checksum INTEGER NOT NULL
-);
-CREATE INDEX photos_hash ON photos (content_hash);
-CREATE INDEX photos_place ON photos (shard, row);
-"""
 
 T = TypeVar("T")
 P = ParamSpec("P")
-# OS errors that mean: no room for more bytes (disk full, quota, file size limit).
-NO_ROOM = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
-
-try:
-    import fcntl
-except ImportError:  # Windows: creating one gallery from two processes at once is not guarded there
-    fcntl = None  # type: ignore[assignment]
 
 
 @dataclass(frozen=True)
@@ -172,7 +158,7 @@ def _guarded(method: Callable[Concatenate[Gallery, P], T]) -> Callable[Concatena
         try:
             return method(self, *args, **kwargs)
         except sqlite3.DatabaseError as exc:
-            raise _sqlite_error(self.folder, exc) from None
+            raise sqlite_error(self.folder, exc) from None
         except OSError as exc:
             if exc.errno in NO_ROOM:
                 raise DiskFullError(str(self.folder)) from None
@@ -241,25 +227,25 @@ class Gallery:
                 raise DatabaseDamagedError(folder, f"its database {DB_NAME} is missing; only its shard files are there")
             if not can_create:
                 raise NoGalleryError(f"no gallery at {folder} (index some photos into it first)")
-            _create(folder, bundle_id, embed_dim, first_stage or FirstStageConfig())
+            create_catalogue(folder, bundle_id, embed_dim, first_stage or FirstStageConfig())
         read_only = not (os.access(folder, os.W_OK) and os.access(db, os.W_OK))
         try:
-            conn = _connect(db, read_only)
+            conn = connect(db, read_only)
         except sqlite3.Error as exc:
-            raise _sqlite_error(folder, exc) from None
+            raise sqlite_error(folder, exc) from None
         try:
             if not read_only:
-                if _is_blank(conn) and can_create:  # killed before its first commit
-                    _initialise(conn, bundle_id, embed_dim, first_stage)
+                if is_blank(conn) and can_create:  # killed before its first commit
+                    initialise(conn, bundle_id, embed_dim, first_stage)
                 (folder / SHARD_DIR).mkdir(exist_ok=True)
                 conn.execute("PRAGMA synchronous=FULL")
             if conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'meta'").fetchone() is None:
                 raise GalleryError(f"{db} is not a readable assoc gallery (another program's database?)")
             meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
-            gallery = cls(folder, conn, *_check_meta(folder, meta, bundle_id, embed_dim))
+            gallery = cls(folder, conn, *check_meta(folder, meta, bundle_id, embed_dim))
         except sqlite3.Error as exc:
             conn.close()
-            raise _sqlite_error(folder, exc) from None
+            raise sqlite_error(folder, exc) from None
         except (ValueError, TypeError) as exc:  # meta values of the wrong kind
             conn.close()
             raise GalleryDamagedError(folder, f"its settings cannot be read ({exc})") from None
@@ -302,7 +288,7 @@ class Gallery:
         missing = self._missing()
         rows = self._db.execute("SELECT path, size, mtime_ns, content_hash, grid_h, grid_w, width, height FROM photos")
         records = (
-            PhotoRecord(_path_of(path), size, mtime, digest, (gh, gw), width, height)
+            PhotoRecord(path_of(path), size, mtime, digest, (gh, gw), width, height)
             for path, size, mtime, digest, gh, gw, width, height in rows
         )
         return {r.path: r for r in records if r.path not in missing}
@@ -311,7 +297,7 @@ class Gallery:
     def record(self, path: str) -> PhotoRecord | None:
         row = self._db.execute(
             "SELECT size, mtime_ns, content_hash, grid_h, grid_w, width, height FROM photos WHERE path = ?",
-            (_sql_path(path),),
+            (sql_path(path),),
         ).fetchone()
         if row is None:
             return None
@@ -322,13 +308,13 @@ class Gallery:
     def find_by_hash(self, content_hash: str) -> str | None:
         rows = self._db.execute("SELECT path FROM photos WHERE content_hash = ? ORDER BY path", (content_hash,))
         missing = self._missing()
-        return next((p for p in map(_path_of, (r[0] for r in rows)) if p not in missing), None)
+        return next((p for p in map(path_of, (r[0] for r in rows)) if p not in missing), None)
 
     @_guarded_read
     def get_grid(self, path: str) -> np.ndarray | None:
         def read() -> np.ndarray | None:
             row = self._db.execute(
-                "SELECT shard, row, grid_h, grid_w, checksum FROM photos WHERE path = ?", (_sql_path(path),)
+                "SELECT shard, row, grid_h, grid_w, checksum FROM photos WHERE path = ?", (sql_path(path),)
             ).fetchone()
             if row is None:
                 return None
@@ -385,7 +371,7 @@ class Gallery:
             where = np.searchsorted(part.rows, rows)  # rows are sorted, as part.rows are
             for start in range(0, len(rows), self._step(part.grid)):
                 chunk = where[start : start + self._step(part.grid)]
-                blocks = [_gather(mm, part.rows[chunk]) for mm in layers.values()]
+                blocks = [gather_rows(mm, part.rows[chunk]) for mm in layers.values()]
                 self._verify(blocks, part.sums[chunk], [part.paths[i] for i in chunk])
                 scores.append(kernel.scores(blocks[0], query_t))
             paths.extend(part.paths[i] for i in where)
@@ -404,7 +390,7 @@ class Gallery:
         """
         by_shard = {part.shard: part for part in parts}
         for hit in hits:
-            place = self._db.execute("SELECT shard, row FROM photos WHERE path = ?", (_sql_path(hit.path),)).fetchone()
+            place = self._db.execute("SELECT shard, row FROM photos WHERE path = ?", (sql_path(hit.path),)).fetchone()
             part = by_shard.get(place[0]) if place is not None else None
             i = int(np.searchsorted(part.rows, place[1])) if part is not None else 0
             if part is None or i >= len(part.rows) or part.rows[i] != place[1] or part.paths[i] != hit.path:
@@ -424,7 +410,7 @@ class Gallery:
                 rows = part.rows[start : start + self._step(part.grid)]
                 paths = part.paths[start : start + len(rows)]
                 present = rows < min((mm.shape[0] for mm in layers.values()), default=0)
-                blocks = [_gather(mm, rows[present]) for mm in layers.values()]
+                blocks = [gather_rows(mm, rows[present]) for mm in layers.values()]
                 sums = row_checksums(blocks)
                 finite = np.logical_and.reduce([np.isfinite(b).all(axis=(1, 2)) for b in blocks])
                 stored = part.sums[start : start + len(rows)][present]
@@ -440,13 +426,13 @@ class Gallery:
         if not (repair and damaged):
             return CheckReport(photos, damaged, 0)
         with self._writing():
-            self._db.executemany("DELETE FROM photos WHERE path = ?", [(_sql_path(d.path),) for d in damaged])
+            self._db.executemany("DELETE FROM photos WHERE path = ?", [(sql_path(d.path),) for d in damaged])
         return CheckReport(photos, damaged, len(damaged))
 
     def size_on_disk(self) -> int:
         """Bytes taken by the database (with its WAL) and the shard files."""
         files = [self.folder / (DB_NAME + suffix) for suffix in ("", "-wal", "-shm")]
-        files += (f for f in (self.folder / SHARD_DIR).iterdir() if f.suffix in _SUFFIXES)
+        files += (f for f in (self.folder / SHARD_DIR).iterdir() if f.suffix in LAYER_SUFFIXES)
         return sum(f.stat().st_size for f in files if f.is_file())
 
     # ------------------------------------------------------------------ writing
@@ -470,7 +456,7 @@ class Gallery:
                 self._db.executemany(
                     "INSERT OR REPLACE INTO photos VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     [
-                        (_sql_path(r.path), r.size, r.mtime_ns, r.content_hash, *grid_shape, r.width, r.height, *place)
+                        (sql_path(r.path), r.size, r.mtime_ns, r.content_hash, *grid_shape, r.width, r.height, *place)
                         for (r, _), place in zip(group, places, strict=True)
                     ],
                 )
@@ -481,7 +467,7 @@ class Gallery:
         if not paths:
             return
         with self._writing():
-            self._db.executemany("DELETE FROM photos WHERE path = ?", [(_sql_path(p),) for p in paths])
+            self._db.executemany("DELETE FROM photos WHERE path = ?", [(sql_path(p),) for p in paths])
         self._maybe_compact()
 
     @_guarded
@@ -498,10 +484,10 @@ class Gallery:
                 if shard.live:
                     self._rewrite(shard)
                 self._db.execute("DELETE FROM shards WHERE id = ?", (shard.id,))
-                gone += [self._layer_path(shard.id, suffix) for suffix in _SUFFIXES]
-            _fsync_dir(self.folder / SHARD_DIR)
+                gone += [self._layer_path(shard.id, suffix) for suffix in LAYER_SUFFIXES]
+            fsync_dir(self.folder / SHARD_DIR)
         for path in gone:
-            _unlink_quietly(path)
+            unlink_quietly(path)
         return freed
 
     # ------------------------------------------------------------------ internals
@@ -555,7 +541,8 @@ class Gallery:
         for layers, rows in zip(maps, picks, strict=True):
             mm = layers[suffix]
             step = max(1, SEARCH_CHUNK_BYTES // (mm.shape[1] * mm.shape[2] * DTYPE.itemsize))
-            estimates += [kernel.scores(_gather(mm, rows[i : i + step]), query_t) for i in range(0, len(rows), step)]
+            chunks = range(0, len(rows), step)
+            estimates += [kernel.scores(gather_rows(mm, rows[i : i + step]), query_t) for i in chunks]
         flat = np.concatenate(estimates)
         flat[~np.isfinite(flat)] = np.inf  # damaged first-stage values: score the photo, which verifies it
         best = np.zeros(len(flat), bool)
@@ -595,8 +582,8 @@ class Gallery:
         rows past them), and truncate bytes past each shard's committed end."""
         shards = {s.id: s for s in self._shards()}
         for path in (self.folder / SHARD_DIR).iterdir():
-            if not path.stem.isdigit() or int(path.stem) not in shards or path.suffix not in _SUFFIXES:
-                _unlink_quietly(path)
+            if not path.stem.isdigit() or int(path.stem) not in shards or path.suffix not in LAYER_SUFFIXES:
+                unlink_quietly(path)
         whole = self._whole_rows(shards.values())
         for shard in shards.values():
             rows = min(shard.rows, whole[shard.id])
@@ -630,7 +617,7 @@ class Gallery:
         out: dict[str, int] = {}
         for shard, whole in short:
             rows = self._db.execute("SELECT path FROM photos WHERE shard = ? AND row >= ?", (shard, whole))
-            out.update((_path_of(path), shard) for (path,) in rows)
+            out.update((path_of(path), shard) for (path,) in rows)
         return out
 
     def _append(self, grid: tuple[int, int], grids: np.ndarray) -> list[tuple[int, int, int]]:
@@ -650,7 +637,7 @@ class Gallery:
             done, take = len(places), min(len(grids) - len(places), per_shard - used)
             for (suffix, _), data in zip(self._layers(grid), layers, strict=True):
                 offset = used * self._row_bytes(grid, suffix)
-                _write_at(self._layer_path(shard, suffix), offset, data[done : done + take])
+                write_at(self._layer_path(shard, suffix), offset, data[done : done + take])
             self._db.execute("UPDATE shards SET rows = ? WHERE id = ?", (used + take, shard))
             places += [(shard, used + j, int(sums[done + j])) for j in range(take)]
             used += take
@@ -667,7 +654,7 @@ class Gallery:
         shard = self._db.execute("INSERT INTO shards (grid_h, grid_w, rows) VALUES (?, ?, 0)", grid).lastrowid
         for suffix, _ in self._layers(grid):
             self._layer_path(shard, suffix).write_bytes(b"")  # truncates what a killed writer left under this id
-        _fsync_dir(self.folder / SHARD_DIR)
+        fsync_dir(self.folder / SHARD_DIR)
         return shard
 
     def _rewrite(self, shard: _Shard) -> None:
@@ -682,7 +669,7 @@ class Gallery:
             row_bytes = self._row_bytes(shard.grid, suffix)
             for start in range(0, len(live), step):
                 rows = [r for _, r in live[start : start + step]]
-                _write_at(self._layer_path(new, suffix), start * row_bytes, np.asarray(source[rows]))
+                write_at(self._layer_path(new, suffix), start * row_bytes, np.asarray(source[rows]))
             del source
         self._db.execute("UPDATE shards SET rows = ? WHERE id = ?", (len(live), new))
         self._db.executemany(
@@ -748,7 +735,7 @@ class Gallery:
             if end == len(rows) or rows[end][0] != rows[start][0]:
                 shard, gh, gw, committed = rows[start][:4]
                 chunk = rows[start:end]
-                paths = [_path_of(r[5]) for r in chunk]
+                paths = [path_of(r[5]) for r in chunk]
                 places = np.array([r[4] for r in chunk], np.int64)
                 sums = np.array([r[6] for r in chunk], np.int64)
                 parts.append(_Part(shard, (gh, gw), committed, places, paths, sums))
@@ -761,7 +748,7 @@ class Gallery:
         it is upgraded to) and the search settings of the given config."""
         stored = meta.get("first_stage")
         try:
-            reduction = _reduction_of(stored) if stored else (given or FirstStageConfig())
+            reduction = reduction_of(stored) if stored else (given or FirstStageConfig())
         except (ValueError, KeyError, TypeError) as exc:
             raise GalleryDamagedError(self.folder, f"its first-stage settings cannot be read ({exc})") from None
         search = given or reduction
@@ -798,16 +785,16 @@ class Gallery:
                 for start in range(0, rows, step):
                     layers = self._derive(np.asarray(grids[start : start + step]))
                     for (suffix, _), data in list(zip(self._layers(shard.grid), layers, strict=True))[1:]:
-                        _write_at(self._layer_path(shard.id, suffix), start * self._row_bytes(shard.grid, suffix), data)
+                        write_at(self._layer_path(shard.id, suffix), start * self._row_bytes(shard.grid, suffix), data)
                     self._db.executemany(
                         "UPDATE photos SET checksum = ? WHERE shard = ? AND row = ?",
                         [(int(c), shard.id, start + j) for j, c in enumerate(row_checksums(layers))],
                     )
                 del grids
-            _fsync_dir(self.folder / SHARD_DIR)
+            fsync_dir(self.folder / SHARD_DIR)
             self._db.executemany(
                 "INSERT OR REPLACE INTO meta VALUES (?, ?)",
-                [("format_version", str(FORMAT_VERSION)), ("first_stage", _reduction_json(self.first_stage))],
+                [("format_version", str(FORMAT_VERSION)), ("first_stage", reduction_json(self.first_stage))],
             )
 
     def _retrying(self, read: Callable[[], T]) -> T:
@@ -819,182 +806,6 @@ class Gallery:
                 self._parts = None
                 missing = exc.filename
         raise GalleryDamagedError(self.folder, f"{missing} is missing")
-
-
-def _sqlite_error(folder: Path, exc: sqlite3.Error) -> GalleryError:
-    """One of SQLite's errors as the typed error a caller can act on; whatever is not about access,
-    room or locks means the database file is damaged."""
-    code = (getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF  # the primary result code
-    if code == sqlite3.SQLITE_FULL:
-        return DiskFullError(str(folder))
-    if code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
-        return GalleryBusyError(folder)
-    if code == sqlite3.SQLITE_READONLY:
-        return GalleryReadOnlyError(folder)
-    if code in (sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_PERM):
-        return GalleryError(f"cannot open gallery {folder} ({exc})")
-    if code == sqlite3.SQLITE_IOERR:
-        return GalleryError(f"gallery {folder}: the disk failed a read or a write ({exc})")
-    return DatabaseDamagedError(folder, f"its database cannot be read ({exc})")
-
-
-def _create(folder: Path, bundle_id: str, embed_dim: int, first_stage: FirstStageConfig) -> None:
-    """Make a new gallery in `folder` (made if missing; if it exists it must be empty).
-
-    Two processes that start the same new gallery at once take turns on a lock held on the folder
-    itself: the first makes the database, the second finds it made and opens it.
-    """
-    db = folder / DB_NAME
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with _locked(folder):
-            if db.is_file():
-                return
-            if any(folder.iterdir()):
-                raise GalleryNotEmptyError(folder)
-            conn = sqlite3.connect(db, timeout=BUSY_TIMEOUT_S, isolation_level=None)
-            try:
-                _initialise(conn, bundle_id, embed_dim, first_stage)
-            finally:
-                conn.close()
-            (folder / SHARD_DIR).mkdir(exist_ok=True)
-            _fsync_dir(folder)
-    except sqlite3.Error as exc:
-        raise _sqlite_error(folder, exc) from None
-    except OSError as exc:
-        if exc.errno in NO_ROOM:
-            raise DiskFullError(str(folder)) from None
-        raise GalleryError(f"cannot create a gallery in {folder}: {exc.strerror or exc}") from None
-
-
-@contextmanager
-def _locked(folder: Path) -> Iterator[None]:
-    """An exclusive lock on a folder between processes (flock on the folder; none where there is none)."""
-    if fcntl is None:
-        yield
-        return
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        with suppress(OSError):  # a file system without flock (some network shares): go on unlocked
-            fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)  # releases the lock
-
-
-def _connect(db: Path, read_only: bool) -> sqlite3.Connection:
-    """A connection in autocommit mode; read-only for a gallery this process cannot write.
-
-    SQLite opens a WAL database in a folder it cannot write only while its -shm file exists (a writer
-    has it open). Without one, no writer is connected and every commit is in the database file, so it
-    is read as immutable; unless a writer was killed on a disk since made read-only and left commits in
-    the -wal file, which only a writable open can replay: that is an error, not a stale answer.
-    """
-    if not read_only:
-        return sqlite3.connect(db, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
-    uri = db.absolute().as_uri()
-    conn = sqlite3.connect(
-        f"{uri}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
-    )
-    try:
-        conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
-        return conn
-    except sqlite3.OperationalError as exc:
-        conn.close()
-        if (getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF != sqlite3.SQLITE_CANTOPEN:
-            raise
-    wal = db.with_name(db.name + "-wal")
-    if wal.is_file() and wal.stat().st_size > 0:
-        raise GalleryError(
-            f"gallery {db.parent} is read-only and holds commits in {wal.name} that only a writable open can"
-            " replay: open it once where it can be written"
-        )
-    return sqlite3.connect(f"{uri}?immutable=1", uri=True, isolation_level=None, check_same_thread=False)
-
-
-def _is_blank(conn: sqlite3.Connection) -> bool:
-    return conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()[0] == 0
-
-
-def _initialise(
-    conn: sqlite3.Connection, bundle_id: str, embed_dim: int, first_stage: FirstStageConfig | None = None
-) -> None:
-    """Write the schema and the meta rows into a blank database, in WAL mode, in one transaction."""
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("BEGIN IMMEDIATE")
-    if conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'meta'").fetchone() is None:
-        for statement in _SCHEMA.split(";"):
-            if statement.strip():
-                conn.execute(statement)
-        conn.executemany(
-            "INSERT INTO meta VALUES (?, ?)",
-            [
-                ("format", FORMAT),
-                ("format_version", str(FORMAT_VERSION)),
-                ("bundle_id", bundle_id),
-                ("embed_dim", str(embed_dim)),
-                ("dtype", "float16"),
-                ("first_stage", _reduction_json(first_stage or FirstStageConfig())),
-            ],
-        )
-    conn.execute("COMMIT")
-
-
-def _check_meta(folder: Path, meta: dict[str, str], bundle_id: str | None, embed_dim: int | None) -> tuple[str, int]:
-    if meta.get("format") != FORMAT or "bundle_id" not in meta or "embed_dim" not in meta:
-        raise GalleryError(f"{folder} is not an assoc gallery")
-    if meta.get("format_version") not in (str(FORMAT_VERSION), *UPGRADABLE_VERSIONS):
-        raise GalleryError(
-            f"gallery {folder} has format version {meta.get('format_version')}; this assoc reads {FORMAT_VERSION}"
-        )
-    stored_id, stored_dim = meta["bundle_id"], int(meta["embed_dim"])
-    if bundle_id is not None and bundle_id != stored_id:
-        raise ModelMismatchError(str(folder), stored_id, bundle_id)
-    if embed_dim is not None and embed_dim != stored_dim:
-        raise GalleryError(f"gallery {folder} holds {stored_dim}-d vectors, the model gives {embed_dim}-d")
-    return stored_id, stored_dim
-
-
-def _sql_path(path: str) -> str | bytes:
-    """A path as SQLite stores it: text, or the raw bytes (a BLOB) of a name that is not valid UTF-8.
-
-    os.fsdecode turns such a name into a str with lone surrogates, which SQLite's text cannot hold;
-    its bytes can, and a lookup by the same path binds the same bytes, so it finds the row again.
-    """
-    try:
-        path.encode("utf-8")
-    except UnicodeEncodeError:
-        return os.fsencode(path)
-    return path
-
-
-def _path_of(stored: str | bytes) -> str:
-    """The path a row holds, as _sql_path stored it."""
-    if isinstance(stored, bytes):
-        return os.fsdecode(stored)
-    if not isinstance(stored, str):
-        raise ValueError(f"a photo's path is stored as {type(stored).__name__}")
-    return stored
-
-
-_SUFFIXES = (SHARD_SUFFIX, POOL_SUFFIX, CENTROIDS_SUFFIX)
-
-
-def row_checksums(blocks: list[np.ndarray]) -> np.ndarray:
-    """One checksum per row over the bytes of all blocks (each (N, vectors, D) float16): the wrapping
-    sum of the bytes read as little-endian 64-bit words (16-bit where a row's size is not a multiple
-    of 8), as int64.
-
-    Not crc32: a search verifies every row it scores, and this runs at memory bandwidth (about 25 GB/s
-    against zlib.crc32's 1.6 here). It detects every single flipped bit, truncation and zeroed rows;
-    flips cancel only in the rare case of equal bit positions flipped both ways within one row.
-    """
-    total = np.zeros(len(blocks[0]), np.uint64)
-    for block in blocks:
-        flat = np.ascontiguousarray(block).reshape(len(block), -1)
-        words = flat.view("<u8") if flat.shape[1] * flat.itemsize % 8 == 0 else flat.view("<u2")
-        total += words.sum(axis=1, dtype=np.uint64)
-    return total.view(np.int64)
 
 
 def search_plan(photos: int, config: FirstStageConfig, k: int) -> tuple[int, int]:
@@ -1013,22 +824,6 @@ def _kernel(kind: str) -> ScanKernel:
     return ScanKernel(kind)
 
 
-def _gather(mm: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    """mm[rows] for sorted rows: a view when they are consecutive, else a copy."""
-    if len(rows) and int(rows[-1]) - int(rows[0]) + 1 == len(rows):
-        return mm[int(rows[0]) : int(rows[-1]) + 1]
-    return mm[rows]
-
-
-def _reduction_json(config: FirstStageConfig) -> str:
-    return json.dumps({"vectors": config.vectors, "iterations": config.iterations})
-
-
-def _reduction_of(stored: str) -> FirstStageConfig:
-    raw = json.loads(stored)
-    return FirstStageConfig(vectors=int(raw["vectors"]), iterations=int(raw["iterations"]))
-
-
 def _top_k(scores: np.ndarray, paths: list[str], k: int, min_score: float | None) -> list[SearchHit]:
     """The k best (score, path), ties by path; every candidate tied with the k-th is kept until sorted.
     A score that is not a finite number is never a hit."""
@@ -1042,27 +837,3 @@ def _top_k(scores: np.ndarray, paths: list[str], k: int, min_score: float | None
     return [SearchHit(paths[i], float(scores[i])) for i in best]
 
 
-def _write_at(path: Path, offset: int, data: np.ndarray) -> None:
-    with open(path, "r+b") as fh:
-        fh.seek(offset)
-        fh.write(np.ascontiguousarray(data).tobytes())
-        fh.flush()
-        os.fsync(fh.fileno())
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Make a new file's directory entry durable (POSIX; Windows cannot open a folder for this)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        with suppress(OSError):
-            os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _unlink_quietly(path: Path) -> None:
-    with suppress(OSError):  # already gone, or held open on Windows: harmless either way
-        path.unlink()
