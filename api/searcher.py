@@ -335,10 +335,9 @@ class Searcher:
         """A query photo's (h, w, D) grid: the stored one if the store holds this very content."""
         if isinstance(photo, Path):
             try:
-                known = store.find_by_hash(hash_content(photo))
+                grid = _grid_by_content(store, photo)
             except OSError as exc:
                 raise QueryError(f"{photo}: cannot read the query photo ({exc.strerror or exc})") from None
-            grid = store.get_grid(known) if known is not None else None
             if grid is not None:
                 return grid
             height, width = self.bundle.config.visual.image_size
@@ -363,13 +362,16 @@ class Searcher:
 
     def _stored_grid(self, path: Path) -> np.ndarray | None:
         try:
-            digest = hash_content(path)
             with self._lock:
-                store = self._open_store()
-                known = store.find_by_hash(digest)
-                return store.get_grid(known) if known is not None else None
+                return _grid_by_content(self._open_store(), path)
         except (GalleryError, OSError):  # no store yet, another model's, or unreadable: encode instead
             return None
+
+
+def _grid_by_content(store: Store, path: Path) -> np.ndarray | None:
+    """The grid the store holds for this file's content (under any name), or None."""
+    known = store.find_by_hash(hash_content(path))
+    return store.get_grid(known) if known is not None else None
 
 
 def query_photo(text: str | Path) -> Path | None:

@@ -34,7 +34,8 @@ from common import FLICKR, flickr_captions, flickr_dev_images, open_bundle, perc
 from assoc.evaluation.retrieval import encode_photos
 from assoc.runtime.encoding.bundle import Bundle, FirstStageConfig
 from assoc.runtime.encoding.encoders import ImageEncoder, TextEncoder
-from assoc.runtime.scoring.first_stage import estimate, reduce_grids
+from assoc.runtime.scoring.first_stage import reduce_grids
+from assoc.runtime.scoring.matchmap import score_grids
 from assoc.runtime.scoring.scan import ScanKernel
 from assoc.runtime.stores.base import PhotoRecord
 from assoc.runtime.stores.gallery import Gallery
@@ -124,7 +125,7 @@ def survival_table(grids: np.ndarray, queries: list[np.ndarray], exact: list[np.
         name = "pooled (mean) vector" if c == 1 else f"{c} k-means centroids"
         kept = {n: [] for n in NS}
         for q, truth in zip(queries, exact, strict=True):
-            order = top(estimate(vectors, np.ascontiguousarray(q.T)), max(NS))
+            order = top(score_grids(vectors, q), max(NS))
             for n in NS:
                 kept[n].append(len(set(truth) & set(order[:n])) / TOP)
         rows.append(report(name, c * d * 2, kept))
@@ -132,9 +133,8 @@ def survival_table(grids: np.ndarray, queries: list[np.ndarray], exact: list[np.
         for s in args.shortlists:
             kept = {n: [] for n in NS if n < s}
             for q, truth in zip(queries, exact, strict=True):
-                qt = np.ascontiguousarray(q.T)
-                shortlist = top(estimate(reduced[1], qt), s)
-                order = shortlist[top(estimate(reduced[c][shortlist], qt), max(kept))]
+                shortlist = top(score_grids(reduced[1], q), s)
+                order = shortlist[top(score_grids(reduced[c][shortlist], q), max(kept))]
                 for n in kept:
                     kept[n].append(len(set(truth) & set(order[:n])) / TOP)
             rows.append(report(f"pooled -> {s} -> {c} centroids", (1 + c) * d * 2, kept))

@@ -3,7 +3,7 @@
 Three stages, timed in one process on the same photos:
 - decode:  load_image (draft-mode JPEG, EXIF) + ImageEncoder.prepare on a pool of --workers threads;
 - encoder: ImageEncoder.encode_arrays on the preprocessed arrays already in memory, --batch-size a batch;
-- index:   assoc.runtime.indexer.index_paths into a fresh temporary Gallery (walk, partial hash, decode,
+- index:   assoc.runtime.indexing.indexer.index_paths into a fresh temporary Gallery (walk, content hash, decode,
            preprocess, encode, one fsynced commit per batch).
 Each is printed as images/s and as a ratio to the encoder. index/encoder is the share of the model's
 speed that indexing keeps; a decode figure below the encoder's means decoding bounds the pipeline.

@@ -1,7 +1,7 @@
 """`assoc localize IMG [TEXT]`: where each word of TEXT lands in one photo, and the other way round.
 
 The photo need not be in any gallery. When the store holds a photo with the same content (by the
-indexer's partial hash, so a renamed copy counts), its stored grid is reused; otherwise the photo is
+indexer's content hash, so a renamed copy counts), its stored grid is reused; otherwise the photo is
 encoded here (assoc.api.Searcher.localize). The maps are the same as `query --explain` shows.
 
 Files: --out FILE writes the phrase heatmap blended over the photo at the photo's own size;

@@ -33,7 +33,7 @@ def _reduce(mm: torch.Tensor, word_mask: torch.Tensor, kind: str) -> torch.Tenso
 
 def pooled_scores(patches: torch.Tensor, words: torch.Tensor, word_mask: torch.Tensor) -> torch.Tensor:
     """(B, C) cosine of mean-pooled patches and mean-pooled words: the first-stage score a vector index
-    such as Qdrant ranks by before MaxSim reranks (the twin of assoc.runtime.qdrant_store.pool)."""
+    such as Qdrant ranks by before MaxSim reranks (the twin of assoc.runtime.stores.qdrant.pool)."""
     img = F.normalize(patches.mean(dim=1), dim=-1)
     mask = word_mask.to(words.dtype)[..., None]
     txt = F.normalize((words * mask).sum(1) / mask.sum(1).clamp_min(1.0), dim=-1)

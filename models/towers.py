@@ -27,7 +27,6 @@ class ImageTower(nn.Module):
         n = len(trunk.stages)
         if not 0 <= train_stages <= n:
             raise ValueError(f"train_stages must be within 0..{n} for {trunk.name}")
-        self.trunk_name = trunk.name
         self.frozen = nn.Sequential(*trunk.stages[: n - train_stages])
         self.top = nn.Sequential(*trunk.stages[n - train_stages :])
         self.proj = nn.Conv2d(trunk.channels, embed_dim, kernel_size=1)

@@ -1,4 +1,4 @@
-"""The file walk and the partial hash, on real folders, links and permissions."""
+"""The file walk and the content hash, on real folders, links and permissions."""
 
 from __future__ import annotations
 

@@ -66,11 +66,3 @@ def _reduce(grids: np.ndarray, config: FirstStageConfig) -> np.ndarray:
         out[start : start + len(x)] = centroids
     return out
 
-
-def estimate(vectors: np.ndarray, query_t: np.ndarray) -> np.ndarray:
-    """First-stage scores: MaxSim of a query (D, T) against first-stage vectors (N, C, D) -> (N,)."""
-    n, c, d = vectors.shape
-    if n == 0:
-        return np.empty(0, np.float32)
-    sims = (vectors.reshape(n * c, d) @ query_t).reshape(n, c, -1)
-    return sims.max(axis=1).mean(axis=1) if c > 1 else sims[:, 0].mean(axis=1)

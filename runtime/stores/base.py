@@ -1,7 +1,7 @@
 """The store interface: what the CLI and the indexer know of a gallery, whatever holds it.
 
-Two implementations: the built-in on-disk gallery (assoc.runtime.gallery) and Qdrant
-(assoc.runtime.qdrant_store). Scores are on one scale everywhere: for MISA, the mean over query
+Two implementations: the built-in on-disk gallery (assoc.runtime.stores.gallery) and Qdrant
+(assoc.runtime.stores.qdrant). Scores are on one scale everywhere: for MISA, the mean over query
 vectors of each one's best patch (so 1.0 is a perfect match with L2-normalised vectors).
 """
 

@@ -184,7 +184,7 @@ def _guarded_read(method: Callable[Concatenate[Gallery, P], T]) -> Callable[Conc
 
 
 class Gallery:
-    """A gallery folder for one model bundle; implements assoc.runtime.store.Store."""
+    """A gallery folder for one model bundle; implements assoc.runtime.stores.base.Store."""
 
     def __init__(self, folder: Path, conn: sqlite3.Connection, bundle_id: str, embed_dim: int) -> None:
         """Use Gallery.open."""
