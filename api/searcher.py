@@ -176,14 +176,20 @@ class Searcher:
         return [Hit(h.path, h.score) for h in hits]
 
     def localize(self, photo: str | Path | Image.Image, phrase: str) -> Localization:
-        """Where each word of `phrase` lands in one photo, indexed or not.
-
-        A photo whose content the store holds (a renamed copy counts) reuses its stored grid; otherwise
-        it is encoded here. A store that cannot serve this model is no reason to refuse.
+        """Where each word of `phrase` lands in one photo, indexed or not, by the bundle's localize
+        recipe (assoc.runtime.encoding.bundle.LocalizeConfig): the photo encoded at the localize size,
+        each word map smoothed. When that size is the gallery's own, a photo whose content the store
+        holds (a renamed copy counts) reuses its stored grid.
         """
         words = self.encode_text(phrase)
-        name, size, loaded_image, grid = self._open_photo(photo)
-        return Localization.from_heatmaps(name, size, compute_heatmaps(grid, words), photo=loaded_image)
+        config = self.bundle.config
+        if config.localize_size == config.visual.image_size:
+            name, size, loaded_image, grid = self._open_photo(photo)
+        else:
+            name, size, loaded_image = self._load_photo(photo)
+            grid = self.image_encoder.encode_for_localizing(loaded_image)
+        maps = compute_heatmaps(grid, words, config.localize.smooth)
+        return Localization.from_heatmaps(name, size, maps, photo=loaded_image)
 
     def region_words(
         self,
@@ -238,14 +244,16 @@ class Searcher:
 
     def explain(self, path: str, phrase: str) -> Localization | None:
         """Localization of an indexed photo from its stored grid, without opening the photo (sizes come
-        from the store's record); None if the store no longer holds it."""
+        from the store's record); None if the store no longer holds it. Coarser than localize() when the
+        bundle localizes at a larger size, and cheap enough for every hit of a search."""
         words = self.encode_text(phrase)
         with self._lock:
             store = self._open_store()
             record, grid = store.record(path), store.get_grid(path)
         if record is None or grid is None:
             return None
-        return Localization.from_heatmaps(path, (record.width, record.height), compute_heatmaps(grid, words))
+        maps = compute_heatmaps(grid, words, self.bundle.config.localize.smooth)
+        return Localization.from_heatmaps(path, (record.width, record.height), maps)
 
     def records(self, paths: Sequence[str]) -> dict[str, PhotoRecord]:
         """What the store holds of these indexed photos (its content hash, displayed size, ...), by path;
@@ -350,15 +358,19 @@ class Searcher:
         A photo whose content the store holds (a renamed copy counts) reuses its stored grid; otherwise
         it is encoded here. A store that cannot serve this model is no reason to refuse.
         """
+        name, size, image = self._load_photo(photo)
+        grid = self._stored_grid(Path(name)) if name else None
+        if grid is None:
+            grid = self.image_encoder.encode([image])[0]
+        return name, size, image, grid
+
+    def _load_photo(self, photo: str | Path | Image.Image) -> tuple[str, tuple[int, int], Image.Image]:
+        """(name, displayed (width, height), RGB image); a PIL image has no name ("")."""
         if isinstance(photo, Image.Image):
-            image = photo.convert("RGB")
-            return "", photo.size, image, self.image_encoder.encode([image])[0]
+            return "", photo.size, photo.convert("RGB")
         path = _regular_file(Path(photo).expanduser()).absolute()
         loaded = load_image(path)
-        grid = self._stored_grid(path)
-        if grid is None:
-            grid = self.image_encoder.encode([loaded.image])[0]
-        return str(path), (loaded.width, loaded.height), loaded.image, grid
+        return str(path), (loaded.width, loaded.height), loaded.image
 
     def _stored_grid(self, path: Path) -> np.ndarray | None:
         try:

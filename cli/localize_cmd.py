@@ -1,8 +1,10 @@
 """`assoc localize IMG [TEXT]`: where each word of TEXT lands in one photo, and the other way round.
 
-The photo need not be in any gallery. When the store holds a photo with the same content (by the
-indexer's content hash, so a renamed copy counts), its stored grid is reused; otherwise the photo is
-encoded here (assoc.api.Searcher.localize). The maps are the same as `query --explain` shows.
+The photo need not be in any gallery. It is encoded at the bundle's localize size (twice the indexing
+input for the shipped bundle: a 20x20 grid) and each word map is smoothed over 3x3 cells before its peak
+is taken (assoc.runtime.encoding.bundle.LocalizeConfig, assoc.api.Searcher.localize). `query --explain`
+shows the same smoothed maps on each hit's stored, coarser grid. A bundle that localizes at its input
+size reuses the stored grid of a photo with the same content (a renamed copy counts).
 
 Files: --out FILE writes the phrase heatmap blended over the photo at the photo's own size;
 --per-word adds FILE's sibling NAME.words.png, one labelled panel per word and one for the phrase.

@@ -40,6 +40,7 @@ TRAIN_HELP = {
     "train_layers": "Top text layers to train.",
     "pooled_weight": "Weight of an auxiliary loss on mean-pooled vectors (the first stage of search).",
     "augment_views": "Augmented views cached per photo (no flips).",
+    "word_dropout": "Chance that a caption word is left out of a training score.",
     "lr": "Learning rate of the new layers.",
     "backbone_lr": "Learning rate of the unfrozen pretrained stages and layers.",
     "eval_every": "Evaluate on dev every N epochs (and after the last).",
@@ -202,7 +203,8 @@ def pointing(
         return
     typer.echo(
         f"pointing game on {result['trials']} (photo, category) pairs, {result['categories']} categories: "
-        f"heatmap peak {result['hit_rate']}% vs centre point {result['centre_baseline']}%"
+        f"localize's peak {result['hit_rate']}%, the gallery grid's {result['gallery_grid_hit_rate']}%,"
+        f" the centre point {result['centre_baseline']}%"
     )
 
 

@@ -2,7 +2,8 @@
 
 A text query becomes one vector per word piece; a photo given as the query becomes its patch grid, and
 every photo is scored by MaxSim from those vectors (a photo that is indexed scores 1.0 with itself).
---explain and --preview run the same matchmap code as `assoc localize` on each hit's stored grid.
+--explain and --preview run the same matchmap code as `assoc localize` on each hit's stored grid (the
+gallery's grid, coarser than localize's when the bundle localizes at a larger size).
 """
 
 from __future__ import annotations

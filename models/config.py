@@ -39,6 +39,9 @@ class TrainConfig:
     # > 0: the training score softens each word's max over patches (softmax weights, a learned temperature
     # starting here); evaluation and search still rank by the hard score. 0 = hard max in training too.
     soft_max_temperature: float = 0.0
+    # Each scoring word piece of a training caption is left out of the score with this probability (a
+    # caption keeps at least one): MISA cannot lean on one word. The transformer still reads it all.
+    word_dropout: float = 0.0
     # optimisation
     epochs: int = 10
     batch_size: int = 128

@@ -131,7 +131,8 @@ def train(config: TrainConfig, resume: bool = False, console: Console | None = N
                     words = model.text.from_features(
                         txt_feats[cap, :width].to(device).float(), attention[cap, :width].to(device)
                     )
-                    loss = model.objective(grids, words, word_mask[cap, :width].to(device))
+                    scoring = drop_words(word_mask[cap, :width], config.word_dropout)
+                    loss = model.objective(grids, words, scoring.to(device))
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
@@ -168,6 +169,16 @@ def train(config: TrainConfig, resume: bool = False, console: Console | None = N
             },
         )
     return TrainResult(best_epoch, best_metrics, out)
+
+
+def drop_words(word_mask: torch.Tensor, rate: float) -> torch.Tensor:
+    """word_mask (B, L) with each scoring token left out with probability `rate`; a caption that would
+    lose them all keeps its mask whole."""
+    if rate <= 0:
+        return word_mask
+    kept = word_mask & (torch.rand(word_mask.shape) >= rate)
+    empty = ~kept.any(dim=1, keepdim=True)
+    return torch.where(empty, word_mask, kept)
 
 
 def _epoch_line(row: dict[str, Any]) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -82,18 +83,44 @@ def test_a_long_sentence_is_words_not_a_file_name(searcher: assoc.Searcher) -> N
         searcher.search("IMG_0042.jpg")
 
 
-def test_localize_reuses_the_stored_grid(searcher: assoc.Searcher, library: Path, tmp_path: Path) -> None:
+def test_localize_encodes_finer_and_explain_reads_the_stored_grid(
+    searcher: assoc.Searcher, library: Path, tmp_path: Path
+) -> None:
     photo = sorted(library.glob("*.jpg"))[0]
-    stored = searcher.localize(photo, "a dog on the grass")
-    copy = tmp_path / "elsewhere.jpg"  # the same content under another name: still the stored grid
+    found = searcher.localize(photo, "a dog on the grass")
+    copy = tmp_path / "elsewhere.jpg"
     shutil.copy(photo, copy)
     again = searcher.localize(copy, "a dog on the grass")
-    assert [w.word for w in stored.words] == ["a", "dog", "on", "the", "grass"]
-    assert (again.peak, [w.peak for w in again.words]) == (stored.peak, [w.peak for w in stored.words])
-    assert again.to_dict()["image"] == str(copy) and stored.photo is not None
+    assert [w.word for w in found.words] == ["a", "dog", "on", "the", "grass"]
+    assert (again.peak, [w.peak for w in again.words]) == (found.peak, [w.peak for w in found.words])
+    assert again.to_dict()["image"] == str(copy) and found.photo is not None
     explained = searcher.explain(str(photo), "a dog on the grass")
-    assert explained is not None and explained.peak == stored.peak and explained.photo is None
+    config = searcher.bundle.config
+    stride = config.visual.image_size[0] // config.visual.grid[0]
+    assert explained is not None and explained.photo is None and explained.grid == config.visual.grid
+    assert found.grid == (config.localize_size[0] // stride, config.localize_size[1] // stride)
     assert searcher.explain("/not/indexed.jpg", "dog") is None
+
+
+def test_localize_at_the_input_size_reuses_the_stored_grid(
+    searcher: assoc.Searcher, library: Path, tmp_path: Path, bundle_dir: Path
+) -> None:
+    """A bundle that localizes at its input size (its config.json says no larger size) reuses the grid
+    the store holds for the photo's content, under any name: its scores are the stored grid's, exactly."""
+    bundle = tmp_path / "bundle"
+    shutil.copytree(bundle_dir, bundle)
+    raw = json.loads((bundle / "config.json").read_text(encoding="utf-8"))
+    raw["localize"] = {"smooth": 3}
+    (bundle / "config.json").write_text(json.dumps(raw), encoding="utf-8")  # the bundle id stays the same
+    photo = sorted(library.glob("*.jpg"))[1]
+    copy = tmp_path / "renamed.jpg"
+    shutil.copy(photo, copy)
+    with assoc.open(model=bundle, store=searcher.store_spec, device="cpu") as plain:
+        found = plain.localize(copy, "a dog on the grass")
+        explained = plain.explain(str(photo), "a dog on the grass")
+    assert explained is not None and found.grid == explained.grid
+    assert [w.score for w in found.words] == [w.score for w in explained.words]
+    assert found.peak == explained.peak
 
 
 def test_one_searcher_serves_many_threads(searcher: assoc.Searcher, library: Path) -> None:

@@ -63,3 +63,19 @@ def test_infonce_semihard_pushes_down_only_the_semihard_impostor() -> None:
     s.grad = None
     RankingLoss("infonce_semihard", margin=0.2)(s).backward()
     assert float(s.grad[0, 2]) > 0.0  # InfoNCE still weighs every negative
+
+
+def test_word_dropout_leaves_out_scoring_pieces_but_never_a_whole_caption() -> None:
+    from assoc.models.train import drop_words
+
+    torch.manual_seed(0)
+    mask = torch.rand(64, 12) < 0.6
+    mask[:, 0] = True  # every caption has a word
+    dropped = drop_words(mask, 0.5)
+    assert not (dropped & ~mask).any()  # only ever leaves pieces out
+    assert dropped.any(dim=1).all()  # no caption loses every word
+    assert 0.3 < dropped.sum() / mask.sum() < 0.7
+    assert drop_words(mask, 0.0) is mask
+    single = torch.zeros(200, 5, dtype=torch.bool)
+    single[:, 2] = True  # one word each: kept whatever the draw
+    assert torch.equal(drop_words(single, 0.9), single)

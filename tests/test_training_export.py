@@ -36,6 +36,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory, flickr8k: Path) -> Path:
     settings.write_text(
         f'data = "{flickr8k}"\nlimit_images = 600\nlimit_dev_images = {DEV_IMAGES}\n'
         "epochs = 3\nbatch_size = 100\nembed_dim = 128\ntrain_layers = 1\ntrain_stages = 1\nwarmup_steps = 5\n"
+        "word_dropout = 0.1\n"
     )
     result = CliRunner().invoke(app, ["train", "--config", str(settings), "--out", str(out), "--seed", "1"])
     assert result.exit_code == 0, result.output
@@ -78,6 +79,10 @@ def test_export_parity_quantisation_and_onnx_runtime_recall(
     (grid,) = visual.run(None, {"pixels": np.zeros((2, 3, 224, 224), np.float32)})
     assert grid.shape == (2, 7, 7, 128)
     np.testing.assert_allclose(np.linalg.norm(grid, axis=-1), 1.0, atol=1e-4)
+    # ... and free height and width: localize runs it at twice the input size, a grid twice as fine
+    assert load_bundle(bundle_dir).config.localize_size == (448, 448)
+    (fine,) = visual.run(None, {"pixels": np.zeros((1, 3, 448, 448), np.float32)})
+    assert fine.shape == (1, 14, 14, 128)
     textual = ort.InferenceSession(str(bundle_dir / "textual/model.onnx"), providers=["CPUExecutionProvider"])
     ids = np.array([[101, 1037, 3899, 102, 0], [101, 2417, 3608, 2006, 102]], dtype=np.int64)
     (tokens,) = textual.run(None, {"input_ids": ids, "attention_mask": (ids > 0).astype(np.int64)})

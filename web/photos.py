@@ -149,7 +149,8 @@ class Photos:
         return self.searcher.search(text, k=k, min_score=min_score, words=True)
 
     def localize(self, photo: Photo, phrase: str) -> Localization:
-        """Where each word lands; a gallery photo's from its stored grid, without opening the photo."""
+        """Where each word lands, as `assoc localize` finds it; a gallery photo that can no longer be
+        read falls back to its stored grid (coarser when the bundle localizes at a larger size)."""
         if not phrase.strip():
             raise QueryError("type some words to find in the photo")
         key = (photo.id, phrase)
@@ -158,8 +159,11 @@ class Photos:
             if photo.image is not None:
                 found = self.searcher.localize(photo.image, phrase)
             else:
-                found = self.searcher.explain(photo.name, phrase)
-                if found is None:  # removed by an index run since it was found
+                try:
+                    found = self.searcher.localize(Path(photo.name), phrase)
+                except (ImageLoadError, QueryError):  # moved, deleted or damaged since it was indexed
+                    found = self.searcher.explain(photo.name, phrase)
+                if found is None:  # and removed by an index run since it was found
                     raise PhotoNotFound("no such photo in this gallery")
             self._localized.put(key, found)
         return found

@@ -110,6 +110,30 @@ class FirstStageConfig:
 
 
 @dataclass(frozen=True)
+class LocalizeConfig:
+    """How a heatmap is made where one photo at a time can afford more than indexing (`localize`).
+
+    The image trunk is fully convolutional, so a visual encoder exported with free height and width
+    runs on a larger input than the gallery's: `image_size` (height, width; None = the visual input
+    size) gives a finer grid, with each cell seeing more of the photo's own pixels. Every word map is
+    then averaged over `smooth` x `smooth` cells (1 = not at all) before its peak is taken: a peak
+    backed by its neighbours lands in an object more often than a lone cell does. Optional in
+    config.json: bundles without it localise at their input size, smoothed. bench/localize_cost.py
+    measures both halves on the pointing game and prices them per photo.
+    """
+
+    image_size: tuple[int, int] | None = None
+    smooth: int = 3
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> LocalizeConfig:
+        size = raw.get("image_size")
+        return cls(
+            image_size=_pair(size) if size is not None else None, smooth=int(raw.get("smooth", cls.smooth))
+        )
+
+
+@dataclass(frozen=True)
 class BundleConfig:
     model_name: str
     embed_dim: int
@@ -119,6 +143,7 @@ class BundleConfig:
     files: dict[str, str] = field(default_factory=dict)  # relative path -> sha256
     training: dict[str, Any] = field(default_factory=dict)  # data, settings, metrics (informative)
     first_stage: FirstStageConfig = field(default_factory=FirstStageConfig)
+    localize: LocalizeConfig = field(default_factory=LocalizeConfig)
     vocabulary: VocabularyConfig | None = None
     format: str = BUNDLE_FORMAT
     format_version: int = BUNDLE_FORMAT_VERSION
@@ -165,6 +190,7 @@ class BundleConfig:
                 quantized=bool(t.get("quantized", False)),
             )
             first_stage = FirstStageConfig.from_dict(raw.get("first_stage", {}))
+            localize = LocalizeConfig.from_dict(raw.get("localize", {}))
             config = cls(
                 model_name=str(raw["model_name"]),
                 embed_dim=int(raw["embed_dim"]),
@@ -174,6 +200,7 @@ class BundleConfig:
                 files=dict(raw.get("files", {})),
                 training=dict(raw.get("training", {})),
                 first_stage=first_stage,
+                localize=localize,
                 vocabulary=_vocabulary(raw["vocabulary"]) if raw.get("vocabulary") is not None else None,
             )
         except (KeyError, TypeError, ValueError) as exc:
@@ -186,7 +213,16 @@ class BundleConfig:
             raise BundleError("bundle config.json: first_stage needs vectors and candidates of 1 or more")
         if not 0 <= first_stage.shortlist <= 1:
             raise BundleError("bundle config.json: first_stage shortlist is a share of the gallery, 0 to 1")
+        if localize.smooth < 1 or localize.smooth % 2 == 0:
+            raise BundleError("bundle config.json: localize smooth is an odd number of cells, 1 or more")
+        if localize.image_size is not None and min(localize.image_size) < 1:
+            raise BundleError("bundle config.json: localize image_size needs a positive height and width")
         return config
+
+    @property
+    def localize_size(self) -> tuple[int, int]:
+        """(height, width) a photo is encoded at for localizing it."""
+        return self.localize.image_size or self.visual.image_size
 
 
 def _vocabulary(raw: dict[str, Any]) -> VocabularyConfig:

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from ..errors import QueryError
-from ..imaging.preprocess import preprocess
+from ..errors import BundleError, QueryError
+from ..imaging.preprocess import image_to_array
 from .bundle import Bundle
 from .providers import open_session
 from .tokenizer import QueryTokenizer
@@ -17,10 +17,18 @@ from .tokenizer import QueryTokenizer
 class ImageEncoder:
     def __init__(self, bundle: Bundle, device: str = "auto", threads: int | None = None) -> None:
         self.config = bundle.config.visual
+        self.localize_size = bundle.config.localize_size
         self.session = open_session(bundle.visual_path, device, threads)
+        fixed = self.session.get_inputs()[0].shape[2:]
+        if self.localize_size != self.config.image_size and any(isinstance(d, int) for d in fixed):
+            raise BundleError(
+                f"model bundle {bundle.root}: config.json localizes at {self.localize_size[0]}x{self.localize_size[1]}"
+                f" but the visual model takes only {fixed[0]}x{fixed[1]} inputs"
+            )
 
-    def prepare(self, img: Image.Image) -> np.ndarray:
-        return preprocess(img, self.config)
+    def prepare(self, img: Image.Image, size: tuple[int, int] | None = None) -> np.ndarray:
+        """(3, H, W) model input at `size` (height, width); the bundle's input size by default."""
+        return image_to_array(img, size or self.config.image_size, self.config.mean, self.config.std)
 
     def encode_arrays(self, batch: np.ndarray) -> np.ndarray:
         """(N, 3, H, W) float32 -> (N, h, w, D) float32 patch grids (L2-normalised per patch)."""
@@ -28,7 +36,12 @@ class ImageEncoder:
         return out
 
     def encode(self, images: list[Image.Image]) -> np.ndarray:
+        """Photos -> (N, h, w, D) grids at the bundle's input size: what galleries store and search."""
         return self.encode_arrays(np.stack([self.prepare(img) for img in images]))
+
+    def encode_for_localizing(self, image: Image.Image) -> np.ndarray:
+        """One photo -> its (h, w, D) grid at the bundle's localize size (see LocalizeConfig)."""
+        return self.encode_arrays(self.prepare(image, self.localize_size)[None])[0]
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,10 @@ of a W x H photo, because the model input is the whole frame resized without kee
 ratio (see preprocess.py). A cell's value is therefore placed at its centre ((j+0.5)*W/w,
 (i+0.5)*H/h) and the photo's pixels in between are interpolated bilinearly; pixels beyond the outer
 cell centres take the value of the nearest edge cell.
+
+Word maps may be smoothed (a box average over `smooth` x `smooth` cells, see
+assoc.runtime.encoding.bundle.LocalizeConfig) before peaks are taken; word scores are always the raw
+best cell, the number search ranks by.
 """
 
 from __future__ import annotations
@@ -24,9 +28,9 @@ class Heatmaps:
     """Grid-resolution maps of one query over one photo's patch grid."""
 
     words: list[str]
-    word_maps: np.ndarray  # (n_words, h, w): per word, the mean of its word pieces' maps
+    word_maps: np.ndarray  # (n_words, h, w): per word, the mean of its word pieces' maps (smoothed, if asked)
     phrase_map: np.ndarray  # (h, w): mean of the word maps
-    word_scores: np.ndarray  # (n_words,): per word, its best cell's value
+    word_scores: np.ndarray  # (n_words,): per word, its best cell's value before smoothing
 
     @property
     def grid(self) -> tuple[int, int]:
@@ -50,18 +54,29 @@ class Heatmaps:
         return best_cell(self.phrase_map)
 
 
-def compute_heatmaps(grid: np.ndarray, query: EncodedQuery) -> Heatmaps:
-    """Patch grid (h, w, D) and an encoded query -> per-word and phrase maps at grid resolution."""
+def compute_heatmaps(grid: np.ndarray, query: EncodedQuery, smooth: int = 1) -> Heatmaps:
+    """Patch grid (h, w, D) and an encoded query -> per-word and phrase maps at grid resolution,
+    each word map box-smoothed over `smooth` x `smooth` cells (1 = as the matchmap has it)."""
     mm = matchmap(grid, query.vectors)  # (h, w, T)
-    word_maps = np.stack(
-        [mm[..., query.token_word == k].mean(axis=-1) for k in range(len(query.words))]
-    ).astype(np.float32)
+    raw = np.stack([mm[..., query.token_word == k].mean(axis=-1) for k in range(len(query.words))]).astype(
+        np.float32
+    )
+    word_maps = np.stack([smooth_map(m, smooth) for m in raw]) if smooth > 1 else raw
     return Heatmaps(
         words=list(query.words),
         word_maps=word_maps,
         phrase_map=word_maps.mean(axis=0),
-        word_scores=word_maps.reshape(len(query.words), -1).max(axis=1),
+        word_scores=raw.reshape(len(query.words), -1).max(axis=1),
     )
+
+
+def smooth_map(grid_map: np.ndarray, width: int) -> np.ndarray:
+    """The mean over each cell's `width` x `width` neighbourhood (odd width); edge cells repeat outward."""
+    r = width // 2
+    h, w = grid_map.shape
+    padded = np.pad(np.asarray(grid_map, dtype=np.float32), r, mode="edge")
+    rows = sum(padded[i : i + h] for i in range(width))
+    return (sum(rows[:, j : j + w] for j in range(width)) / (width * width)).astype(np.float32)
 
 
 def best_cell(grid_map: np.ndarray) -> tuple[int, int]:
