@@ -9,6 +9,8 @@ import pytest
 from cli_support import assert_one_line_error, assoc, copy_photos, ok, ok_json, strip_ansi
 from PIL import Image
 
+import assoc as assoc_api
+
 QUERY = "a dog runs on the grass"
 EXPLAIN_ROW = re.compile(r"^\s*(\S+)\s+\((\d+), (\d+)\)\s+\((\d+), (\d+)\)\s+(\d+\.\d+)\s*$")
 
@@ -78,7 +80,8 @@ def test_photo_as_query_ranks_itself_first(indexed: tuple[Path, list[Path]], tmp
     assert hits[0]["path"] == str(photos[-1]) and hits[0]["score"] > hits[1]["score"]
 
 
-def test_explain_agrees_with_localize(indexed: tuple[Path, list[Path]]) -> None:
+def test_explain_shows_the_stored_grid_as_the_api_explains_it(indexed: tuple[Path, list[Path]]) -> None:
+    """--explain reads each hit's stored grid (Searcher.explain, smoothed maps), not localize's finer one."""
     gallery, _ = indexed
     common = ("--gallery", gallery, "--device", "cpu")
     ranked = search(gallery, QUERY, "-k", "2")
@@ -87,13 +90,18 @@ def test_explain_agrees_with_localize(indexed: tuple[Path, list[Path]]) -> None:
     assert [lines[k].split(maxsplit=2)[1:] for k in heads] == [[f"{h['score']:.4f}", h["path"]] for h in ranked]
 
     rows = [m.groups() for line in lines[heads[0] : heads[1]] if (m := EXPLAIN_ROW.match(line))]
-    localized = ok_json("localize", ranked[0]["path"], QUERY, *common)
-    assert [r[0] for r in rows] == [w["word"] for w in localized["words"]] == QUERY.split()
-    for (_, i, j, x, y, score), word in zip(rows, localized["words"], strict=True):
-        assert [int(x), int(y)] == word["peak"]
-        assert float(score) == pytest.approx(word["score"], abs=1e-4)
-        grid_h, grid_w = localized["grid"]
-        assert 0 <= int(i) < grid_h and 0 <= int(j) < grid_w
+    with assoc_api.open(store=assoc_api.StoreSpec.builtin(gallery), device="cpu") as searcher:
+        explained = searcher.explain(ranked[0]["path"], QUERY)
+        grid = searcher.bundle.config.visual.grid
+    assert explained is not None and explained.grid == grid
+    assert [r[0] for r in rows] == [w.word for w in explained.words] == QUERY.split()
+    for k, ((_, i, j, x, y, score), word) in enumerate(zip(rows, explained.words, strict=True)):
+        assert (int(i), int(j)) == explained.heatmaps.word_peak(k)
+        assert (int(x), int(y)) == word.peak
+        assert float(score) == pytest.approx(word.score, abs=1e-4)
+    localized = ok_json("localize", ranked[0]["path"], QUERY, *common)  # the same words, on a finer grid
+    assert [w["word"] for w in localized["words"]] == QUERY.split()
+    assert localized["grid"][0] >= grid[0] and localized["grid"][1] >= grid[1]
 
 
 def test_preview_draws_a_heatmap_per_hit(indexed: tuple[Path, list[Path]], monkeypatch: pytest.MonkeyPatch) -> None:
