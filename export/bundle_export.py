@@ -30,7 +30,7 @@ from .vocabulary import build_vocabulary
 
 # localize encodes a photo at this multiple of the training input size: a grid twice as fine. On the
 # pointing game (bench/localize_cost.py) 1.6x to 2.8x the 320 px input all beat it by 5-10 points with
-# 3x3 smoothing; 2x is the middle of that plateau at about four times the encoder's cost for one photo.
+# 3x3 smoothing; 2x is the middle of that plateau at about three times the encoder's cost for one photo.
 LOCALIZE_SCALE = 2
 
 
