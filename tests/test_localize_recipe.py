@@ -12,7 +12,7 @@ import pytest
 from cli_support import ok_json
 
 import assoc
-from assoc.runtime.encoding.bundle import BundleConfig, LocalizeConfig, load_bundle
+from assoc.runtime.encoding.bundle import BundleConfig, LocalizeConfig, load_bundle, sha256_file
 from assoc.runtime.encoding.encoders import EncodedQuery, ImageEncoder
 from assoc.runtime.errors import BundleError
 from assoc.runtime.scoring.heatmap import compute_heatmaps, smooth_map
@@ -46,7 +46,7 @@ def test_a_backed_peak_beats_a_lone_cell_and_scores_stay_raw() -> None:
     assert smoothed.score == raw.score  # the score search ranks by is not smoothed
 
 
-def test_localize_settings_in_config_json(bundle_dir: Path, tmp_path: Path) -> None:
+def test_localize_settings_in_config_json(bundle_dir: Path) -> None:
     raw = json.loads((bundle_dir / "config.json").read_text(encoding="utf-8"))
     config = BundleConfig.from_dict(raw)
     assert config.localize_size == (config.localize.image_size or config.visual.image_size)
@@ -70,8 +70,6 @@ def test_a_fixed_size_visual_model_cannot_localize_larger(bundle_dir: Path, tmp_
     onnx.save(model, str(copy / "visual" / "model.onnx"))
     raw = json.loads((copy / "config.json").read_text(encoding="utf-8"))
     raw["localize"] = {"image_size": [2 * height, 2 * width], "smooth": 3}
-    from assoc.runtime.encoding.bundle import sha256_file
-
     raw["files"]["visual/model.onnx"] = sha256_file(copy / "visual" / "model.onnx")
     (copy / "config.json").write_text(json.dumps(raw), encoding="utf-8")
     with pytest.raises(BundleError, match=f"takes only {height}x{width} inputs"):
