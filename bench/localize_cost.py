@@ -22,7 +22,6 @@ Run from the repository root:
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -30,6 +29,7 @@ from pathlib import Path
 
 from common import DATA, open_bundle, write_json
 
+from assoc.evaluation.pointing import inside_any, read_boxes
 from assoc.runtime.encoding.encoders import ImageEncoder, TextEncoder
 from assoc.runtime.imaging.images import load_image
 from assoc.runtime.scoring.heatmap import cell_to_pixel, compute_heatmaps
@@ -57,23 +57,6 @@ class Timings:
         return {name: round(1000 * statistics.median(s), 2) for name, s in self.seconds.items()}
 
 
-def _inside(point: tuple[float, float], boxes: list[list[float]]) -> bool:
-    return any(x <= point[0] <= x + w and y <= point[1] <= y + h for x, y, w, h in boxes)
-
-
-def _photos() -> list[tuple[Path, dict[str, list[list[float]]]]]:
-    records = json.loads((BOXES / "manifest.json").read_text(encoding="utf-8"))["images"]
-    out = []
-    for record in records:
-        boxes: dict[str, list[list[float]]] = {}
-        for box in record.get("boxes", []):
-            if not box.get("iscrowd"):
-                boxes.setdefault(box["category"], []).append(box["bbox_xywh"])
-        if boxes:
-            out.append((BOXES / record["file"], boxes))
-    return out
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", help="bundle folder (default: ASSOC_MODEL, then the shipped bundle)")
@@ -86,16 +69,15 @@ def main() -> None:
     config = bundle.config
     images, text = ImageEncoder(bundle), TextEncoder(bundle)
     smooth = config.localize.smooth
-    fixed = any(isinstance(d, int) for d in images.session.get_inputs()[0].shape[2:])
     sizes = {"input": config.visual.image_size}
-    if not fixed:
+    if images.takes_any_size:
         sizes["localize"] = config.localize_size
         for side in filter(None, args.sizes.split(",")):
             sizes[f"{side}px"] = (int(side), int(side))
 
     tallies: dict[str, Tally] = {"centre point": Tally()}
     timings = Timings()
-    photos = _photos()
+    photos = read_boxes(BOXES)
     for round_ in range(max(1, args.rounds)):
         for path, boxes in photos:
             photo = load_image(path)
@@ -117,17 +99,17 @@ def main() -> None:
                 continue
             for query, category in zip(queries, boxes, strict=True):
                 tallies["centre point"].trials += 1
-                tallies["centre point"].hits += _inside((size[0] / 2, size[1] / 2), boxes[category])
+                tallies["centre point"].hits += inside_any((size[0] / 2, size[1] / 2), boxes[category])
                 for name, grid in grids.items():
                     for width in (1, smooth):
                         maps = compute_heatmaps(grid, query, width)
                         tally = tallies.setdefault(f"{name} {maps.grid[0]}x{maps.grid[1]}, smooth {width}", Tally())
                         tally.trials += 1
-                        tally.hits += _inside(cell_to_pixel(maps.phrase_peak, maps.grid, size), boxes[category])
+                        tally.hits += inside_any(cell_to_pixel(maps.phrase_peak, maps.grid, size), boxes[category])
 
     trials = tallies["centre point"].trials
     print(f"bundle {bundle.bundle_id}: pointing game on {trials} (photo, category) pairs, {len(photos)} photos")
-    if fixed:
+    if not images.takes_any_size:
         print("(its visual model takes only its input size: no finer grid to measure)")
     for name, tally in tallies.items():
         print(f"  {name:34s} {tally.rate():6.2f}%")

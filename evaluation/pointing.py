@@ -41,38 +41,48 @@ class PointingResult:
         }
 
 
-def _inside(point: tuple[float, float], box: list[float]) -> bool:
-    x, y, w, h = box
-    return x <= point[0] <= x + w and y <= point[1] <= y + h
+def inside_any(point: tuple[float, float], boxes: list[list[float]]) -> bool:
+    """Whether (x, y) falls in any of the boxes (x, y, w, h), edges included."""
+    return any(x <= point[0] <= x + w and y <= point[1] <= y + h for x, y, w, h in boxes)
 
 
-def pointing_game(bundle: Bundle, folder: Path, device: str = "auto") -> PointingResult:
+def read_boxes(folder: Path) -> list[tuple[Path, dict[str, list[list[float]]]]]:
+    """(photo path, {category: its non-crowd boxes}) for every photo of folder/manifest.json with a box."""
     manifest = Path(folder) / "manifest.json"
     try:
         records = json.loads(manifest.read_text(encoding="utf-8"))["images"]
+        out = []
+        for record in records:
+            boxes: dict[str, list[list[float]]] = {}
+            for box in record.get("boxes", []):
+                if not box.get("iscrowd"):
+                    boxes.setdefault(box["category"], []).append(box["bbox_xywh"])
+            if boxes:
+                out.append((Path(folder) / record["file"], boxes))
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise AssocError(f"{manifest}: not a readable boxes manifest ({exc})") from None
+    return out
+
+
+def pointing_game(bundle: Bundle, folder: Path, device: str = "auto") -> PointingResult:
+    photos = read_boxes(folder)
     images, text = ImageEncoder(bundle, device), TextEncoder(bundle, device)
     smooth = bundle.config.localize.smooth
+    at_input_size = bundle.config.localize_size == bundle.config.visual.image_size
     trials = hits = gallery_grid_hits = centre_hits = 0
     seen_categories: set[str] = set()
-    for record in records:
-        boxes: dict[str, list[list[float]]] = {}
-        for box in record.get("boxes", []):
-            if not box.get("iscrowd"):
-                boxes.setdefault(box["category"], []).append(box["bbox_xywh"])
-        if not boxes:
-            continue
-        photo = load_image(Path(folder) / record["file"])
-        grids = (images.encode_for_localizing(photo.image), images.encode([photo.image])[0])
+    for path, boxes in photos:
+        photo = load_image(path)
+        fine = images.encode_for_localizing(photo.image)
+        grids = (fine, fine if at_input_size else images.encode([photo.image])[0])
         size = (photo.width, photo.height)
         centre = (photo.width / 2, photo.height / 2)
         for category, query in zip(boxes, text.encode(list(boxes)), strict=True):
             peak, gallery_peak = (_peak(compute_heatmaps(grid, query, smooth), size) for grid in grids)
             trials += 1
-            hits += any(_inside(peak, b) for b in boxes[category])
-            gallery_grid_hits += any(_inside(gallery_peak, b) for b in boxes[category])
-            centre_hits += any(_inside(centre, b) for b in boxes[category])
+            hits += inside_any(peak, boxes[category])
+            gallery_grid_hits += inside_any(gallery_peak, boxes[category])
+            centre_hits += inside_any(centre, boxes[category])
             seen_categories.add(category)
     return PointingResult(trials, hits, gallery_grid_hits, centre_hits, len(seen_categories))
 

@@ -49,7 +49,8 @@ def test_a_backed_peak_beats_a_lone_cell_and_scores_stay_raw() -> None:
 def test_localize_settings_in_config_json(bundle_dir: Path) -> None:
     raw = json.loads((bundle_dir / "config.json").read_text(encoding="utf-8"))
     config = BundleConfig.from_dict(raw)
-    assert config.localize_size == (config.localize.image_size or config.visual.image_size)
+    height, width = config.visual.image_size
+    assert config.localize_size == (2 * height, 2 * width)  # the shipped bundle: twice its input size
     assert BundleConfig.from_dict(json.loads(config.to_json())) == config
     older = {k: v for k, v in raw.items() if k != "localize"}  # written before localize settings existed
     assert BundleConfig.from_dict(older).localize == LocalizeConfig()

@@ -19,12 +19,18 @@ class ImageEncoder:
         self.config = bundle.config.visual
         self.localize_size = bundle.config.localize_size
         self.session = open_session(bundle.visual_path, device, threads)
-        fixed = self.session.get_inputs()[0].shape[2:]
-        if self.localize_size != self.config.image_size and any(isinstance(d, int) for d in fixed):
+        if self.localize_size != self.config.image_size and not self.takes_any_size:
+            height, width = self.config.image_size
             raise BundleError(
                 f"model bundle {bundle.root}: config.json localizes at {self.localize_size[0]}x{self.localize_size[1]}"
-                f" but the visual model takes only {fixed[0]}x{fixed[1]} inputs"
+                f" but the visual model takes only {height}x{width} inputs"
             )
+
+    @property
+    def takes_any_size(self) -> bool:
+        """Whether the visual model's input height and width are free (bundles exported since localize
+        settings exist) rather than fixed at the bundle's input size."""
+        return not any(isinstance(d, int) for d in self.session.get_inputs()[0].shape[2:])
 
     def prepare(self, img: Image.Image, size: tuple[int, int] | None = None) -> np.ndarray:
         """(3, H, W) model input at `size` (height, width); the bundle's input size by default."""

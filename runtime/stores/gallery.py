@@ -77,6 +77,7 @@ from .catalogue import (
     create_catalogue,
     initialise,
     is_blank,
+    locked,
     path_of,
     reduction_json,
     reduction_of,
@@ -235,8 +236,13 @@ class Gallery:
             raise sqlite_error(folder, exc) from None
         try:
             if not read_only:
-                if is_blank(conn) and can_create:  # killed before its first commit
-                    initialise(conn, bundle_id, embed_dim, first_stage)
+                if can_create:
+                    # Blank: killed before its first commit, or another process is making it right now
+                    # (the database file exists before its schema does). create_catalogue holds this
+                    # lock while it initialises, so the check waits for it rather than racing it.
+                    with locked(folder):
+                        if is_blank(conn):
+                            initialise(conn, bundle_id, embed_dim, first_stage)
                 (folder / SHARD_DIR).mkdir(exist_ok=True)
                 conn.execute("PRAGMA synchronous=FULL")
             if conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'meta'").fetchone() is None:
