@@ -6,14 +6,16 @@ Scripts parse these shapes (`assoc query --json`, `assoc localize --json`, `asso
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import asdict, dataclass, field, replace
+from typing import TYPE_CHECKING, Any
 
-from PIL import Image
-
-from ..runtime.encoding.bundle import Bundle
-from ..runtime.indexing.indexer import IndexSummary
 from ..runtime.scoring.heatmap import Heatmaps, cell_to_pixel
+
+if TYPE_CHECKING:  # for annotations only: a text query needs neither Pillow nor the indexer
+    from PIL import Image
+
+    from ..runtime.encoding.bundle import Bundle
+    from ..runtime.indexing.indexer import IndexSummary
 
 
 @dataclass(frozen=True)
@@ -67,31 +69,63 @@ class IndexReport:
 
 
 @dataclass(frozen=True)
-class Info:
-    """Facts about a store and a bundle (`assoc info --json`)."""
+class StoreFacts:
+    """What `assoc info` says of a store."""
 
-    store: dict[str, Any]  # kind, location, exists, photos, size_on_disk, bundle_id, matches_bundle
-    bundle: dict[str, Any]  # path, bundle_id, model_name, embed_dim, grid, image_size, score, quantized_text
+    kind: str  # "builtin" | "qdrant"
+    location: str
+    exists: bool
+    photos: int
+    size_on_disk: int | None  # bytes; None for a Qdrant server
+    last_indexed: str | None  # UTC ISO 8601 of the newest file; None for a server or nothing indexed
+    bundle_id: str | None  # the model that made it; None if nothing is indexed
+    matches_bundle: bool = True  # whether the searcher's bundle may search it
+
+
+@dataclass(frozen=True)
+class BundleFacts:
+    """What `assoc info` says of a model bundle."""
+
+    path: str
+    bundle_id: str
+    model_name: str
+    embed_dim: int
+    grid: tuple[int, int]
+    image_size: tuple[int, int]
+    score: str
+    quantized_text: bool
 
     @classmethod
-    def from_facts(cls, store: dict[str, Any], bundle: Bundle) -> Info:
+    def of(cls, bundle: Bundle) -> BundleFacts:
         config = bundle.config
         return cls(
-            store={**store, "matches_bundle": store["bundle_id"] in (None, bundle.bundle_id)},
-            bundle={
-                "path": str(bundle.root),
-                "bundle_id": bundle.bundle_id,
-                "model_name": config.model_name,
-                "embed_dim": config.embed_dim,
-                "grid": list(config.visual.grid),
-                "image_size": list(config.visual.image_size),
-                "score": config.score,
-                "quantized_text": config.textual.quantized,
-            },
+            str(bundle.root),
+            bundle.bundle_id,
+            config.model_name,
+            config.embed_dim,
+            config.visual.grid,
+            config.visual.image_size,
+            config.score,
+            config.textual.quantized,
         )
 
+
+@dataclass(frozen=True)
+class Info:
+    """Facts about a store and a bundle, and whether the two belong together (`assoc info --json`)."""
+
+    store: StoreFacts
+    bundle: BundleFacts
+
+    @classmethod
+    def from_facts(cls, store: StoreFacts, bundle: Bundle) -> Info:
+        matches = store.bundle_id in (None, bundle.bundle_id)
+        return cls(replace(store, matches_bundle=matches), BundleFacts.of(bundle))
+
     def to_dict(self) -> dict[str, Any]:
-        return {"store": dict(self.store), "bundle": dict(self.bundle)}
+        bundle = asdict(self.bundle)
+        bundle["grid"], bundle["image_size"] = list(self.bundle.grid), list(self.bundle.image_size)
+        return {"store": asdict(self.store), "bundle": bundle}
 
 
 @dataclass(frozen=True)

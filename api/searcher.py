@@ -8,33 +8,33 @@
 index, search (words, a photo, or a PIL image), localize and explain (where words land), region_words
 and label (which words a region matches, what is where), check (stored bytes) and info.
 
-Lazy: opening a Searcher loads the bundle's config and nothing else; the text encoder, the image
-encoder and the store are made on first use, so a search by words never loads the image encoder and
-localizing an indexed photo reads its stored grid instead of encoding it.
+Lazy: opening a Searcher reads and verifies the bundle (its config and its files' hashes) and nothing
+else; the text encoder, the image encoder and the store are made on first use, so a search by words
+never loads the image encoder and localizing an indexed photo reads its stored grid instead of
+encoding it. Ranking is assoc.runtime.search.pipeline's, the same for every store.
 
 Thread-safe: one Searcher may serve many threads (a web server). Encoders are made once under a lock
-and ONNX Runtime sessions run concurrently; every store call is serialised by a lock (an SQLite
-connection and an embedded Qdrant each belong to one caller at a time).
+and ONNX Runtime sessions run concurrently; every store call is serialised by that lock (an SQLite
+connection and an embedded Qdrant each belong to one caller at a time), while hashing, decoding and
+encoding photos run outside it.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 import threading
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from contextlib import suppress
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeAlias
 
 import numpy as np
-from PIL import Image
 
 from ..runtime.encoding.bundle import Bundle, Vocabulary
 from ..runtime.errors import AssocError, GalleryError, QueryError
-from ..runtime.imaging.images import PHOTO_SUFFIXES, load_image
 from ..runtime.indexing.fileinfo import hash_content
-from ..runtime.scoring.heatmap import cell_to_pixel, compute_heatmaps
+from ..runtime.scoring.heatmap import cell_to_pixel, compute_heatmaps, smooth_map
 from ..runtime.scoring.regions import (
     FUNCTION_WORDS,
     box_cells,
@@ -45,17 +45,21 @@ from ..runtime.scoring.regions import (
     region_scores,
     word_maps,
 )
-from ..runtime.stores.base import PhotoRecord, Store
+from ..runtime.search.pipeline import search
+from ..runtime.search.query import Query
+from ..runtime.stores.base import CheckReport, PhotoRecord, Store
 from . import settings
+from .recent import Recent
 from .results import Hit, IndexReport, Info, Localization, PhotoLabels, RegionLabel, RegionWord, RegionWords
 from .stores import StoreSpec, describe_store, open_store
 
-if TYPE_CHECKING:  # onnxruntime loads with the encoders: only when they are first used
+if TYPE_CHECKING:  # onnxruntime loads with the encoders, Pillow with the first photo: only when first used
+    from PIL import Image
+
     from ..runtime.encoding.encoders import EncodedQuery, ImageEncoder, TextEncoder
-    from ..runtime.stores.gallery import CheckReport
 
 ProgressCallback = Callable[[int, int], None]
-PhotoQuery = str | Path | Image.Image
+PhotoQuery: TypeAlias = "str | Path | Image.Image"
 TEXT_CACHE = 64  # encoded queries kept, so explaining ten hits encodes the words once
 
 
@@ -74,7 +78,7 @@ class Searcher:
         self._store: Store | None = None
         self._text: TextEncoder | None = None
         self._image: ImageEncoder | None = None
-        self._queries: OrderedDict[str, EncodedQuery] = OrderedDict()
+        self._queries: Recent[str, EncodedQuery] = Recent(TEXT_CACHE)
         self._vocabulary: Vocabulary | None = None
 
     # ------------------------------------------------------------------ lifetime
@@ -91,7 +95,7 @@ class Searcher:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    # ------------------------------------------------------------------ the four operations
+    # ------------------------------------------------------------------ operations
 
     def index(
         self,
@@ -116,13 +120,15 @@ class Searcher:
             if not os.path.lexists(root):  # a broken link or a link loop is there: the walk says which
                 raise QueryError(f"no such file or folder: {root}")
         with self._lock:
+            # The encoder first: a model that contradicts its config.json must not make a gallery.
+            encoder = self.image_encoder if cluster is None else None
             store = self._open_store(create=True)
-            if cluster is None:
+            if encoder is not None:
                 from ..runtime.indexing.indexer import index_paths
 
                 summary = index_paths(
                     store,
-                    self.image_encoder,
+                    encoder,
                     roots,
                     batch_size=batch_size,
                     workers=workers,
@@ -163,16 +169,34 @@ class Searcher:
         exact=True scores every photo instead of the store's first-stage candidates (scores are exact
         either way; see assoc.runtime.stores.gallery).
         """
-        if isinstance(query, Image.Image):
+        if _is_image(query):
             photo: Path | Image.Image | None = query
         else:
             photo = None if words else query_photo(query)
-        vectors = self.encode_text(str(query)).vectors if photo is None else None
+        if photo is None:
+            vectors = self.encode_text(str(query)).ranking_vectors
+        else:
+            vectors = self._photo_grid(photo).reshape(-1, self.bundle.config.embed_dim)
+        return self._rank(vectors, k, min_score, exact)
+
+    def search_indexed(
+        self, content_hash: str, k: int = 10, min_score: float | None = None, *, exact: bool = False
+    ) -> list[Hit]:
+        """Photos like an indexed one, named by its content hash (PhotoRecord.content_hash): ranked by its
+        stored grid, so the file need not be there any more (moved, deleted, on an unmounted disk)."""
+        with self._lock:
+            grid = _grid_by_hash(self._open_store(), content_hash)
+        if grid is None:
+            raise QueryError(f"no indexed photo has the content hash {content_hash!r}")
+        return self._rank(grid.reshape(-1, self.bundle.config.embed_dim), k, min_score, exact)
+
+    def _rank(self, vectors: np.ndarray, k: int, min_score: float | None, exact: bool) -> list[Hit]:
+        """The shared pipeline over the store, by the bundle's ranking (assoc.runtime.search)."""
         with self._lock:
             store = self._open_store()
-            if vectors is None:
-                vectors = self._photo_grid(photo, store).reshape(-1, self.bundle.config.embed_dim)
-            hits = store.search(vectors, k=k, min_score=min_score, kind=self.bundle.config.score, exact=exact)
+            config = self.bundle.config
+            query = Query.of(vectors, store.embed_dim, kind=config.score, global_weight=config.ranking.global_weight)
+            hits = search(store, query, k, min_score, exact=exact)
         return [Hit(h.path, h.score) for h in hits]
 
     def localize(self, photo: str | Path | Image.Image, phrase: str) -> Localization:
@@ -182,13 +206,8 @@ class Searcher:
         holds (a renamed copy counts) reuses its stored grid.
         """
         words = self.encode_text(phrase)
-        config = self.bundle.config
-        if config.localize_size == config.visual.image_size:
-            name, size, loaded_image, grid = self._open_photo(photo)
-        else:
-            name, size, loaded_image = self._load_photo(photo)
-            grid = self.image_encoder.encode_for_localizing(loaded_image)
-        maps = compute_heatmaps(grid, words, config.localize.smooth)
+        name, size, loaded_image, grid = self._localize_grid(photo)
+        maps = compute_heatmaps(grid, words, self.bundle.config.localize.smooth)
         return Localization.from_heatmaps(name, size, maps, photo=loaded_image)
 
     def region_words(
@@ -201,7 +220,9 @@ class Searcher:
         top: int = 10,
     ) -> RegionWords:
         """The words that match one region of a photo best: a point `at` (x, y) or a `box` (x, y, w, h)
-        in the photo's pixels after EXIF orientation (see assoc.runtime.scoring.regions).
+        in the photo's pixels after EXIF orientation (see assoc.runtime.scoring.regions). Read from the
+        maps localize() draws (its grid, its smoothing), so the words at a heatmap's peak are the ones
+        the heatmap shows there.
 
         With a phrase, its words ranked by how well each lands here (function words such as 'a' or
         'on' left out, unless the phrase has nothing else); without one, the bundle's vocabulary.
@@ -209,13 +230,13 @@ class Searcher:
         if (at is None) == (box is None):
             raise QueryError("name one region of the photo: a point or a box")
         vocabulary = None if phrase is not None else self.vocabulary()
-        name, size, loaded_image, grid = self._open_photo(photo)
+        name, size, loaded_image, grid = self._localize_grid(photo)
         grid_shape = (grid.shape[0], grid.shape[1])
         mask = point_cells(at, grid_shape, size) if at is not None else box_cells(box, grid_shape, size)
         if vocabulary is not None:
-            words, scores = vocabulary.words, region_scores(word_maps(grid, vocabulary.vectors), mask)
+            words, scores = vocabulary.words, region_scores(self._vocabulary_maps(grid, vocabulary), mask)
         else:
-            maps = compute_heatmaps(grid, self.encode_text(phrase))
+            maps = compute_heatmaps(grid, self.encode_text(phrase), self.bundle.config.localize.smooth)
             words, scores = maps.words, region_scores(maps.word_maps, mask)
             content = [k for k, word in enumerate(words) if word.lower() not in FUNCTION_WORDS]
             if content:
@@ -227,9 +248,9 @@ class Searcher:
 
     def label(self, photo: str | Path | Image.Image, top: int = 5) -> PhotoLabels:
         """What is where in a photo, with no text: up to `top` non-overlapping regions, each named by its
-        best word of the bundle's vocabulary (see assoc.runtime.scoring.regions)."""
+        best word of the bundle's vocabulary (see assoc.runtime.scoring.regions), on localize()'s maps."""
         vocabulary = self.vocabulary()
-        name, size, loaded_image, grid = self._open_photo(photo)
+        name, size, loaded_image, grid = self._localize_grid(photo)
         grid_shape = (grid.shape[0], grid.shape[1])
         labels = [
             RegionLabel(
@@ -238,7 +259,7 @@ class Searcher:
                 cell_to_pixel(found.cell, grid_shape, size),
                 cells_to_box(found.cells, grid_shape, size),
             )
-            for found in pick_labels(word_maps(grid, vocabulary.vectors), top)
+            for found in pick_labels(self._vocabulary_maps(grid, vocabulary), top)
         ]
         return PhotoLabels(name, size[0], size[1], grid_shape, labels, photo=loaded_image)
 
@@ -321,17 +342,11 @@ class Searcher:
 
     def encode_text(self, text: str) -> EncodedQuery:
         """Word vectors of a text, from a small cache of recent queries."""
-        with self._lock:
-            cached = self._queries.get(text)
-            if cached is not None:
-                self._queries.move_to_end(text)
-                return cached
-        encoded = self.text_encoder.encode_one(text)
-        with self._lock:
-            self._queries[text] = encoded
-            while len(self._queries) > TEXT_CACHE:
-                self._queries.popitem(last=False)
-        return encoded
+        cached = self._queries.get(text)
+        if cached is None:
+            cached = self.text_encoder.encode_one(text)
+            self._queries.put(text, cached)
+        return cached
 
     def _open_store(self, create: bool = False) -> Store:
         """The store, opened once; an index run may create it where a search found nothing yet."""
@@ -339,15 +354,20 @@ class Searcher:
             self._store = open_store(self.store_spec, self.bundle, create=create)
         return self._store
 
-    def _photo_grid(self, photo: Path | Image.Image, store: Store) -> np.ndarray:
-        """A query photo's (h, w, D) grid: the stored one if the store holds this very content."""
+    def _photo_grid(self, photo: Path | Image.Image) -> np.ndarray:
+        """A query photo's (h, w, D) grid: the stored one if the store holds this very content. Hashing,
+        decoding and encoding run outside the lock; only the store lookups hold it."""
         if isinstance(photo, Path):
             try:
-                grid = _grid_by_content(store, photo)
+                digest = hash_content(photo)
             except OSError as exc:
                 raise QueryError(f"{photo}: cannot read the query photo ({exc.strerror or exc})") from None
+            with self._lock:
+                grid = _grid_by_hash(self._open_store(), digest)
             if grid is not None:
                 return grid
+            from ..runtime.imaging.images import load_image
+
             height, width = self.bundle.config.visual.image_size
             photo = load_image(photo, min_size=(width, height)).image
         return self.image_encoder.encode([photo])[0]
@@ -364,25 +384,44 @@ class Searcher:
             grid = self.image_encoder.encode([image])[0]
         return name, size, image, grid
 
+    def _localize_grid(self, photo: str | Path | Image.Image) -> tuple[str, tuple[int, int], Image.Image, np.ndarray]:
+        """_open_photo's facts with the grid at the bundle's localize size (LocalizeConfig): the stored
+        grid when that is the gallery's own size, else the photo encoded at it."""
+        config = self.bundle.config
+        if config.localize_size == config.visual.image_size:
+            return self._open_photo(photo)
+        name, size, loaded_image = self._load_photo(photo)
+        return name, size, loaded_image, self.image_encoder.encode_for_localizing(loaded_image)
+
+    def _vocabulary_maps(self, grid: np.ndarray, vocabulary: Vocabulary) -> np.ndarray:
+        """(words, h, w) maps of every vocabulary word, smoothed as localize() smooths a phrase's."""
+        maps = word_maps(grid, vocabulary.vectors)
+        smooth = self.bundle.config.localize.smooth
+        return smooth_map(maps, smooth) if smooth > 1 else maps
+
     def _load_photo(self, photo: str | Path | Image.Image) -> tuple[str, tuple[int, int], Image.Image]:
         """(name, displayed (width, height), RGB image); a PIL image has no name ("")."""
-        if isinstance(photo, Image.Image):
+        if _is_image(photo):
             return "", photo.size, photo.convert("RGB")
+        from ..runtime.imaging.images import load_image
+
         path = _regular_file(Path(photo).expanduser()).absolute()
-        loaded = load_image(path)
+        loaded = load_image(path, min_size_if_large=self.bundle.config.largest_input_size[::-1])
         return str(path), (loaded.width, loaded.height), loaded.image
 
     def _stored_grid(self, path: Path) -> np.ndarray | None:
+        """The grid the store holds for this file's content (under any name), or None; hashed outside the lock."""
         try:
+            digest = hash_content(path)
             with self._lock:
-                return _grid_by_content(self._open_store(), path)
+                return _grid_by_hash(self._open_store(), digest)
         except (GalleryError, OSError):  # no store yet, another model's, or unreadable: encode instead
             return None
 
 
-def _grid_by_content(store: Store, path: Path) -> np.ndarray | None:
-    """The grid the store holds for this file's content (under any name), or None."""
-    known = store.find_by_hash(hash_content(path))
+def _grid_by_hash(store: Store, content_hash: str) -> np.ndarray | None:
+    """The grid the store holds for this content hash (under any name), or None."""
+    known = store.find_by_hash(content_hash)
     return store.get_grid(known) if known is not None else None
 
 
@@ -399,9 +438,22 @@ def query_photo(text: str | Path) -> Path | None:
     with suppress(OSError, ValueError):  # a name too long for the OS, or holding NUL: words
         if path.is_file():
             return path.absolute()
-    if path.suffix.lower() in PHOTO_SUFFIXES and not any(c.isspace() for c in text) and len(text) < 256:
+    if path.suffix and not any(c.isspace() for c in text) and len(text) < 256 and _photo_suffix(path.suffix):
         raise QueryError(f"{text}: no such photo (a query naming a photo file searches with that photo)")
     return None
+
+
+def _photo_suffix(suffix: str) -> bool:
+    from ..runtime.imaging.images import PHOTO_SUFFIXES  # loads Pillow: only for a query that looks like a file
+
+    return suffix.lower() in PHOTO_SUFFIXES
+
+
+def _is_image(value: object) -> bool:
+    """Whether value is a PIL image, without importing Pillow (a text query needs none): one can exist
+    only once PIL.Image has been imported."""
+    module = sys.modules.get("PIL.Image")
+    return module is not None and isinstance(value, module.Image)
 
 
 def _regular_file(path: Path) -> Path:

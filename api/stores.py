@@ -11,12 +11,14 @@ from contextlib import closing
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from ..runtime.encoding.bundle import Bundle
 from ..runtime.errors import NoGalleryError, StoreConfigError
 from ..runtime.stores.base import Store
+from ..runtime.stores.qdrant import DEFAULT_COLLECTION
 from . import settings
+from .results import StoreFacts
 
 StoreKind = Literal["builtin", "qdrant"]
 STORE_KINDS: tuple[StoreKind, ...] = ("builtin", "qdrant")
@@ -31,7 +33,7 @@ class StoreSpec:
     qdrant_url: str | None = None  # Qdrant: a server (or a cluster node) ...
     qdrant_path: Path | None = None  # ... or the folder of an embedded Qdrant
     qdrant_api_key: str | None = None
-    collection: str = "assoc"
+    collection: str = DEFAULT_COLLECTION
 
     @classmethod
     def builtin(cls, gallery: str | Path | None = None) -> StoreSpec:
@@ -42,7 +44,7 @@ class StoreSpec:
         cls,
         url: str | None = None,
         path: str | Path | None = None,
-        collection: str = "assoc",
+        collection: str = DEFAULT_COLLECTION,
         api_key: str | None = None,
     ) -> StoreSpec:
         return cls(
@@ -99,10 +101,7 @@ def open_store(spec: StoreSpec, bundle: Bundle, create: bool = False) -> Store:
             path=spec.qdrant_path,
             collection=spec.collection,
             create=create,
-            # Its HNSW index ranks the pooled vectors; the head of that ranking, as long as the gallery's
-            # shortest shortlist, is reranked by exact MaxSim (the gallery narrows its shortlist by
-            # centroids first; both keep >= 99% of the exact top 10 on Flickr8k).
-            prefetch=max(config.first_stage.shortlist_min, config.first_stage.candidates),
+            first_stage=config.first_stage,
         )
     from ..runtime.stores.gallery import Gallery
 
@@ -111,7 +110,7 @@ def open_store(spec: StoreSpec, bundle: Bundle, create: bool = False) -> Store:
     )
 
 
-def describe_store(spec: StoreSpec, bundle: Bundle, current: Store | None = None) -> dict[str, Any]:
+def describe_store(spec: StoreSpec, bundle: Bundle, current: Store | None = None) -> StoreFacts:
     """Kind, location, whether it exists, photos, bytes on disk, when it last changed and the model that made it.
 
     last_indexed is the newest modification time of the store's files (UTC, ISO 8601; None for a server).
@@ -120,8 +119,7 @@ def describe_store(spec: StoreSpec, bundle: Bundle, current: Store | None = None
     caller's open store for this spec, is asked instead of opening a second: an embedded Qdrant allows one.
     """
     spec = spec.resolved()
-    facts: dict[str, Any] = {"kind": spec.kind, "location": spec.location}
-    missing = {"exists": False, "photos": 0, "size_on_disk": 0, "last_indexed": None, "bundle_id": None}
+    missing = StoreFacts(spec.kind, spec.location, False, 0, 0, None, None)
     if spec.kind == "qdrant":
         try:
             if current is not None:
@@ -130,32 +128,21 @@ def describe_store(spec: StoreSpec, bundle: Bundle, current: Store | None = None
                 with closing(open_store(spec, bundle)) as store:
                     photos = len(store)
         except NoGalleryError:  # nothing indexed into this collection yet; describing creates nothing
-            return {**facts, **missing}
+            return missing
         files = _files(spec.qdrant_path) if spec.qdrant_path is not None else None
-        return {
-            **facts,
-            "exists": True,
-            "photos": photos,
-            "size_on_disk": sum(f.stat().st_size for f in files) if files is not None else None,
-            "last_indexed": _newest(files) if files is not None else None,
-            "bundle_id": bundle.bundle_id,
-        }
+        size = sum(f.stat().st_size for f in files) if files is not None else None
+        newest = _newest(files) if files is not None else None
+        return StoreFacts(spec.kind, spec.location, True, photos, size, newest, bundle.bundle_id)
     from ..runtime.stores.gallery import DB_NAME, SHARD_DIR, Gallery
 
     try:
         opened = Gallery.open(spec.gallery, create=False)  # shards without a database are damage, not "none"
     except NoGalleryError:
-        return {**facts, **missing}
+        return missing
     with opened:
-        return {
-            **facts,
-            "exists": True,
-            "photos": len(opened),
-            "size_on_disk": opened.size_on_disk(),
-            # the database and the shards: its write-ahead log is touched by readers too
-            "last_indexed": _newest([spec.gallery / DB_NAME, *_files(spec.gallery / SHARD_DIR)]),
-            "bundle_id": opened.bundle_id,
-        }
+        # the database and the shards: its write-ahead log is touched by readers too
+        newest = _newest([spec.gallery / DB_NAME, *_files(spec.gallery / SHARD_DIR)])
+        return StoreFacts(spec.kind, spec.location, True, len(opened), opened.size_on_disk(), newest, opened.bundle_id)
 
 
 def _files(folder: Path) -> list[Path]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import statistics
 import time
 from collections.abc import Callable, Iterator
@@ -84,19 +83,6 @@ def flickr_captions(images: list[str], per_image: int = 5) -> list[tuple[str, st
             found.append(caption.strip())
     return [(image, caption) for image in images for caption in captions[image]]
 
-
-def available_memory() -> int:
-    """Bytes of memory available to a new allocation (Linux MemAvailable, else free pages, else 0)."""
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (AttributeError, ValueError, OSError):  # not knowable here: treat as none to spare
-        return 0
 
 
 def write_json(path: str | None, figures: dict) -> None:

@@ -37,6 +37,7 @@ from assoc.runtime.encoding.encoders import ImageEncoder, TextEncoder
 from assoc.runtime.scoring.first_stage import reduce_grids
 from assoc.runtime.scoring.matchmap import score_grids
 from assoc.runtime.scoring.scan import ScanKernel
+from assoc.runtime.search.pipeline import search
 from assoc.runtime.stores.base import PhotoRecord
 from assoc.runtime.stores.gallery import Gallery
 
@@ -166,11 +167,11 @@ def gallery_agreement(bundle, names, grids, queries, exact, args) -> dict:  # no
     with tempfile.TemporaryDirectory(dir=args.tmp) as folder, fill(Path(folder) / "g", bundle, paths, grids) as g:
         for i, (q, truth) in enumerate(zip(queries, exact, strict=True)):
             start = time.perf_counter()
-            hits = g.search(q, k=TOP)
+            hits = search(g, q, k=TOP)
             two.append(time.perf_counter() - start)
             if i < 20:
                 start = time.perf_counter()
-                g.search(q, k=TOP, exact=True)
+                search(g, q, k=TOP, exact=True)
                 full.append(time.perf_counter() - start)
             kept.append(len({paths[j] for j in truth} & {h.path for h in hits}) / TOP)
     row = {
@@ -196,7 +197,7 @@ def dev_recall(bundle, names, grids, dev, text, args) -> dict:  # noqa: ANN001
     with tempfile.TemporaryDirectory(dir=args.tmp) as folder, fill(Path(folder) / "g", bundle, dev, dev_grids) as g:
         for (image, _), q in zip(captions, queries, strict=True):
             for kind, exact in (("two_stage", False), ("exact", True)):
-                hits = [h.path for h in g.search(q, k=TOP, exact=exact)]
+                hits = [h.path for h in search(g, q, k=TOP, exact=exact)]
                 found[kind].append(hits.index(image) + 1 if image in hits else TOP + 1)
     out = {}
     for kind, ranks in found.items():

@@ -1,14 +1,15 @@
 """Global + local fused ranking score on a bundle: dev recall of MISA + lambda * pooled cosine.
 
     python bench/fused_score.py [--model BUNDLE] [--data ../shared/data/flickr8k] [--split dev]
-                                [--lambdas 0,0.1,0.2,0.3,0.5,1.0]
+                                [--lambdas 0,0.1,0.2,0.3,0.5,1.0] [--weights bundle|uniform]
 
 score(photo, query) = MISA(grid, word vectors) + lambda * cos(pool(grid), pool(word vectors)), where
 pool(v) is the L2-normalised mean of the vectors (every patch of the grid; every scoring token of the
-query), the same vectors Qdrant's first stage indexes (assoc.runtime.stores.qdrant.pool) and the auxiliary
-pooled loss trains (assoc.models.matchmap.pooled_scores). lambda = 0 is plain MISA (what search uses
-today). The bundle's dev photos and captions are encoded once on ONNX Runtime and cached under
---cache (keyed by the bundle id and the split), so a sweep re-runs in seconds.
+query): assoc.runtime.search.query's score, with the bundle's token weights folded into the word vectors
+(--weights bundle, the default; uniform ignores them). lambda = 0 is plain MISA; the bundle's own lambda
+is config.json "ranking" (`assoc ranking`). The bundle's dev photos and captions are encoded once on ONNX
+Runtime and cached under --cache (keyed by the bundle id, its token weights and the split), so a sweep
+re-runs in seconds.
 """
 
 from __future__ import annotations
@@ -36,8 +37,9 @@ DATA = ROOT.parent / "shared" / "data" / "flickr8k"
 def encode_split(bundle_dir: Path, data: Path, split: str, cache: Path) -> dict[str, np.ndarray]:
     """Grids (N, P, D), padded word vectors (C, T, D) with their mask (C, T), and caption -> image."""
     bundle = load_bundle(bundle_dir)
-    where = cache / f"{bundle.bundle_id}-{data.name}-{split}"
-    names = ("grids", "words", "mask", "caption_image")
+    weights_id = (bundle.config.ranking.token_weights_sha256 or "uniform")[:12]
+    where = cache / f"{bundle.bundle_id}-{weights_id}-{data.name}-{split}"
+    names = ("grids", "words", "mask", "weights", "caption_image")
     if all((where / f"{n}.npy").is_file() for n in names):
         return {n: np.load(where / f"{n}.npy") for n in names}
     items, report = load_split(data, split)
@@ -47,23 +49,29 @@ def encode_split(bundle_dir: Path, data: Path, split: str, cache: Path) -> dict[
     grids = encode_photos(ImageEncoder(bundle, "cpu"), images).astype(np.float16)
     print(f"encoded {len(images)} photos in {time.perf_counter() - start:.0f} s", file=sys.stderr)
     text = TextEncoder(bundle, "cpu")
-    queries = [q.vectors for s in range(0, len(captions), 256) for q in text.encode(list(captions[s : s + 256]))]
-    width = max(len(v) for v in queries)
+    queries = [q for s in range(0, len(captions), 256) for q in text.encode(list(captions[s : s + 256]))]
+    width = max(len(q.vectors) for q in queries)
     words = np.zeros((len(queries), width, grids.shape[-1]), dtype=np.float32)
     mask = np.zeros((len(queries), width), dtype=bool)
-    for i, v in enumerate(queries):
-        words[i, : len(v)], mask[i, : len(v)] = v, True
-    out = {"grids": grids, "words": words, "mask": mask, "caption_image": np.asarray(caption_image)}
+    weights = np.zeros((len(queries), width), dtype=np.float32)
+    for i, q in enumerate(queries):
+        words[i, : len(q.vectors)], mask[i, : len(q.vectors)] = q.vectors, True
+        weights[i, : len(q.vectors)] = 1.0 if q.weights is None else q.weights
+    out = {"grids": grids, "words": words, "mask": mask, "weights": weights, "caption_image": np.asarray(caption_image)}
     where.mkdir(parents=True, exist_ok=True)
     for n, a in out.items():
         np.save(where / f"{n}.npy", a)
     return out
 
 
-def score_parts(enc: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """(N, C) MISA and (N, C) pooled cosine, in float32 as search computes them."""
+def score_parts(enc: dict[str, np.ndarray], weighted: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """(N, C) MISA and (N, C) pooled cosine, in float32 as search computes them (token weights folded
+    into the word vectors when weighted)."""
     grids = enc["grids"].astype(np.float32)  # (N, P, D)
     words, mask = enc["words"], enc["mask"]
+    if weighted:
+        scale = enc["weights"] * (mask.sum(1, keepdims=True) / enc["weights"].sum(1, keepdims=True))
+        words = words * scale[..., None]
     n, p, d = grids.shape
     misa = np.empty((n, len(words)), dtype=np.float32)
     flat = grids.reshape(n * p, d)
@@ -86,10 +94,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--split", default="dev")
     ap.add_argument("--cache", type=Path, default=ROOT / "runs" / "fused-cache")
     ap.add_argument("--lambdas", default="0,0.1,0.2,0.3,0.5,1.0")
+    ap.add_argument("--weights", choices=("bundle", "uniform"), default="bundle", help="token weights to rank by")
     ap.add_argument("--json", action="store_true", help="print the rows as JSON instead of a table")
     args = ap.parse_args(argv)
     enc = encode_split(args.model, args.data, args.split, args.cache)
-    misa, pooled = score_parts(enc)
+    misa, pooled = score_parts(enc, args.weights == "bundle")
     rows = []
     for lam in [float(x) for x in args.lambdas.split(",")]:
         m = recall_metrics(misa + lam * pooled, enc["caption_image"])
@@ -98,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps(rows, indent=1))
         return 0
-    print(f"bundle {args.model}  {args.split}: {len(misa)} photos, {misa.shape[1]} captions")
+    print(f"bundle {args.model}  {args.split}: {len(misa)} photos, {misa.shape[1]} captions, {args.weights} weights")
     print("| lambda | t2i R@1 | R@5 | R@10 | i2t R@1 | R@5 | R@10 |")
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     for r in rows:

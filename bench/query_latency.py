@@ -11,7 +11,7 @@ machine's limits, numpy, and qdrant-edge, all in one run.
    (random unit-normalised grids of the bundle's shape; search cost does not depend on what they hold;
    a size that does not fit on the disk under --tmp is skipped, and says so). Queries: --queries dev
    captions encoded by the bundle, cut to exactly T vectors for each T in --words. Per size and T,
-   p50/p95 of Gallery.search (two stages, the default), p50 of Gallery.search(exact=True), p50 of
+   p50/p95 of Gallery.search (two stages, the default), p50 of search(Gallery, exact=True), p50 of
    numpy's score_grids over the same grids as float32 in memory (sizes whose array fits in a quarter of
    the available memory), and p50 of qdrant-edge's exact MAX_SIM over the same grids (sizes up to
    --edge-max; a shard is built once per size and kept in --cache, since qdrant-edge takes vectors as
@@ -40,7 +40,6 @@ from pathlib import Path
 
 import numpy as np
 from common import (
-    available_memory,
     flickr_captions,
     flickr_dev_images,
     latencies,
@@ -51,8 +50,10 @@ from common import (
 )
 
 from assoc.runtime.encoding.encoders import TextEncoder
+from assoc.runtime.indexing.indexer import available_memory
 from assoc.runtime.scoring.matchmap import score_grids
 from assoc.runtime.scoring.scan import ScanKernel
+from assoc.runtime.search.pipeline import search
 from assoc.runtime.stores.gallery import Gallery
 
 DISK_MARGIN = 512 << 20  # bytes kept free besides the grids (SQLite, WAL, other users of the disk)
@@ -84,7 +85,7 @@ def main() -> None:
     figures: dict = {"bundle": bundle.bundle_id, "limits": limits, "sizes": []}
     sizes = sorted(set(args.sizes))
     row_bytes = patches * dim * 2 + (1 + bundle.config.first_stage.vectors) * dim * 2
-    memory_rows = max((n for n in sizes if n * patches * dim * 4 < available_memory() // 4), default=0)
+    memory_rows = max((n for n in sizes if n * patches * dim * 4 < (available_memory() or 0) // 4), default=0)
     memory = np.empty((memory_rows, patches, dim), np.float32)
     print("\nphotos    T  2-stage p50   p95 | exact p50  bound  exact/bound | numpy f32 p50 | edge p50  overlap")
     with tempfile.TemporaryDirectory(dir=args.tmp) as folder:
@@ -183,8 +184,8 @@ def measure(
     """Latency figures of one gallery size and query length, with a printable line under "line"."""
     n, (t, dim) = len(gallery), queries[0].shape
     k, repeats = args.k, args.repeats
-    two = percentiles_ms(latencies(lambda q: gallery.search(q, k=k), queries, repeats))
-    exact = percentiles_ms(latencies(lambda q: gallery.search(q, k=k, exact=True), queries, max(1, repeats // 3)))
+    two = percentiles_ms(latencies(lambda q: search(gallery, q, k=k), queries, repeats))
+    exact = percentiles_ms(latencies(lambda q: search(gallery, q, k=k, exact=True), queries, max(1, repeats // 3)))
     values = n * cells * dim  # float16 values the exact scan reads
     bound_s = max(values * 2 / (limits["read_gb_s"] * 1e9), 2 * values * t / (limits["sgemm_gflop_s"] * 1e9))
     row: dict = {
@@ -208,7 +209,7 @@ def measure(
             start = time.perf_counter()
             found = edge_search(edge, q, k)
             seconds.append(time.perf_counter() - start)
-            truth = {int(h.path.split("/")[-1][:7]) for h in gallery.search(q, k=k, exact=True)}
+            truth = {int(h.path.split("/")[-1][:7]) for h in search(gallery, q, k=k, exact=True)}
             overlap.append(len(truth & set(found)) / k)
         row["qdrant_edge"] = {**percentiles_ms(seconds), "overlap": float(np.mean(overlap))}
         line += f" {row['qdrant_edge']['p50_ms']:8.1f} {row['qdrant_edge']['overlap']:8.3f}"

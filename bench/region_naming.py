@@ -55,16 +55,23 @@ def size_class(area: float) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", help="bundle folder (default: ASSOC_MODEL, then the shipped bundle)")
-    parser.add_argument("--rounds", type=int, default=3, help="timed passes over the photos")
+    parser.add_argument("--rounds", type=int, default=3, help="timed passes over the photos (0: accuracy only)")
     parser.add_argument("--top", type=int, default=5, help="labels per photo in the speed figures")
     parser.add_argument("--json", help="also write the figures to this file")
+    parser.add_argument(
+        "--grid",
+        choices=("localize", "stored"),
+        default="localize",
+        help="name regions on localize's maps (its input size and smoothing: what `localize --box` reads) "
+        "or on the gallery's grid at the input size, unsmoothed",
+    )
     args = parser.parse_args()
 
     bundle = open_bundle(args.model)
     records = json.loads((COCO / "manifest.json").read_text(encoding="utf-8"))["images"]
     categories = sorted({box["category"] for record in records for box in record["boxes"]})
     print(f"bundle {bundle.bundle_id}; {len(records)} photos, {len(categories)} category names")
-    accuracy = naming_accuracy(bundle, records, categories)
+    accuracy = naming_accuracy(bundle, records, categories, args.grid)
     print(f"\nregion naming, {accuracy['trials']} (photo, box) pairs, {len(categories)} names; top-1 / top-5 %:")
     print(f"{'boxes':>16} {'inside the box':>16} {'whole photo':>16} {'chance':>12}")
     chance = f"{accuracy['chance_top1']} / {accuracy['chance_top5']}"
@@ -80,6 +87,9 @@ def main() -> None:
         f"inside the box {own['box_top1']}, whole photo {own['photo_top1']}, chance {own['chance_top1']}"
     )
 
+    if args.rounds < 1:
+        write_json(args.json, {"bundle": bundle.bundle_id, "grid": args.grid, "accuracy": accuracy})
+        return
     speed = measure_speed(bundle, records, args)
     print(
         f"\nlabelling speed per photo ({speed['photos']} photos x {args.rounds} rounds, {os.cpu_count()} cores, "
@@ -88,10 +98,10 @@ def main() -> None:
     print(f"  Searcher.label, end to end: {speed['label_ms']:.1f}")
     print(f"  image encoder alone (peer): {speed['encode_ms']:.1f}")
     print(f"  naming alone (grid given):  {speed['naming_ms']:.1f}")
-    write_json(args.json, {"bundle": bundle.bundle_id, "accuracy": accuracy, "speed": speed})
+    write_json(args.json, {"bundle": bundle.bundle_id, "grid": args.grid, "accuracy": accuracy, "speed": speed})
 
 
-def naming_accuracy(bundle: Bundle, records: list[dict], categories: list[str]) -> dict:
+def naming_accuracy(bundle: Bundle, records: list[dict], categories: list[str], grid_kind: str = "localize") -> dict:
     """Top-1/top-5 of the box's category among all names, inside the box and over the whole photo, by
     box size; and top-1 among the categories the photo itself holds (photos with 2+), where the whole
     photo cannot tell its boxes apart."""
@@ -104,9 +114,12 @@ def naming_accuracy(bundle: Bundle, records: list[dict], categories: list[str]) 
     for record in records:
         boxes = [box for box in record["boxes"] if not box.get("iscrowd")]
         photo = load_image(COCO / record["file"])
-        grid = images.encode([photo.image])[0]
+        if grid_kind == "localize":
+            grid, smooth = images.encode_for_localizing(photo.image), bundle.config.localize.smooth
+        else:
+            grid, smooth = images.encode([photo.image])[0], 1
         shape, size = (grid.shape[0], grid.shape[1]), (photo.width, photo.height)
-        maps = [compute_heatmaps(grid, query).word_maps for query in queries]
+        maps = [compute_heatmaps(grid, query, smooth).word_maps for query in queries]
         whole = np.ones(shape, dtype=bool)
         photo_scores = np.array([region_scores(m, whole).mean() for m in maps])
         present = sorted({categories.index(box["category"]) for box in boxes})

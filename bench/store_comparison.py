@@ -12,7 +12,7 @@
    the Gallery's (MaxSim over every photo). For each --prefetch-sizes N:
    - survival@N: the share of the exact top 10 among the first N candidates of Qdrant's first stage
      (cosine of pooled mean vectors), asked of the collection itself through qdrant-client;
-   - overlap@N: the share of the exact top 10 in QdrantStore.search(k=10) with prefetch=N;
+   - overlap@N: the share of the exact top 10 in search(QdrantStore, k=10) with prefetch=N;
    - R@10: the share of captions whose own photo is in the top 10 (the exact search's too), and the
      p50 search latency.
    The rerank is exact MaxSim over the candidates, so overlap@N should equal survival@N but for ties.
@@ -50,6 +50,7 @@ from assoc.evaluation.retrieval import encode_photos
 from assoc.runtime.encoding.bundle import Bundle
 from assoc.runtime.encoding.devices import DEVICES
 from assoc.runtime.encoding.encoders import ImageEncoder, TextEncoder
+from assoc.runtime.search.pipeline import search
 from assoc.runtime.stores.base import PhotoRecord, Store
 from assoc.runtime.stores.gallery import Gallery
 from assoc.runtime.stores.qdrant import POOLED, QdrantStore, pool
@@ -192,7 +193,7 @@ def search_all(store: Store, queries: list[np.ndarray]) -> tuple[list[list[str]]
     hits, seconds = [], []
     for q in queries:
         start = time.perf_counter()
-        found = store.search(q, k=TOP)
+        found = search(store, q, k=TOP)
         seconds.append(time.perf_counter() - start)
         hits.append([h.path for h in found])
     return hits, seconds

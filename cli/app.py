@@ -1,34 +1,127 @@
 """The `assoc` command: a Typer app whose commands live in small modules beside this one.
 
-Errors a user can act on (assoc.runtime.errors.AssocError) print one line on stderr (assoc.cli.errors adds
-which flag helps) and exit 2.
+Every error a user can act on is one line on stderr and exit code 2, handled here only (_one_line_errors):
+assoc.runtime.errors.AssocError (assoc.cli.errors adds which flag helps), a bad flag or argument (the
+usage error click would draw as a box: here one line pointing to the command's --help), and stdout that
+cannot be written (assoc.cli.common.guard_stdout; a reader that went away, `| head`, ends quietly).
 Training, export and evaluation import torch lazily, inside their commands, so searching never loads it.
 """
 
 from __future__ import annotations
 
+import importlib
 import sys
 import warnings
+from collections.abc import Iterator, MutableMapping
+from contextlib import contextmanager
+from typing import Annotated, Any
 
-import click
 import typer
 from typer.core import TyperGroup
 
+try:  # Typer 0.2x carries its own copy of click (and no longer needs click itself)
+    from typer._click.exceptions import UsageError
+except ImportError:  # pragma: no cover - older Typer runs on click
+    from click.exceptions import UsageError
+
 from ..runtime.errors import AssocError
-from .errors import EXIT_ERROR, EXIT_INTERRUPTED, one_line
+from ..runtime.imaging import quiet_pillow_warnings
+from .common import guard_stdout
+from .errors import EXIT_ERROR, EXIT_INTERRUPTED, one_line, usage_line
 from .names import shown
+
+# Every command, in the order `assoc --help` lists them, and the module beside this one that registers
+# it (module.register(app)); only the module of the command being run is imported.
+COMMANDS = {
+    "index": "index_cmd",
+    "query": "query_cmd",
+    "localize": "localize_cmd",
+    "info": "info_cmd",
+    "check": "check_cmd",
+    "serve": "serve_cmd",
+    "train": "model_cmds",
+    "export": "model_cmds",
+    "eval": "model_cmds",
+    "pointing": "model_cmds",
+    "vocab": "vocab_cmd",
+    "ranking": "ranking_cmd",
+}
+
+
+@contextmanager
+def _one_line_errors() -> Iterator[None]:
+    try:
+        yield
+    except UsageError as exc:
+        if type(exc).__name__ == "NoArgsIsHelpError":  # bare `assoc`: click has printed the help
+            raise
+        sys.stderr.write(f"assoc: error: {usage_line(exc)}\n")
+        raise typer.Exit(EXIT_ERROR) from None
+    except AssocError as exc:
+        sys.stderr.write(f"assoc: error: {one_line(exc)}\n")
+        raise typer.Exit(EXIT_ERROR) from None
+    except KeyboardInterrupt:
+        sys.stderr.write("assoc: interrupted\n")
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+
+
+class _Commands(MutableMapping[str, Any]):
+    """The root's commands by name, every name known from COMMANDS; a command's module is imported (and
+    its commands built) the first time one of them is looked up, so `assoc query` imports query_cmd and
+    none of the others, while listing the names (suggestions for a typo) imports nothing."""
+
+    def __init__(self, loaded: MutableMapping[str, Any]) -> None:
+        self._loaded = dict(loaded)
+
+    def __getitem__(self, name: str) -> Any:
+        if name not in self._loaded and name in COMMANDS:
+            _load(COMMANDS[name], self._loaded)
+        return self._loaded[name]
+
+    def __setitem__(self, name: str, command: Any) -> None:
+        self._loaded[name] = command
+
+    def __delitem__(self, name: str) -> None:
+        del self._loaded[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(dict.fromkeys([*COMMANDS, *self._loaded]))
+
+    def __len__(self) -> int:
+        return len(set(COMMANDS) | set(self._loaded))
+
+
+def _load(module_name: str, into: MutableMapping[str, Any]) -> None:
+    """Import one command module and build the click commands it registers."""
+    from typer.main import get_command_from_info
+
+    module = importlib.import_module(f"{__package__}.{module_name}")
+    registry = typer.Typer()
+    module.register(registry)
+    for info in registry.registered_commands:
+        command = get_command_from_info(
+            info, pretty_exceptions_short=app.pretty_exceptions_short, rich_markup_mode=app.rich_markup_mode
+        )
+        into[command.name] = command
 
 
 class _Group(TyperGroup):
-    def invoke(self, ctx: click.Context):  # noqa: ANN201 - click's signature
-        try:
+    """The root command; parsing (the root's own flags, --help) and running a command both report here.
+    Its commands are loaded on demand (_Commands)."""
+
+    def __init__(self, *args: Any, commands: Any = None, **kwargs: Any) -> None:
+        super().__init__(*args, commands=_Commands(dict(commands or {})), **kwargs)
+
+    def list_commands(self, ctx: typer.Context) -> list[str]:
+        return list(self.commands)  # the names only: each is loaded when its help is asked for
+
+    def make_context(self, info_name: str | None, args: list[str], parent: Any = None, **extra: Any) -> Any:
+        with _one_line_errors():
+            return super().make_context(info_name, args, parent, **extra)
+
+    def invoke(self, ctx: typer.Context) -> Any:
+        with _one_line_errors():
             return super().invoke(ctx)
-        except AssocError as exc:
-            sys.stderr.write(f"assoc: error: {one_line(exc)}\n")
-            raise typer.Exit(EXIT_ERROR) from None
-        except KeyboardInterrupt:
-            sys.stderr.write("assoc: interrupted\n")
-            raise typer.Exit(EXIT_INTERRUPTED) from None
 
 
 app = typer.Typer(
@@ -41,19 +134,31 @@ app = typer.Typer(
 )
 
 
-def _register() -> None:
-    from . import check_cmd, index_cmd, info_cmd, localize_cmd, model_cmds, query_cmd, serve_cmd, vocab_cmd
+def _version(show: bool) -> None:
+    if show:
+        from importlib.metadata import PackageNotFoundError, version
 
-    for module in (index_cmd, query_cmd, localize_cmd, info_cmd, check_cmd, serve_cmd, model_cmds, vocab_cmd):
-        module.register(app)
+        try:
+            typer.echo(f"assoc {version('assoc')}")
+        except PackageNotFoundError:  # running from a source tree that was never installed
+            typer.echo("assoc (not installed)")
+        raise typer.Exit()
 
 
-_register()
+@app.callback()
+def main_options(
+    show_version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """Search your photos with words, and see where in each photo the words land."""
 
 
 def main() -> None:
     warnings.showwarning = _warning_line
-    app()
+    quiet_pillow_warnings()
+    guard_stdout()
+    app(prog_name="assoc")
 
 
 def _warning_line(message: Warning | str, *_: object, **__: object) -> None:

@@ -10,6 +10,8 @@ the exit codes (README, Usage):
 
 from __future__ import annotations
 
+from typing import Any
+
 from ..runtime.errors import (
     AssocError,
     BundleError,
@@ -53,3 +55,13 @@ def one_line(exc: AssocError) -> str:
         if isinstance(exc, kind):
             return f"{message}; {hint}"
     return message
+
+
+def usage_line(exc: Any) -> str:
+    """A bad flag or argument (click's UsageError) on one line, pointing to the command's --help:
+    "no such option: --frobnicate (see assoc query --help)"."""
+    message = " ".join(exc.format_message().split()).rstrip(".")
+    if message[:1].isupper() and not message[1:2].isupper():  # "No such option" but not "QUERY ..."
+        message = message[0].lower() + message[1:]
+    command = exc.ctx.command_path if getattr(exc, "ctx", None) is not None else "assoc"
+    return f"{shown(message)} (see {shown(command)} --help)"

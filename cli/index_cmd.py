@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
+from rich.markup import escape  # Typer reads help as rich markup: [ray] would vanish
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -57,8 +58,8 @@ def index(
         typer.Option(
             "--ray",
             metavar="ADDRESS",
-            help="Encode on a Ray cluster (assoc[ray]): auto (the one this machine joined), HOST:PORT, or local "
-            "(start one here). Workers read the photos at the same paths: a shared filesystem.",
+            help=f"Encode on a Ray cluster ({escape('assoc[ray]')}): auto (the one this machine joined), HOST:PORT,"
+            " or local (start one here). Workers read the photos at the same paths: a shared filesystem.",
         ),
     ] = None,
     as_json: JsonOpt = False,

@@ -1,8 +1,8 @@
-"""`assoc info` (what gallery and model a command would use) and `assoc --version`."""
+"""`assoc info`: what gallery and model a command would use (`assoc --version` is assoc.cli.app's)."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
 import typer
 from rich.table import Table
@@ -40,25 +40,5 @@ def _human(key: str, value: Any) -> str:
     return str(value)
 
 
-def _version(show: bool) -> None:
-    if show:
-        from importlib.metadata import PackageNotFoundError, version
-
-        try:
-            typer.echo(f"assoc {version('assoc')}")
-        except PackageNotFoundError:  # running from a source tree that was never installed
-            typer.echo("assoc (not installed)")
-        raise typer.Exit()
-
-
-def main_options(
-    show_version: Annotated[
-        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
-    ] = False,
-) -> None:
-    """Search your photos with words, and see where in each photo the words land."""
-
-
 def register(app: typer.Typer) -> None:
-    app.callback()(main_options)
     app.command()(info)

@@ -25,6 +25,7 @@ one line per word. A bundle without a vocabulary needs TEXT.
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -89,6 +90,8 @@ def localize(
         raise AssocError(f"--top must be at least 1, not {top}")
     if per_word and (text is None or at is not None or box is not None):
         raise AssocError("--per-word draws the maps of TEXT's words: give TEXT, without --at or --box")
+    if out is not None:
+        _check_out(out, image, per_word)
     point = _numbers(at, "--at", "X,Y") if at is not None else None
     rect = _numbers(box, "--box", "X,Y,W,H") if box is not None else None
     with target.open() as searcher:
@@ -109,7 +112,7 @@ def localize(
     if out is not None:
         _save(overlay(photo, maps.phrase_map), out)
         if per_word:
-            _save(per_word_sheet(photo, maps), out.with_name(out.stem + ".words.png"))
+            _save(per_word_sheet(photo, maps), _sheet(out))
     if as_json:
         echo_json(found.to_dict())
         return
@@ -179,6 +182,33 @@ def _show_labels(found: PhotoLabels, out: Path | None, as_json: bool) -> None:
 
 def _picture(picture: Image.Image, console: Console) -> Text | InlineImage:
     return render(picture, max(8, min(PICTURE_CELLS, console.width - 2)))
+
+
+def _sheet(out: Path) -> Path:
+    """Where --per-word saves its sheet of panels: NAME.words.png beside --out NAME.EXT."""
+    return out.with_name(out.stem + ".words.png")
+
+
+def _check_out(out: Path, image: Path, per_word: bool) -> None:
+    """Refuse, before any work, an --out that cannot be written or would overwrite the photo itself."""
+    if out.is_dir():
+        raise AssocError(f"--out {out} is a folder: give the file to write, such as {out / 'overlay.png'}")
+    formats = Image.registered_extensions()
+    if formats.get(out.suffix.lower()) not in Image.SAVE:
+        raise AssocError(f"--out {out}: give a picture file name ending .png (or .jpg, .webp, .tif)")
+    if not out.parent.is_dir():
+        raise AssocError(f"--out {out}: there is no folder {out.parent} to write it in")
+    for written, flag in ((out, "--out"), (_sheet(out), "--per-word's sheet")):
+        if (written is out or per_word) and _same_file(written, image):
+            raise AssocError(f"{flag} {written} is the photo itself: give --out another file name")
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """Whether a and b are one file (also through a link or another spelling of the path)."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # either one does not exist (yet)
+        return False
 
 
 def _save(picture: Image.Image, out: Path) -> None:

@@ -15,9 +15,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from ..models.config import LOSSES, TRUNKS, TrainConfig  # torch-free: the settings and their names
+from ..models.config import TrainConfig  # torch-free: the settings and their names
 from ..runtime.errors import AssocError
-from ..runtime.scoring.matchmap import SCORES
 from .options import DeviceOpt, with_options
 
 _console = Console(stderr=True)
@@ -28,29 +27,6 @@ def _needs_torch() -> None:
         raise AssocError("this command needs the training extras: pip install 'assoc[train]'")
 
 
-# Help for the settings whose name does not say enough; every TrainConfig field is an option either way.
-TRAIN_HELP = {
-    "data": "Captions: a Flickr8k folder, Karpathy/COCO JSON, jsonl or csv.",
-    "out": "Run folder (checkpoints, log, feature cache).",
-    "cache": "Feature cache folder (default OUT/cache); runs with the same frozen parts share it.",
-    "embed_dim": "D: bytes per photo = grid cells x D x 2.",
-    "trunk_weights": "Local weights file for the trunk.",
-    "text_model": "Local Hugging Face BERT-family folder (default: the packaged all-MiniLM-L6-v2).",
-    "train_stages": "Trailing trunk stages to train (0 = frozen).",
-    "train_layers": "Top text layers to train.",
-    "pooled_weight": "Weight of an auxiliary loss on mean-pooled vectors (the first stage of search).",
-    "augment_views": "Augmented views cached per photo (no flips).",
-    "word_dropout": "Chance that a caption word is left out of a training score.",
-    "lr": "Learning rate of the new layers.",
-    "backbone_lr": "Learning rate of the unfrozen pretrained stages and layers.",
-    "eval_every": "Evaluate on dev every N epochs (and after the last).",
-    "device": "auto | cpu | cuda",
-    "trunk": " | ".join(TRUNKS),
-    "loss": " | ".join(LOSSES),
-    "score": " | ".join(SCORES),
-    "limit_images": "Train on the first N images only.",
-    "limit_dev_images": "Evaluate on the first N dev images only.",
-}
 
 
 def train_settings(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -60,7 +36,7 @@ def train_settings(command: Callable[..., Any]) -> Callable[..., Any]:
     added = []
     for f in fields(TrainConfig):
         kind = next((t for t in get_args(hints[f.name]) if t is not type(None)), hints[f.name])
-        option = typer.Option(f"--{f.name.replace('_', '-')}", help=TRAIN_HELP.get(f.name, ""), show_default=False)
+        option = typer.Option(f"--{f.name.replace('_', '-')}", help=f.metadata.get("help", ""), show_default=False)
         hint = Annotated[kind | None, option]
         added.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, annotation=hint, default=None))
     return with_options(

@@ -13,19 +13,18 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any, get_type_hints
+from typing import TYPE_CHECKING, Annotated, Any, get_type_hints
 
 import typer
 
-from ..api.searcher import Searcher
 from ..api.settings import ENV_MODEL, ENV_QDRANT_URL
-from ..api.stores import StoreSpec
+from ..api.stores import DEFAULT_COLLECTION, STORE_KINDS, StoreSpec
 from ..runtime.encoding.devices import DEVICES
 
+if TYPE_CHECKING:
+    from ..api.searcher import Searcher
 
-class StoreKind(str, Enum):
-    builtin = "builtin"
-    qdrant = "qdrant"
+StoreKind = Enum("StoreKind", {kind: kind for kind in STORE_KINDS}, type=str)  # the API's kinds, for Typer
 
 
 ModelOpt = Annotated[
@@ -62,7 +61,7 @@ _STORE_PARAMS = {
         Annotated[Path | None, typer.Option("--qdrant-path", help="Folder of an embedded Qdrant, not a server.")],
         None,
     ),
-    "collection": (Annotated[str, typer.Option("--collection", help="Qdrant collection name.")], "assoc"),
+    "collection": (Annotated[str, typer.Option("--collection", help="Qdrant collection name.")], DEFAULT_COLLECTION),
 }
 
 
@@ -85,6 +84,8 @@ class SearcherOptions:
         return StoreSpec.builtin(self.gallery)
 
     def open(self) -> Searcher:
+        from ..api.searcher import Searcher
+
         return Searcher(self.model, self.store_spec, self.device)
 
 

@@ -8,28 +8,41 @@ gallery's grid, coarser than localize's when the bundle localizes at a larger si
 
 from __future__ import annotations
 
-from typing import Annotated
+import math
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.table import Table
-from rich.text import Text
 
-from ..api.results import Hit
-from ..api.searcher import Searcher, query_photo
+from ..api.searcher import query_photo
 from ..runtime.errors import ImageLoadError, QueryError
-from ..runtime.imaging.images import load_image
 from .common import echo_json, heatmap_picture, out_console
 from .names import echo_paths, shown
 from .options import JsonOpt, SearcherOptions, searcher_options
 
+if TYPE_CHECKING:  # rich and Pillow load only for what is drawn for people: --json and --paths-only need neither
+    from rich.table import Table
+
+    from ..api.results import Hit
+    from ..api.searcher import Searcher
+
 PREVIEW_PIXELS = 512  # photos are decoded at least this big for a terminal preview
+
+
+def _finite(value: float | None) -> float | None:
+    """--min-score is a number (what the web API's min_score takes too): nan or inf would filter nothing
+    or everything, silently."""
+    if value is not None and not math.isfinite(value):
+        raise typer.BadParameter(f"a score must be a finite number, not {value}")
+    return value
 
 
 @searcher_options
 def query(
     text: Annotated[str, typer.Argument(metavar="QUERY", help="Words to look for, or the path of a photo.")],
     top: Annotated[int, typer.Option("-k", "--top", min=1, help="How many photos to show.")] = 10,
-    min_score: Annotated[float | None, typer.Option("--min-score", help="Hide photos scoring below this.")] = None,
+    min_score: Annotated[
+        float | None, typer.Option("--min-score", callback=_finite, help="Hide photos scoring below this.")
+    ] = None,
     as_json: JsonOpt = False,
     paths_only: Annotated[bool, typer.Option("--paths-only", help="Print only the paths, one a line.")] = False,
     null: Annotated[bool, typer.Option("-0", "--null", help="With --paths-only: end each path with NUL.")] = False,
@@ -63,6 +76,9 @@ def query(
 
 
 def _table(hits: list[Hit]) -> Table:
+    from rich.table import Table
+    from rich.text import Text
+
     table = Table(box=None, pad_edge=False)
     table.add_column("#", justify="right", style="dim")
     table.add_column("score", justify="right")
@@ -76,6 +92,11 @@ def _table(hits: list[Hit]) -> Table:
 
 def _show_hits(hits: list[Hit], text: str, searcher: Searcher, explain: bool, preview: bool) -> None:
     """Per hit: its rank, score and path, then per word the best cell and point, and/or the heatmap."""
+    from rich.table import Table
+    from rich.text import Text
+
+    from ..runtime.imaging.images import load_image
+
     console = out_console()
     if preview and not console.is_terminal:  # blocks without colour say nothing in a pipe or file
         preview = False

@@ -1,7 +1,9 @@
 """`assoc serve`: the web app (assoc.web) over one Searcher, kept open (model and store) while it runs.
 
-It listens on loopback unless --host names another address; then every request needs a token: the
---token given, or one made for this run. Either way the address printed carries it. Starlette and
+It listens on loopback unless --host names another address. On loopback it answers only requests
+addressed to a loopback name (localhost, 127.0.0.1, [::1]), and asks for a token only when --token
+gives one; on any other address every request needs a token: the --token given, or one made for this
+run. Either way the address printed carries it. Starlette and
 uvicorn come with the `serve` extra and are imported here, inside the command, so searching never
 loads them.
 """
@@ -27,7 +29,12 @@ WILDCARD_HOSTS = frozenset({"", "0.0.0.0", "::"})
 @searcher_options
 def serve(
     host: Annotated[
-        str, typer.Option("--host", help="Address to listen on. Any but loopback needs a token (see --token).")
+        str,
+        typer.Option(
+            "--host",
+            help="Address to listen on. Loopback answers only requests addressed to localhost; any other address"
+            " needs a token (see --token).",
+        ),
     ] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", min=0, max=65535, help="Port to listen on; 0 takes a free one.")] = (
         DEFAULT_PORT
@@ -36,7 +43,8 @@ def serve(
         str | None,
         typer.Option(
             "--token",
-            help="Require this token of every request. Off loopback one is made and printed when none is given.",
+            help="Require this token of every request, on loopback too. Off loopback one is made and printed"
+            " when none is given.",
         ),
     ] = None,
     open_browser: Annotated[bool, typer.Option("--open", help="Open the page in the default browser.")] = False,

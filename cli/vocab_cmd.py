@@ -14,7 +14,7 @@ from typing import Annotated
 
 import typer
 
-from ..runtime.errors import AssocError
+from ..runtime.errors import AssocError, BundleError
 from .options import DeviceOpt, JsonOpt
 
 
@@ -24,7 +24,7 @@ def vocab(
         Path, typer.Option("--data", help="Captions: a Flickr8k folder, Karpathy/COCO JSON, jsonl or csv.")
     ],
     split: Annotated[str, typer.Option("--split", help="Which split's captions to count.")] = "train",
-    min_count: Annotated[int, typer.Option("--min-count", help="Keep words seen at least this often.")] = 5,
+    min_count: Annotated[int, typer.Option("--min-count", min=1, help="Keep words seen at least this often.")] = 5,
     device: DeviceOpt = "cpu",
     as_json: JsonOpt = False,
 ) -> None:
@@ -36,6 +36,8 @@ def vocab(
         declared = build_vocabulary(bundle, data, split=split, min_count=min_count, device=device)
     except OSError as exc:
         raise AssocError(f"cannot write the vocabulary into {bundle}: {exc.strerror or exc}") from None
+    except BundleError as exc:  # BUNDLE is the argument here: the usual advice about --model does not apply
+        raise AssocError(f"{exc}; give BUNDLE a complete model bundle folder (as `assoc export` writes)") from None
     bundle_id = load_bundle(bundle).bundle_id
     if as_json:
         facts = {"bundle": str(bundle), "bundle_id": bundle_id, "words": declared.count, **declared.built}

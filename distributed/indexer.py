@@ -40,6 +40,7 @@ from ..runtime.indexing.indexer import (
     plan_index,
     prepare,
 )
+from ..runtime.indexing.lock import index_lock
 from ..runtime.indexing.walk import PhotoFile
 from ..runtime.stores.base import Store
 from .cluster import LOCAL, check_address, connect
@@ -76,6 +77,24 @@ def index_on_cluster(
     check_address(cluster)
     if bundle.config.embed_dim != store.embed_dim or bundle.bundle_id != store.bundle_id:
         raise BundleError(f"the store holds model {store.bundle_id}, not {bundle.bundle_id}")
+    with index_lock(store):  # one run at a time per gallery, as index_paths
+        return _index_on_cluster(
+            store, bundle, paths, cluster, device, workers, worker_cpus, batch_size, exclude, on_progress
+        )
+
+
+def _index_on_cluster(
+    store: Store,
+    bundle: Bundle,
+    paths: Sequence[str | Path],
+    cluster: str,
+    device: str,
+    workers: int | None,
+    worker_cpus: float,
+    batch_size: int,
+    exclude: Sequence[str],
+    on_progress: ProgressCallback | None,
+) -> IndexSummary:
     plan = plan_index(store, paths, exclude)
     first_skip = len(plan.summary.skipped)
     writer = IndexWriter(store, plan, bundle.config.visual, _DriverEncoder(bundle).encode_arrays)

@@ -11,7 +11,8 @@ import numpy as np
 from ..runtime.encoding.bundle import Bundle
 from ..runtime.encoding.encoders import ImageEncoder, TextEncoder
 from ..runtime.imaging.images import load_image
-from ..runtime.scoring.matchmap import score_grids
+from ..runtime.search.query import Query
+from ..runtime.search.rerank import GridChunk, chunk_scores
 from .metrics import recall_metrics
 
 
@@ -40,12 +41,20 @@ def evaluate_bundle(
     device: str = "auto",
     batch_size: int = 32,
 ) -> dict:
-    """Recall@1/5/10 and median rank both ways, in the shape `assoc eval --json` prints."""
-    grids = encode_photos(ImageEncoder(bundle, device), images, batch_size)
+    """Recall@1/5/10 and median rank both ways, in the shape `assoc eval --json` prints.
+
+    Photos are ranked as a search ranks them (assoc.runtime.search): float16 grids, the bundle's token
+    weights and fused global term, the same scan kernel."""
+    grids = encode_photos(ImageEncoder(bundle, device), images, batch_size).astype(np.float16)
     text = TextEncoder(bundle, device)
+    config = bundle.config
+    paths = [str(p) for p in images]
     scores = np.empty((len(images), len(captions)), dtype=np.float32)
     for start in range(0, len(captions), 256):
-        for j, query in enumerate(text.encode(list(captions[start : start + 256]))):
-            scores[:, start + j] = score_grids(grids, query.vectors, bundle.config.score)
+        for j, encoded in enumerate(text.encode(list(captions[start : start + 256]))):
+            query = Query.of(
+                encoded.ranking_vectors, config.embed_dim, kind=config.score, global_weight=config.ranking.global_weight
+            )
+            scores[:, start + j] = chunk_scores(query, GridChunk(paths, grids))
     result = recall_metrics(scores, np.asarray(caption_image))
     return {**result, "images": len(images), "captions": len(captions)}

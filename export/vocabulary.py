@@ -29,7 +29,7 @@ from ..runtime.encoding.bundle import (
     load_bundle,
     sha256_file,
 )
-from ..runtime.errors import BundleError
+from ..runtime.errors import AssocError, BundleError
 from ..runtime.scoring.regions import FUNCTION_WORDS
 
 DEFAULT_MIN_COUNT = 5
@@ -59,14 +59,17 @@ def build_vocabulary(
     from ..models.datasets import load_split  # torch-free: caption files only
 
     if min_count < 1:
-        raise BundleError(f"the minimum word count must be at least 1, not {min_count}")
+        raise AssocError(f"the minimum word count (--min-count) must be at least 1, not {min_count}")
     bundle = load_bundle(bundle_dir, check_vocabulary=False)
     items, report = load_split(Path(data), split)
     captions = [caption for item in items for caption in item.captions]
     counts = count_words(captions, Tokenizer.from_file(str(bundle.tokenizer_path)))
     words = choose_words(counts, min_count)
     if not words:
-        raise BundleError(f"{data} ({split}): no content word occurs {min_count} times in {len(captions)} captions")
+        raise AssocError(  # the bundle is fine: the data, or the count asked of it, is not
+            f"{data} ({split}): no content word occurs at least {min_count} times in {len(captions)} captions;"
+            " ask for fewer with --min-count"
+        )
     built = {
         "data": str(data),
         "split": split,

@@ -2,59 +2,70 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-import tomllib
+from ..runtime.scoring.matchmap import SCORES
 
 # The names a setting may take, here so that the CLI can list them without importing torch.
 LITE_TRUNKS = ("efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2")
 TRUNKS = (*LITE_TRUNKS, "resnet50", "convnext_tiny", "mobilenet_v3_large")
 LOSSES = ("sampled", "semihard", "hardest", "infonce", "infonce_semihard")
+TOKEN_WEIGHTINGS = ("uniform", "idf")
+
+
+def _setting(default: Any, help: str) -> Any:
+    """A field whose help text is also its `assoc train` flag's help (cli/model_cmds.py reads it)."""
+    return field(default=default, metadata={"help": help})
 
 
 @dataclass
 class TrainConfig:
-    data: str = "../shared/data/flickr8k"
+    """Every setting of a training run; each field is also an `assoc train` flag, its help in the metadata."""
+
+    data: str = _setting("../shared/data/flickr8k", "Captions: a Flickr8k folder, Karpathy/COCO JSON, jsonl or csv.")
     train_split: str = "train"
     dev_split: str = "dev"
-    out: str = "runs/default"
-    cache: str | None = None  # feature cache folder (default OUT/cache); runs with the same frozen parts share it
+    out: str = _setting("runs/default", "Run folder (checkpoints, log, feature cache).")
+    cache: str | None = _setting(None, "Feature cache folder (default OUT/cache); runs may share one.")
     # image branch
-    trunk: str = "efficientnet-lite0"
-    trunk_weights: str | None = None
+    trunk: str = _setting("efficientnet-lite0", " | ".join(TRUNKS))
+    trunk_weights: str | None = _setting(None, "Local weights file for the trunk.")
     image_size: int = 224
-    train_stages: int = 0  # trailing trunk stages trained (0 = frozen trunk, features cached)
+    train_stages: int = _setting(0, "Trailing trunk stages to train (0 = frozen trunk, features cached).")
     # text branch
-    text_model: str | None = None  # a local Hugging Face BERT folder; None = packaged all-MiniLM-L6-v2
-    train_layers: int = 0  # top transformer layers trained
+    text_model: str | None = _setting(None, "Local Hugging Face BERT folder (default: packaged all-MiniLM-L6-v2).")
+    train_layers: int = _setting(0, "Top text layers to train.")
     max_length: int = 32
     # matchmap and objective
-    embed_dim: int = 512
-    score: str = "misa"
-    loss: str = "infonce"  # sampled | semihard | hardest | infonce
+    embed_dim: int = _setting(512, "D: bytes per photo = grid cells x D x 2.")
+    score: str = _setting("misa", " | ".join(SCORES))
+    loss: str = _setting("infonce", " | ".join(LOSSES))
     margin: float = 0.2
-    pooled_weight: float = 0.0  # weight of an auxiliary InfoNCE on mean-pooled vectors (Qdrant's first stage)
+    pooled_weight: float = _setting(0.0, "Weight of an auxiliary loss on mean-pooled vectors (search's first stage).")
     # > 0: the training score softens each word's max over patches (softmax weights, a learned temperature
     # starting here); evaluation and search still rank by the hard score. 0 = hard max in training too.
     soft_max_temperature: float = 0.0
     # Each scoring word piece of a training caption is left out of the score with this probability (a
     # caption keeps at least one): MISA cannot lean on one word. The transformer still reads it all.
-    word_dropout: float = 0.0
+    word_dropout: float = _setting(0.0, "Chance that a caption word is left out of a training score.")
+    # "idf": each scoring token counts in MISA (and the pooled loss) by an IDF prior computed from the
+    # training captions (assoc.runtime.scoring.token_weights); the bundle carries the table. "uniform": all 1.
+    token_weights: str = _setting("uniform", " | ".join(TOKEN_WEIGHTINGS) + ": how much each caption word counts.")
     # optimisation
     epochs: int = 10
     batch_size: int = 128
-    lr: float = 1e-3  # new layers (projections, temperature)
-    backbone_lr: float = 5e-5  # unfrozen pretrained stages and layers
+    lr: float = _setting(1e-3, "Learning rate of the new layers (projections, temperature).")
+    backbone_lr: float = _setting(5e-5, "Learning rate of the unfrozen pretrained stages and layers.")
     weight_decay: float = 1e-4
     warmup_steps: int = 50
     seed: int = 0
-    eval_every: int = 1  # evaluate on dev every N epochs (and always after the last)
-    augment_views: int = 0  # augmented views per training photo, cached beside the plain one
-    device: str = "auto"
-    limit_images: int | None = None  # train on the first N images (smoke runs)
-    limit_dev_images: int | None = None
+    eval_every: int = _setting(1, "Evaluate on dev every N epochs (and after the last).")
+    augment_views: int = _setting(0, "Augmented views cached per photo, beside the plain one (no flips).")
+    device: str = _setting("auto", "auto | cpu | cuda")
+    limit_images: int | None = _setting(None, "Train on the first N images only (smoke runs).")
+    limit_dev_images: int | None = _setting(None, "Evaluate on the first N dev images only.")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -76,7 +87,17 @@ class TrainConfig:
 
             raw = yaml.safe_load(text) or {}
         else:
-            raw = tomllib.loads(text)
+            raw = _toml_loads(text)
         if not isinstance(raw, dict):
             raise ValueError(f"{path}: expected a table of settings")
         return cls.from_dict(raw)
+
+
+def _toml_loads(text: str) -> Any:
+    """TOML through the standard library (3.11+) or tomli (3.10), imported only when a TOML file is read,
+    so that loading this module (as the CLI does for the setting names) needs neither."""
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10
+        import tomli as tomllib
+    return tomllib.loads(text)

@@ -31,7 +31,8 @@ def embed_grids(model: MatchmapModel, feats: torch.Tensor, batch_size: int = 256
 def embed_captions(
     model: MatchmapModel, tokens: TokenBatch, hidden: torch.Tensor, batch_size: int = 512
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Frozen text features -> (C, T, D) token vectors and the (C, T) word mask, trimmed to T."""
+    """Frozen text features -> (C, T, D) token vectors and (C, T) token weights (model.weigh: 0 where a
+    token does not score), trimmed to T."""
     model.eval()
     mask = torch.from_numpy(tokens.attention_mask)
     length = int(np.flatnonzero(tokens.word_mask.any(0)).max()) + 1 if tokens.word_mask.any() else 1
@@ -39,20 +40,22 @@ def embed_captions(
         model.text.from_features(hidden[i : i + batch_size].float(), mask[i : i + batch_size])
         for i in range(0, len(hidden), batch_size)
     ]
-    return torch.cat(out)[:, :length], torch.from_numpy(tokens.word_mask)[:, :length]
+    words = torch.cat(out)[:, :length]
+    ids, mask = torch.from_numpy(tokens.input_ids)[:, :length], torch.from_numpy(tokens.word_mask)[:, :length]
+    return words, model.weigh(ids, mask)
 
 
 @torch.no_grad()
 def score_matrix(
     grids: torch.Tensor, words: torch.Tensor, word_mask: torch.Tensor, kind: str, chunk: int = 16
 ) -> np.ndarray:
-    """(N images, C captions) scores.
+    """(N images, C captions) scores; word_mask may hold token weights (0 where a token does not score).
 
     Captions go in groups of similar length, each trimmed to its longest caption (most are far shorter
     than the longest of all), and images in chunks to bound memory.
     """
     scores = torch.empty(len(grids), len(words))
-    last_word = torch.where(word_mask, torch.arange(word_mask.shape[1]), -1).amax(1)
+    last_word = torch.where(word_mask > 0, torch.arange(word_mask.shape[1]), -1).amax(1)
     order = torch.argsort(last_word)
     for start in range(0, len(order), 1000):
         cols = order[start : start + 1000]

@@ -12,7 +12,7 @@ from torch import nn
 
 from ..runtime.errors import AssocError
 from .bert import load_bert
-from .config import TrainConfig
+from .config import TOKEN_WEIGHTINGS, TrainConfig
 from .losses import InfoNCE, RankingLoss
 from .matchmap import pairwise_scores, pooled_scores, soft_misa_scores
 from .towers import ImageTower, TextTower
@@ -35,6 +35,12 @@ class MatchmapModel(nn.Module):
         self.image = ImageTower(trunk, config.embed_dim, config.train_stages)
         self.text_model_path = Path(config.text_model) if config.text_model else default_text_model()
         self.text = TextTower(load_bert(self.text_model_path), config.embed_dim, config.train_layers)
+        if config.token_weights not in TOKEN_WEIGHTINGS:
+            raise ValueError(f"unknown token_weights {config.token_weights!r}; expected one of {TOKEN_WEIGHTINGS}")
+        if config.token_weights != "uniform":
+            # One weight per token id (assoc.runtime.scoring.token_weights), set by training from its
+            # captions before the first step; saved with the checkpoint and exported into the bundle.
+            self.register_buffer("token_weight", torch.ones(self.text.bert.config.vocab_size))
         self.loss = RankingLoss(config.loss, config.margin)
         self.pooled_loss = InfoNCE() if config.pooled_weight > 0 else None
         if config.soft_max_temperature > 0:
@@ -51,6 +57,13 @@ class MatchmapModel(nn.Module):
     @property
     def tokenizer_path(self) -> Path:
         return self.text_model_path / "tokenizer.json"
+
+    def weigh(self, input_ids: torch.Tensor, word_mask: torch.Tensor) -> torch.Tensor:
+        """(C, T) how much each token counts in a caption's score: its weight where it scores, else 0."""
+        mask = word_mask.float()
+        if self.config.token_weights == "uniform":
+            return mask
+        return mask * self.token_weight[input_ids]
 
     def scores(self, grids: torch.Tensor, tokens: torch.Tensor, word_mask: torch.Tensor) -> torch.Tensor:
         """grids (B, h, w, D), tokens (C, T, D) -> (B, C) image-caption scores."""

@@ -19,6 +19,7 @@ import torch
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
+from ..runtime.scoring.token_weights import idf_weights
 from .config import TrainConfig
 from .datasets import five_caption_eval_set, load_split
 from .evaluate import evaluate_features, prepare_eval
@@ -93,6 +94,10 @@ def train(config: TrainConfig, resume: bool = False, console: Console | None = N
     tokens, txt_feats = text_features(model, captions, cache_dir)
     attention = torch.from_numpy(tokens.attention_mask)
     word_mask = torch.from_numpy(tokens.word_mask)
+    input_ids = torch.from_numpy(tokens.input_ids)
+    if config.token_weights == "idf":
+        ids = (tokens.input_ids[row][tokens.word_mask[row]] for row in range(len(captions)))
+        model.token_weight.copy_(torch.from_numpy(idf_weights(ids, len(model.token_weight))))
 
     model.to(device)
     optimizer = torch.optim.AdamW(model.parameter_groups(), weight_decay=config.weight_decay)
@@ -132,7 +137,8 @@ def train(config: TrainConfig, resume: bool = False, console: Console | None = N
                         txt_feats[cap, :width].to(device).float(), attention[cap, :width].to(device)
                     )
                     scoring = drop_words(word_mask[cap, :width], config.word_dropout)
-                    loss = model.objective(grids, words, scoring.to(device))
+                    weights = model.weigh(input_ids[cap, :width].to(device), scoring.to(device))
+                    loss = model.objective(grids, words, weights)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()

@@ -83,6 +83,17 @@ class GalleryBusyError(GalleryError):
         self.folder = folder
 
 
+class GalleryIndexingError(GalleryError):
+    """Another process is indexing this gallery: one index run at a time (assoc.runtime.indexing.lock).
+
+    pid is the other run's process id where it could be read."""
+
+    def __init__(self, folder: Path, pid: int | None = None) -> None:
+        other = f"another process (pid {pid})" if pid else "another process"
+        super().__init__(f"gallery {folder} is being indexed by {other}; wait for it or stop it")
+        self.folder, self.pid = folder, pid
+
+
 class DiskFullError(GalleryError):
     """The disk, quota or file size limit under a gallery left no room to store more.
 

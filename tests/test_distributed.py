@@ -25,6 +25,7 @@ from assoc.runtime.encoding.bundle import Bundle  # noqa: E402
 from assoc.runtime.encoding.encoders import ImageEncoder, TextEncoder  # noqa: E402
 from assoc.runtime.errors import AssocError  # noqa: E402
 from assoc.runtime.indexing.indexer import IndexSummary, index_paths  # noqa: E402
+from assoc.runtime.search.pipeline import search  # noqa: E402
 from assoc.runtime.stores.gallery import Gallery  # noqa: E402
 from assoc.runtime.stores.qdrant import QdrantStore  # noqa: E402
 
@@ -103,7 +104,7 @@ def assert_same_gallery(store: QdrantStore, reference: QdrantStore, bundle: Bund
     text = TextEncoder(bundle, device="cpu")
     for query in QUERIES:
         vectors = text.encode_one(query).vectors
-        hits, expected = store.search(vectors, k=10), reference.search(vectors, k=10)
+        hits, expected = search(store, vectors, k=10), search(reference, vectors, k=10)
         assert [h.path for h in hits] == [h.path for h in expected]
         np.testing.assert_allclose([h.score for h in hits], [h.score for h in expected], atol=1e-3)
 

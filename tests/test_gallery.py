@@ -16,8 +16,9 @@ import pytest
 
 from assoc.runtime.errors import GalleryDamagedError, GalleryError, NoGalleryError
 from assoc.runtime.scoring.matchmap import score_grids
+from assoc.runtime.search.pipeline import search
 from assoc.runtime.stores import gallery as gallery_module
-from assoc.runtime.stores.base import PhotoRecord, Store
+from assoc.runtime.stores.base import PhotoRecord
 from assoc.runtime.stores.gallery import Gallery
 
 DIM = 16
@@ -51,7 +52,7 @@ def stored_grids(gallery: Gallery) -> dict[str, np.ndarray]:
 
 def assert_search_matches(gallery: Gallery, query: np.ndarray, kind: str = "misa") -> None:
     expected = brute_force(stored_grids(gallery), query, kind)
-    hits = gallery.search(query, k=len(expected) + 5, kind=kind)
+    hits = search(gallery, query, k=len(expected) + 5, kind=kind)
     # Every photo, each with its own score, in descending order; photos whose scores differ by less than
     # float32 rounding may swap places against the float64 reference.
     truth = dict(expected)
@@ -72,9 +73,8 @@ def gallery(tmp_path: Path):
 
 
 def test_gallery_is_a_store(gallery: Gallery) -> None:
-    assert isinstance(gallery, Store)
     assert (gallery.bundle_id, gallery.embed_dim, len(gallery)) == (BUNDLE, DIM, 0)
-    assert gallery.search(unit(2, 0), k=5) == []
+    assert search(gallery, unit(2, 0), k=5) == []
 
 
 def test_search_equals_brute_force_over_shards_shapes_and_chunks(
@@ -92,12 +92,12 @@ def test_search_equals_brute_force_over_shards_shapes_and_chunks(
 
     query = unit(4, 2)
     full = brute_force(stored_grids(gallery), query, "misa")
-    top = gallery.search(query, k=7)
+    top = search(gallery, query, k=7)
     assert [h.path for h in top] == [p for p, _ in full[:7]]
     np.testing.assert_allclose([h.score for h in top], [s for _, s in full[:7]], atol=1e-5)
     floor = (full[20][1] + full[21][1]) / 2
-    assert [h.path for h in gallery.search(query, k=1000, min_score=floor)] == [p for p, _ in full[:21]]
-    assert gallery.search(query, k=0) == []
+    assert [h.path for h in search(gallery, query, k=1000, min_score=floor)] == [p for p, _ in full[:21]]
+    assert search(gallery, query, k=0) == []
 
 
 def test_grids_round_trip_as_float16(gallery: Gallery) -> None:
@@ -141,7 +141,7 @@ def test_search_scores_equal_float32_scoring_of_the_stored_values(
             paths = sorted(p for p, g in grids.items() if g.shape[:2] == shape)
             stacked = np.stack([grids[p].reshape(-1, DIM) for p in paths])
             expected.update(zip(paths, score_grids(stacked, query, kind).tolist(), strict=True))
-        hits = {h.path: h.score for h in gallery.search(query, k=100, kind=kind)}
+        hits = {h.path: h.score for h in search(gallery, query, k=100, kind=kind)}
         assert sorted(hits) == sorted(expected)
         np.testing.assert_allclose([hits[p] for p in expected], list(expected.values()), rtol=1e-6, atol=1e-6)
 
@@ -152,7 +152,7 @@ def test_equal_scores_are_ordered_by_path(gallery: Gallery) -> None:
     gallery.add([(PhotoRecord(p, 1, 1, "same", (4, 4), 1, 1), same) for p in paths])
     gallery.add([item("/best.jpg", "other")])
     query = same.reshape(-1, DIM)[:2]  # the "same" grid holds these exactly: a perfect score
-    assert [h.path for h in gallery.search(query, k=3)] == ["/a.jpg", "/b.jpg", "/m.jpg"]
+    assert [h.path for h in search(gallery, query, k=3)] == ["/a.jpg", "/b.jpg", "/m.jpg"]
     assert gallery.find_by_hash("same") == "/a.jpg"
     assert gallery.find_by_hash("nothing") is None
 
@@ -164,13 +164,13 @@ def test_upsert_replaces_and_remove_forgets(gallery: Gallery) -> None:
     assert gallery.records()["/a.jpg"].content_hash == "v2"
     np.testing.assert_allclose(gallery.get_grid("/a.jpg"), grid_for("v2", (2, 2)), atol=1e-3)
     query = grid_for("v2", (2, 2)).reshape(-1, DIM)
-    assert gallery.search(query, k=1)[0].path == "/a.jpg"
+    assert search(gallery, query, k=1)[0].path == "/a.jpg"
     assert gallery.find_by_hash("v1") is None
 
     gallery.remove(["/a.jpg", "/never-indexed.jpg"])
     assert set(gallery.records()) == {"/b.jpg"}
     assert gallery.get_grid("/a.jpg") is None
-    assert [h.path for h in gallery.search(query, k=5)] == ["/b.jpg"]
+    assert [h.path for h in search(gallery, query, k=5)] == ["/b.jpg"]
 
 
 def test_reopen_keeps_records_and_grids(tmp_path: Path) -> None:
@@ -297,7 +297,7 @@ def test_a_short_shard_is_reported_as_damage(tmp_path: Path) -> None:
     (shard,) = (folder / "shards").glob("*.f16")
     os.truncate(shard, 100)
     with Gallery.open(folder, BUNDLE, DIM) as g, pytest.raises(GalleryError, match="damaged"):
-        g.search(unit(1, 0))
+        search(g, unit(1, 0))
 
 
 def test_a_reader_sees_only_committed_rows_and_survives_compaction(
@@ -308,9 +308,9 @@ def test_a_reader_sees_only_committed_rows_and_survives_compaction(
     with Gallery.open(folder, BUNDLE, DIM) as writer, Gallery.open(folder, create=False) as reader:
         writer.add([item(f"/p/{i}.jpg", f"h{i}") for i in range(10)])
         query = unit(2, 7)
-        assert len(reader.search(query, k=100)) == 10
+        assert len(search(reader, query, k=100)) == 10
         writer.add([item(f"/p/{i}.jpg", f"h{i}") for i in range(10, 15)])
-        assert len(reader.search(query, k=100)) == 15
+        assert len(search(reader, query, k=100)) == 15
         old = sorted(os.listdir(folder / "shards"))
         writer.remove([f"/p/{i}.jpg" for i in range(12)])  # compacts: a new shard file, the old deleted
         assert sorted(os.listdir(folder / "shards")) != old
@@ -356,13 +356,13 @@ def check_consistent(gallery: Gallery) -> None:
         np.testing.assert_array_equal(gallery.get_grid(path), expected)
     assert_search_matches(gallery, unit(3, 8))
     query = unit(3, 8)
-    assert gallery.search(query, k=5) == gallery.search(query, k=5, exact=True)
+    assert search(gallery, query, k=5) == search(gallery, query, k=5, exact=True)
 
 
 def check_hits_while_writing(reader: Gallery) -> None:
     """Searching during writes: every hit scores as one of the versions written for its photo."""
     query = unit(3, 8)
-    hits = reader.search(query, k=10**6)
+    hits = search(reader, query, k=10**6)
     assert hits and all(a.score >= b.score for a, b in zip(hits, hits[1:], strict=False))
     for hit in hits:
         i = int(hit.path[3:9])

@@ -42,6 +42,7 @@ from assoc.runtime.imaging.images import DECODE_PEAK_BYTES, load_image
 from assoc.runtime.imaging.preprocess import preprocess
 from assoc.runtime.indexing.indexer import available_memory, default_workers, index_paths
 from assoc.runtime.indexing.walk import walk
+from assoc.runtime.search.pipeline import search
 from assoc.runtime.stores.gallery import DB_NAME, Gallery
 
 NON_UTF8_NAME = os.fsdecode(b"0_caf\xe9.jpg")  # Latin-1 e-acute, as old cameras and Samba shares write it
@@ -100,7 +101,7 @@ def test_a_name_that_is_not_utf8_indexes_and_is_found_in_the_gallery(
         assert (first.added, first.skipped) == (4, [])
         assert str(odd) in g.records() and g.record(str(odd)) is not None
         assert g.get_grid(str(odd)) is not None
-        hits = g.search(dog_query, k=10)
+        hits = search(g, dog_query, k=10)
         assert str(odd) in [h.path for h in hits]
         assert all(os.path.isfile(h.path) for h in hits)  # every path found leads back to its file
         again = index_paths(g, encoder, [library], workers=2)
@@ -126,7 +127,7 @@ def test_a_name_that_is_not_utf8_indexes_and_is_found_in_qdrant(
     try:
         assert index_paths(store, encoder, [library], workers=2).added == 3
         assert str(odd) in store.records() and store.get_grid(str(odd)) is not None
-        hits = store.search(dog_query, k=10)
+        hits = search(store, dog_query, k=10)
         assert str(odd) in [h.path for h in hits] and all(os.path.isfile(h.path) for h in hits)
         assert index_paths(store, encoder, [library], workers=2).unchanged == 3
     finally:
@@ -152,12 +153,12 @@ def test_a_full_disk_is_one_error_saying_how_far_it_got_and_the_gallery_resumes(
         with open_gallery(folder, bundle) as g:  # consistent: every stored photo answers, with its own grid
             assert len(g.records()) == stored
             assert all(g.get_grid(path) is not None for path in g.records())
-            assert len(g.search(dog_query, k=50)) == stored
+            assert len(search(g, dog_query, k=50)) == stored
         remount(disk, "size=8m")
         with open_gallery(folder, bundle) as g:
             resumed = index_paths(g, encoder, [library], batch_size=4, workers=2)
             assert (resumed.added, resumed.unchanged, resumed.skipped) == (30 - stored, stored, [])
-            assert len(g.search(dog_query, k=50)) == 30
+            assert len(search(g, dog_query, k=50)) == 30
 
 
 # ------------------------------------------------------------------ 5: a damaged gallery.sqlite
@@ -198,7 +199,7 @@ def test_flipped_bits_in_the_database_are_a_damaged_gallery_never_a_crash(
         try:
             with Gallery.open(folder, bundle.bundle_id, bundle.config.embed_dim, create=False) as g:
                 records = g.records()
-                g.search(dog_query, k=5)
+                search(g, dog_query, k=5)
                 for path in records:
                     g.get_grid(path)
                     g.record(path)
@@ -328,10 +329,10 @@ def test_a_gallery_on_a_read_only_disk_answers_and_refuses_changes_in_one_line(
     with tmpfs(tmp_path / "disk", "8m") as disk:
         with open_gallery(disk / "g", bundle) as g:
             index_paths(g, encoder, [library], workers=2)
-            expected = g.search(dog_query, k=4)
+            expected = search(g, dog_query, k=4)
         remount(disk, "ro")
         with Gallery.open(disk / "g", bundle.bundle_id, bundle.config.embed_dim, create=False) as g:
-            assert g.read_only and len(g) == 4 and g.search(dog_query, k=4) == expected
+            assert g.read_only and len(g) == 4 and search(g, dog_query, k=4) == expected
             assert g.size_on_disk() > 0
         with open_gallery(disk / "g", bundle) as g:  # as indexing opens it
             (library / photos[0].name).unlink()
@@ -411,7 +412,8 @@ CORRUPT_EXIF = (  # a TIFF block whose one tag claims 1000 bytes past its end: P
 
 
 def test_damaged_exif_and_nan_pixels_print_nothing(tmp_path: Path, photos: list[Path]) -> None:
-    """Pillow's and numpy's warnings would print their own source paths on stderr."""
+    """Pillow's and numpy's warnings would print their own source paths on stderr: a front end (the CLI's
+    main, and so the web server it starts) quiets Pillow's, as this script does; numpy's never arise."""
     Image.open(photos[0]).save(tmp_path / "exif.jpg", exif=CORRUPT_EXIF)
     values = np.full((300, 400), np.nan, dtype=np.float32)
     values[100:200] = np.inf
@@ -419,7 +421,9 @@ def test_damaged_exif_and_nan_pixels_print_nothing(tmp_path: Path, photos: list[
     Image.fromarray(values, "F").save(tmp_path / "float.tif")
     script = (
         "import sys\n"
+        "from assoc.runtime.imaging import quiet_pillow_warnings\n"
         "from assoc.runtime.imaging.images import load_image\n"
+        "quiet_pillow_warnings()\n"
         "for name in sys.argv[1:]:\n"
         "    loaded = load_image(name)\n"
         "    print(loaded.width, loaded.height)\n"

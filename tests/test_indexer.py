@@ -18,6 +18,7 @@ from assoc.runtime.encoding.bundle import Bundle
 from assoc.runtime.encoding.encoders import ImageEncoder, TextEncoder
 from assoc.runtime.imaging.images import load_image
 from assoc.runtime.indexing.indexer import IndexSummary, index_paths
+from assoc.runtime.search.pipeline import search
 from assoc.runtime.stores.gallery import Gallery
 
 
@@ -73,13 +74,13 @@ def test_index_then_query(tmp_path: Path, sources: list[Path], bundle: Bundle, e
         for photo in (photos[0], coco):
             alone = grid_alone(photo, encoder)
             np.testing.assert_allclose(g.get_grid(str(photo)), alone, atol=2e-3)
-            hits = g.search(alone.reshape(-1, alone.shape[-1]), k=3)  # query by the photo's own patches
+            hits = search(g, alone.reshape(-1, alone.shape[-1]), k=3)  # query by the photo's own patches
             assert hits[0].path == str(photo) and hits[0].score > 0.99
 
         query = TextEncoder(bundle, device="cpu").encode_one("a dog runs on the grass")
-        hits = g.search(query.vectors, k=20)
+        hits = search(g, query.vectors, k=20)
         assert sorted(h.path for h in hits) == sorted(records)
-        assert hits == g.search(query.vectors, k=20)
+        assert hits == search(g, query.vectors, k=20)
 
 
 def test_incremental_runs_add_update_reuse_and_remove(

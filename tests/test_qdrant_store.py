@@ -19,12 +19,16 @@ import pytest
 
 pytest.importorskip("qdrant_client", reason="qdrant-client is not installed (assoc[qdrant])")
 
-from assoc.runtime.encoding.bundle import load_bundle  # noqa: E402
+from assoc.runtime.encoding.bundle import (
+    FirstStageConfig,  # noqa: E402
+    load_bundle,  # noqa: E402
+)
 from assoc.runtime.encoding.encoders import ImageEncoder, TextEncoder  # noqa: E402
-from assoc.runtime.errors import GalleryError, NoGalleryError, QueryError  # noqa: E402
+from assoc.runtime.errors import GalleryError, ModelMismatchError, NoGalleryError, QueryError  # noqa: E402
 from assoc.runtime.indexing.indexer import index_paths  # noqa: E402
 from assoc.runtime.scoring.matchmap import score_grids  # noqa: E402
-from assoc.runtime.stores.base import PhotoRecord, Store  # noqa: E402
+from assoc.runtime.search.pipeline import search  # noqa: E402
+from assoc.runtime.stores.base import PhotoRecord  # noqa: E402
 from assoc.runtime.stores.gallery import Gallery  # noqa: E402
 from assoc.runtime.stores.qdrant import QdrantStore  # noqa: E402
 
@@ -84,7 +88,6 @@ def store(items):
 
 
 def test_roundtrip_records_and_grids(store, items):
-    assert isinstance(store, Store)
     assert len(store) == N_PHOTOS
     assert store.records() == {r.path: r for r, _ in items}
     record, grid = items[5]
@@ -121,20 +124,21 @@ def test_remove(store, items):
     assert len(store) == N_PHOTOS - 2
     assert not set(gone) & set(store.records())
     assert store.get_grid(gone[0]) is None
-    assert all(hit.path not in gone for hit in store.search(items[0][1].reshape(-1, D), k=N_PHOTOS))
+    assert all(hit.path not in gone for hit in search(store, items[0][1].reshape(-1, D), k=N_PHOTOS))
 
 
 def test_exact_scans_every_photo_and_pool_is_the_gallerys_pooled_vector(items):
-    """exact=True scores every photo's patches, whatever the prefetch."""
+    """exact=True scores every photo's patches, whatever the first stage keeps."""
     from assoc.runtime.scoring.first_stage import MEAN_VECTOR, reduce_grids
     from assoc.runtime.stores.qdrant import pool
 
-    s = QdrantStore(BUNDLE, D, path=":memory:", prefetch=1)
+    tiny = FirstStageConfig(shortlist=0, shortlist_min=1, candidates=1)
+    s = QdrantStore(BUNDLE, D, path=":memory:", first_stage=tiny)
     try:
         s.add(items)
         query = word_query(items[4][1], np.random.default_rng(3), t=4)
         expected = brute_force(items, query, 10)
-        hits = s.search(query, k=10, exact=True)
+        hits = search(s, query, k=10, exact=True)
         assert [h.path for h in hits] == [p for p, _ in expected]
         np.testing.assert_allclose([h.score for h in hits], [sc for _, sc in expected], atol=1e-5)
     finally:
@@ -153,7 +157,7 @@ def test_search_equals_brute_force_misa(store, items, t):
     rng = np.random.default_rng(100 + t)
     query = word_query(items[17][1], rng, t)
     expected = brute_force(items, query, k=10)
-    hits = store.search(query, k=10)
+    hits = search(store, query, k=10)
     assert [h.path for h in hits] == [p for p, _ in expected]
     np.testing.assert_allclose([h.score for h in hits], [s for _, s in expected], atol=1e-5)
     assert hits[0].path == items[17][0].path
@@ -161,33 +165,38 @@ def test_search_equals_brute_force_misa(store, items, t):
 
 def test_min_score_filters(store, items):
     query = word_query(items[2][1], np.random.default_rng(1))
-    everything = store.search(query, k=N_PHOTOS)
+    everything = search(store, query, k=N_PHOTOS)
     threshold = everything[4].score
-    kept = store.search(query, k=N_PHOTOS, min_score=threshold)
+    kept = search(store, query, k=N_PHOTOS, min_score=threshold)
     assert kept == everything[:5]
     assert all(h.score >= threshold for h in kept)
-    assert store.search(query, k=N_PHOTOS, min_score=1.5) == []
+    assert search(store, query, k=N_PHOTOS, min_score=1.5) == []
 
 
 def test_image_as_query_finds_itself(items):
     # A small first stage still carries the photo through: its pooled vector matches the query's.
-    store = QdrantStore(BUNDLE, D, path=":memory:", prefetch=5)
+    small = FirstStageConfig(shortlist=0, shortlist_min=5, candidates=5)
+    store = QdrantStore(BUNDLE, D, path=":memory:", first_stage=small)
     store.add(items)
     for i in (0, 21, 39):
-        hits = store.search(items[i][1].reshape(-1, D), k=3)
+        hits = search(store, items[i][1].reshape(-1, D), k=3)
         assert hits[0].path == items[i][0].path
         assert hits[0].score == pytest.approx(1.0, abs=1e-3)
-    assert len(store.search(items[0][1].reshape(-1, D), k=10)) == 10  # k above the prefetch size
+    assert len(search(store, items[0][1].reshape(-1, D), k=10)) == 10  # k above the first stage's candidates
     store.close()
 
 
-def test_only_misa_and_well_formed_queries(store):
-    with pytest.raises(QueryError, match="MISA only"):
-        store.search(np.ones((2, D), np.float32), kind="sisa")
+def test_every_score_kind_and_well_formed_queries(store, items):
+    query = word_query(items[5][1], np.random.default_rng(8), 4)
+    for kind in ("sisa", "mima"):
+        expected = sorted(((r.path, float(score_grids(g.reshape(1, -1, D), query, kind)[0])) for r, g in items),
+                          key=lambda x: (-x[1], x[0]))[:5]
+        hits = search(store, query, k=5, kind=kind, exact=True)
+        assert [h.path for h in hits] == [p for p, _ in expected]
     with pytest.raises(QueryError, match="shape"):
-        store.search(np.ones((2, D + 1), np.float32))
+        search(store, np.ones((2, D + 1), np.float32))
     with pytest.raises(QueryError, match="shape"):
-        store.search(np.ones((0, D), np.float32))
+        search(store, np.ones((0, D), np.float32))
 
 
 def test_persists_and_refuses_another_bundle(tmp_path: Path, items):
@@ -200,10 +209,10 @@ def test_persists_and_refuses_another_bundle(tmp_path: Path, items):
     assert reopened.records() == {r.path: r for r, _ in items[:10]}
     reopened.close()
 
-    with pytest.raises(GalleryError, match=f"{BUNDLE}, not other-model-ffffffffffff") as err:
+    with pytest.raises(ModelMismatchError, match=f"{BUNDLE}, not other-model-ffffffffffff") as err:
         QdrantStore("other-model-ffffffffffff", D, path=where, collection="photos")
     assert "\n" not in str(err.value)
-    with pytest.raises(GalleryError, match="64-d vectors"):
+    with pytest.raises(ModelMismatchError, match="64-d vectors"):
         QdrantStore(BUNDLE, 32, path=where, collection="photos")
     # Another collection in the same folder is free for another model.
     other = QdrantStore("other-model-ffffffffffff", D, path=where, collection="other")
@@ -326,7 +335,7 @@ def test_parity_with_builtin_gallery(tmp_path: Path, store, items):
         rng = np.random.default_rng(5)
         for target in (4, 30):
             query = word_query(items[target][1], rng)
-            ours, theirs = store.search(query, k=8), builtin.search(query, k=8)
+            ours, theirs = search(store, query, k=8), search(builtin, query, k=8)
             assert [h.path for h in ours] == [h.path for h in theirs]
             np.testing.assert_allclose([h.score for h in ours], [h.score for h in theirs], atol=1e-5)
 
@@ -354,7 +363,7 @@ def test_indexer_with_real_photos(tmp_path: Path, flickr8k: Path, bundle_dir: Pa
         query = TextEncoder(bundle, device="cpu").encode_one("a dog runs on the grass").vectors
         with Gallery.open(tmp_path / "gallery", bundle_id=bundle.bundle_id, embed_dim=dim) as builtin:
             builtin.add([(record, store.get_grid(path)) for path, record in records.items()])
-            ours, theirs = store.search(query, k=6), builtin.search(query, k=6)
+            ours, theirs = search(store, query, k=6), search(builtin, query, k=6)
         assert [h.path for h in ours] == [h.path for h in theirs]
         np.testing.assert_allclose([h.score for h in ours], [h.score for h in theirs], atol=1e-5)
     finally:
@@ -380,7 +389,7 @@ def test_real_server():
         )
         assert store.find_by_hash("hash042") == items[42][0].path
         query = word_query(items[9][1], np.random.default_rng(3))
-        hits = store.search(query, k=5)
+        hits = search(store, query, k=5)
         expected = brute_force(items, query, k=5)
         assert [h.path for h in hits] == [p for p, _ in expected]
         np.testing.assert_allclose([h.score for h in hits], [s for _, s in expected], atol=1e-3)

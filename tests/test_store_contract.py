@@ -1,36 +1,46 @@
 """One contract, every store: the built-in gallery and Qdrant (embedded) behave the same to their callers.
 
 Each test runs against both, on synthetic unit-normalised grids, and compares with MaxSim written out.
+The stores are opened with a small first stage (a shortlist of 30%, 10 candidates) and hold more photos
+than that, so every search here goes through a first stage before the shared rerank.
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from assoc.runtime.errors import GalleryError
+from assoc.runtime.encoding.bundle import FirstStageConfig
+from assoc.runtime.errors import ModelMismatchError, QueryError
+from assoc.runtime.search.pipeline import search, search_plan
+from assoc.runtime.search.query import Query
 from assoc.runtime.stores.base import PhotoRecord, Store
 from assoc.runtime.stores.gallery import Gallery
 
 D = 32
 GRID = (5, 5)
 BUNDLE = "contract-0123456789ab"
+FIRST_STAGE = FirstStageConfig(vectors=4, shortlist=0.3, shortlist_min=0, candidates=10)
+PHOTOS = 60  # more than the candidates: the first stage always runs
 
 Opener = Callable[..., Store]
 
 
 def _open_builtin(folder: Path, bundle: str = BUNDLE, create: bool = True) -> Store:
-    return Gallery.open(folder / "gallery", bundle, D, create=create)
+    return Gallery.open(folder / "gallery", bundle, D, create=create, first_stage=FIRST_STAGE)
 
 
 def _open_qdrant(folder: Path, bundle: str = BUNDLE, create: bool = True) -> Store:
     pytest.importorskip("qdrant_client", reason="qdrant-client is not installed (assoc[qdrant])")
     from assoc.runtime.stores.qdrant import QdrantStore
 
-    return QdrantStore(bundle, D, path=folder / "qdrant", collection="contract", create=create)
+    return QdrantStore(
+        bundle, D, path=folder / "qdrant", collection="contract", create=create, first_stage=FIRST_STAGE
+    )
 
 
 @pytest.fixture(params=[_open_builtin, _open_qdrant], ids=["builtin", "qdrant-local"])
@@ -70,25 +80,125 @@ def _query(grid: np.ndarray, seed: int = 7) -> np.ndarray:
     return (noisy / np.linalg.norm(noisy, axis=-1, keepdims=True)).astype(np.float32)
 
 
+class CountingSource:
+    """The store's own first stage, counted: proves a search went through it, and how many it kept."""
+
+    def __init__(self) -> None:
+        self.kept: list[int] = []
+
+    def candidates(self, view, query, plan):  # noqa: ANN001 - the pipeline's protocol
+        picked = view.first_stage().candidates(view, query, plan)
+        self.kept.append(sum(len(rows) for rows in picked) if isinstance(picked, list) and picked
+                         and not isinstance(picked[0], str) else len(picked))
+        return picked
+
+
 def test_add_search_order_and_exact_scores(store: Store) -> None:
-    items = [_item(i) for i in range(20)]
+    items = [_item(i) for i in range(PHOTOS)]
     store.add(items)
-    assert len(store) == 20
+    assert len(store) == PHOTOS
     stored = {r.path: store.get_grid(r.path) for r, _ in items}
     for r, g in items:  # read back as float32, within float16 rounding of what went in
         np.testing.assert_allclose(stored[r.path], g, atol=2e-3)
     query = _query(items[4][1])
     expected = _exact(stored, query)
-    hits = store.search(query, k=5)
-    assert hits[0].path == items[4][0].path
+    counted = CountingSource()
+    hits = search(store, query, k=5, source=counted)
+    assert counted.kept == [FIRST_STAGE.candidates]  # the first stage ran and narrowed to its candidates
+    truth = dict(expected)
+    assert hits[0].path == items[4][0].path  # random grids: only the photo the query came from stands out
+    assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+    np.testing.assert_allclose([h.score for h in hits], [truth[h.path] for h in hits], atol=1e-4)  # exact scores
+    exact = search(store, query, k=5, exact=True)
+    assert [h.path for h in exact] == [p for p, _ in expected[:5]]
+    np.testing.assert_allclose([h.score for h in exact], [s for _, s in expected[:5]], atol=1e-4)
+    # A real threshold: between the fourth and fifth exact scores it keeps exactly the first four.
+    floor = (expected[3][1] + expected[4][1]) / 2
+    assert [h.path for h in search(store, query, k=PHOTOS, min_score=floor, exact=True)] == [
+        p for p, _ in expected[:4]
+    ]
+    assert all(h.score >= floor for h in search(store, query, k=10, min_score=floor))
+    assert len(search(store, query, k=3)) == 3
+
+
+def test_both_stores_answer_alike_exactly(tmp_path: Path) -> None:
+    """The same photos, the same scores to the last bit, the same order: one rerank for both."""
+    items = [_item(i) for i in range(PHOTOS)]
+    builtin, qdrant = _open_builtin(tmp_path), _open_qdrant(tmp_path)
+    try:
+        builtin.add(items)
+        qdrant.add(items)
+        rng = np.random.default_rng(11)
+        for target in (3, 17, 42):
+            vectors = _query(items[target][1], seed=target)
+            weights = rng.uniform(1.0, 3.0, len(vectors)).astype(np.float32)
+            for global_weight in (0.0, 0.3):
+                query = Query.of(vectors * weights[:, None], D, global_weight=global_weight)
+                for exact in (False, True):
+                    ours, theirs = search(builtin, query, 8, exact=exact), search(qdrant, query, 8, exact=exact)
+                    assert ours == theirs
+        # Copies of one photo score alike: ordered by path in both. (A first stage may split such ties at
+        # its own cut, each store its own way, so this part is exact.)
+        copies = [_item(PHOTOS + i, seed=3) for i in range(3)]
+        builtin.add(copies)
+        qdrant.add(copies)
+        tied = search(builtin, _query(_grid(3)), k=4, exact=True)
+        assert [h.path for h in tied] == sorted(h.path for h in tied)  # equal scores: by path
+        assert search(qdrant, _query(_grid(3)), k=4, exact=True) == tied
+    finally:
+        builtin.close()
+        qdrant.close()
+
+
+def test_fused_score_is_exactly_what_the_docs_say(store: Store) -> None:
+    """MISA + weight * cos(mean patch, mean query vector), against numpy written out, first stage and exact."""
+    items = [_item(i) for i in range(PHOTOS)]
+    store.add(items)
+    vectors = _query(items[9][1])
+    query = Query.of(vectors, D, global_weight=0.5)
+    grids = {r.path: store.get_grid(r.path).reshape(-1, D).astype(np.float64) for r, _ in items}
+    pooled_query = vectors.astype(np.float64).mean(0)
+    pooled_query /= np.linalg.norm(pooled_query)
+
+    def fused(g: np.ndarray) -> float:
+        mean = g.mean(0)
+        local = (g @ vectors.T.astype(np.float64)).max(0).mean()
+        return float(local + 0.5 * mean @ pooled_query / np.linalg.norm(mean))
+
+    expected = sorted(((p, fused(g)) for p, g in grids.items()), key=lambda ps: (-ps[1], ps[0]))
+    hits = search(store, query, k=5, exact=True)
     assert [h.path for h in hits] == [p for p, _ in expected[:5]]
     np.testing.assert_allclose([h.score for h in hits], [s for _, s in expected[:5]], atol=1e-4)
-    assert all(h.score >= 0.0 for h in store.search(query, k=20, min_score=0.0))
-    assert len(store.search(query, k=3)) == 3
+    first = search(store, query, k=5)  # what the first stage keeps is scored exactly, fused too
+    np.testing.assert_allclose([h.score for h in first], [dict(expected)[h.path] for h in first], atol=1e-4)
+
+
+def test_bad_queries_are_one_error_in_every_store(store: Store) -> None:
+    store.add([_item(i) for i in range(3)])
+    for bad in (np.ones((2, D + 1), np.float32), np.ones((0, D), np.float32), np.full((2, D), np.nan, np.float32)):
+        with pytest.raises(QueryError):
+            search(store, bad)
+    assert search(store, _query(_grid(1)), k=0) == []
+
+
+def test_each_store_implements_the_protocol_with_its_signatures(store: Store) -> None:
+    """isinstance() against a runtime-checkable Protocol checks names only: compare every member's
+    parameters (names, kinds, defaults) and that every declared attribute is there."""
+    members = [name for name in vars(Store) if not name.startswith("_") or name == "__len__"]
+    for name in members:
+        declared = getattr(Store, name)
+        if not callable(declared):
+            continue
+        ours, theirs = inspect.signature(getattr(type(store), name)), inspect.signature(declared)
+        shape = [(p.name, p.kind, p.default) for p in theirs.parameters.values()]
+        assert [(p.name, p.kind, p.default) for p in ours.parameters.values()] == shape, name
+    for name in Store.__annotations__:
+        assert hasattr(store, name), name
 
 
 def test_records_lookup_replace_and_remove(store: Store) -> None:
     store.add([_item(i) for i in range(6)])
+    assert search_plan(len(store), FIRST_STAGE, 5).candidates == 10
     record = store.record("/photos/p03.jpg")
     assert record is not None and (record.size, record.content_hash, record.grid) == (103, "hash3", GRID)
     assert store.record("/photos/none.jpg") is None and store.get_grid("/photos/none.jpg") is None
@@ -98,24 +208,24 @@ def test_records_lookup_replace_and_remove(store: Store) -> None:
     np.testing.assert_allclose(store.get_grid("/photos/p03.jpg"), _grid(99), atol=2e-3)
     store.remove(["/photos/p01.jpg", "/photos/absent.jpg"])
     assert len(store) == 5 and "/photos/p01.jpg" not in store.records()
-    assert all(h.path != "/photos/p01.jpg" for h in store.search(_query(_grid(1)), k=10))
+    assert all(h.path != "/photos/p01.jpg" for h in search(store, _query(_grid(1)), k=10))
 
 
 def test_reopen_after_close_keeps_everything(opener: Opener, tmp_path: Path) -> None:
     first = opener(tmp_path)
     first.add([_item(i) for i in range(8)])
     query = _query(_grid(2))
-    before = [(h.path, round(h.score, 5)) for h in first.search(query, k=8)]
+    before = [(h.path, round(h.score, 5)) for h in search(first, query, k=8)]
     first.close()
     again = opener(tmp_path, create=False)
     try:
         assert len(again) == 8 and sorted(again.records()) == sorted(f"/photos/p{i:02d}.jpg" for i in range(8))
-        assert [(h.path, round(h.score, 5)) for h in again.search(query, k=8)] == before
+        assert [(h.path, round(h.score, 5)) for h in search(again, query, k=8)] == before
     finally:
         again.close()
 
 
 def test_another_models_store_is_refused(opener: Opener, tmp_path: Path) -> None:
     opener(tmp_path).close()
-    with pytest.raises(GalleryError):
+    with pytest.raises(ModelMismatchError, match="another-model-ffffffffffff"):
         opener(tmp_path, bundle="another-model-ffffffffffff", create=False)

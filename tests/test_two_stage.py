@@ -19,7 +19,7 @@ from assoc.runtime.encoding.encoders import ImageEncoder, TextEncoder
 from assoc.runtime.errors import GalleryDamagedError, GalleryError
 from assoc.runtime.indexing.indexer import index_paths
 from assoc.runtime.scoring.matchmap import score_grids
-from assoc.runtime.stores import gallery as gallery_module
+from assoc.runtime.search.pipeline import SearchPlan, search, search_plan
 from assoc.runtime.stores.base import PhotoRecord
 from assoc.runtime.stores.gallery import Gallery
 
@@ -85,7 +85,7 @@ def test_two_stage_equals_exact_when_candidates_cover_the_gallery(
         for query in queries[:10]:
             for kind in ("misa", "sisa", "mima"):
                 truth = exact_scores(grids, query, kind)
-                default, exact = gallery.search(query, k=15, kind=kind), gallery.search(query, 15, None, kind, True)
+                default, exact = search(gallery, query, k=15, kind=kind), search(gallery, query, 15, None, kind, True)
                 assert [h.path for h in default] == [h.path for h in exact]
                 assert [h.score for h in default] == [h.score for h in exact]
                 np.testing.assert_allclose([h.score for h in exact], [truth[h.path] for h in exact], atol=1e-5)
@@ -99,15 +99,16 @@ def test_first_stage_keeps_the_exact_top_10_and_reports_exact_scores(
     config = FirstStageConfig(shortlist=0.25, shortlist_min=0, candidates=PHOTOS // 10)
     kept = []
     with fill(tmp_path / "g", bundle, grids, config) as gallery:
-        assert gallery_module.search_plan(len(gallery), gallery.first_stage, 10) == (PHOTOS // 4, PHOTOS // 10)
+        assert search_plan(len(gallery), gallery.first_stage, 10) == SearchPlan(PHOTOS // 4, PHOTOS // 10)
         for query in queries:
             truth = exact_scores(grids, query)
-            hits = gallery.search(query, k=10)
+            hits = search(gallery, query, k=10)
             assert len(hits) == 10
             np.testing.assert_allclose([h.score for h in hits], [truth[h.path] for h in hits], atol=1e-5)
             kept.append(len({h.path for h in hits} & set(ranked(truth, 10))) / 10)
             floor = truth[ranked(truth, 5)[4]]
-            assert all(h.score >= floor for h in gallery.search(query, k=10, min_score=floor))
+            above = search(gallery, query, k=10, min_score=floor)
+            assert above and above == [h for h in hits if h.score >= floor]  # the same first stage, cut lower
     print(f"exact top 10 kept: {np.mean(kept):.3f} over {len(kept)} captions")
     assert np.mean(kept) >= 0.97
 
@@ -145,9 +146,9 @@ def test_flipped_bits_are_detected_and_repair_drops_the_photo(
         offset, size = row_offset(gallery, victim, suffix)
         flip_bits(shard_file(gallery, suffix), offset, size, 3, seed=len(suffix))
         with pytest.raises(GalleryDamagedError, match=victim):
-            gallery.search(queries[0], k=5)
+            search(gallery, queries[0], k=5)
         with pytest.raises(GalleryDamagedError, match=victim):
-            gallery.search(queries[0], k=5, exact=True)
+            search(gallery, queries[0], k=5, exact=True)
         if suffix == ".f16":
             with pytest.raises(GalleryDamagedError, match=victim):
                 gallery.get_grid(victim)
@@ -160,7 +161,7 @@ def test_flipped_bits_are_detected_and_repair_drops_the_photo(
         assert gallery.check().damaged == []
         truth = exact_scores(grids, queries[0])
         del truth[victim]
-        assert [h.path for h in gallery.search(queries[0], k=5)] == ranked(truth, 5)
+        assert [h.path for h in search(gallery, queries[0], k=5)] == ranked(truth, 5)
 
 
 def test_damaged_rows_outside_the_candidates_are_found_by_check(
@@ -168,7 +169,7 @@ def test_damaged_rows_outside_the_candidates_are_found_by_check(
 ) -> None:
     """A search verifies what it scores; check verifies every row, scored or not."""
     with fill(tmp_path / "g", bundle, grids, FirstStageConfig(shortlist_min=0, shortlist=0.1, candidates=10)) as g:
-        hits = {h.path for h in g.search(queries[0], k=10)}
+        hits = {h.path for h in search(g, queries[0], k=10)}
         victim = next(f"/dev/{i:04d}.jpg" for i in range(PHOTOS) if f"/dev/{i:04d}.jpg" not in hits)
         offset, size = row_offset(g, victim)
         flip_bits(shard_file(g), offset, size, 1, seed=1)
@@ -184,7 +185,7 @@ def test_non_finite_values_never_reach_a_result(
     with fill(tmp_path / "g", bundle, poisoned, FirstStageConfig()) as gallery:
         for exact in (False, True):
             for kind in ("misa", "sisa", "mima"):
-                hits = gallery.search(queries[0], k=30, kind=kind, exact=exact)
+                hits = search(gallery, queries[0], k=30, kind=kind, exact=exact)
                 assert len(hits) == 28 and all(np.isfinite(h.score) for h in hits)
                 assert {"/dev/0003.jpg", "/dev/0004.jpg"}.isdisjoint(h.path for h in hits)
             json.dumps([h.score for h in hits], allow_nan=False)
@@ -232,7 +233,7 @@ def test_a_format_1_gallery_is_upgraded_in_place(
     with Gallery.open(folder, bundle.bundle_id, bundle.config.embed_dim, create=False) as gallery:
         assert len(gallery) == 50 and gallery.check().damaged == []
         truth = exact_scores(grids[:50], queries[1])
-        hits = gallery.search(queries[1], k=10)
+        hits = search(gallery, queries[1], k=10)
         assert [h.path for h in hits] == ranked(truth, 10)
         np.testing.assert_allclose([h.score for h in hits], [truth[h.path] for h in hits], atol=1e-5)
         gallery.add([(PhotoRecord("/dev/new.jpg", 1, 0, "new", grids.shape[1:3], 320, 320), grids[60])])
@@ -273,7 +274,7 @@ def test_index_encodes_again_the_photos_a_shard_lost(
     folder = tmp_path / "g"
     with Gallery.open(folder, bundle.bundle_id, bundle.config.embed_dim) as gallery:
         index_paths(gallery, encoder, [photos], workers=1)
-        before = [(h.path, h.score) for h in gallery.search(queries[0], k=6)]
+        before = [(h.path, h.score) for h in search(gallery, queries[0], k=6)]
         shard = shard_file(gallery)
     if damage == "truncate":
         os.truncate(shard, shard.stat().st_size // 2)  # three whole rows stay
@@ -281,12 +282,12 @@ def test_index_encodes_again_the_photos_a_shard_lost(
         shard.unlink()
     with Gallery.open(folder, bundle.bundle_id, bundle.config.embed_dim) as gallery:
         with pytest.raises(GalleryDamagedError):
-            gallery.search(queries[0], k=6)
+            search(gallery, queries[0], k=6)
         lost = 3 if damage == "truncate" else 6
         assert len(gallery.records()) == 6 - lost
         summary = index_paths(gallery, encoder, [photos], workers=1)
         assert (summary.added, summary.unchanged) == (lost, 6 - lost)
-        after = [(h.path, h.score) for h in gallery.search(queries[0], k=6)]
+        after = [(h.path, h.score) for h in search(gallery, queries[0], k=6)]
         assert [p for p, _ in after] == [p for p, _ in before]
         np.testing.assert_allclose([s for _, s in after], [s for _, s in before], atol=1e-4)
         assert gallery.check().damaged == []

@@ -13,6 +13,7 @@ import signal
 from pathlib import Path
 from urllib.parse import quote, urlencode
 
+import numpy as np
 import pytest
 from cli_support import assert_one_line_error, copy_photos, ok_json, run_process
 from PIL import Image
@@ -228,9 +229,9 @@ def test_uploads_are_capped_and_never_stored(server: Server, gallery: tuple[Path
     status, body = post_declaring(server, "/api/uploads", 21 << 20)
     assert status == 413 and "20 MB" in json.loads(body)["error"]  # refused before the body is read
     huge = io.BytesIO()
-    Image.new("L", (8000, 7000)).save(huge, "PNG")  # 56 megapixels in a small file
+    Image.new("L", (11000, 10000)).save(huge, "PNG")  # 110 megapixels in a small file: over the indexer's cap
     status, _, body = request(f"{server.base}/api/uploads", data=huge.getvalue())
-    assert status == 400 and "megapixel limit" in json.loads(body)["error"]
+    assert status == 413 and "megapixel limit" in json.loads(body)["error"]
     status, _, body = request(f"{server.base}/api/uploads", data=b"not a photo at all")
     assert status == 400 and "not a recognised image format" in json.loads(body)["error"]
     assert "Traceback" not in body.decode()
@@ -587,7 +588,20 @@ def test_screenshot_with_a_heatmap_open(browser: object, server: Server, tmp_pat
     wait(browser, lambda b: b.execute_script("return document.getElementById('photo').complete"))
     shot = tmp_path / "serve-example.png"
     browser.save_screenshot(str(shot))
-    assert Image.open(shot).size[0] >= 1000
+    picture = Image.open(shot).convert("RGB")
+    assert picture.size[0] >= 1000
+    # What the picture is for: the chosen word's chip is on, and the heatmap is drawn over the photo.
+    chip = browser.find_elements(By.CSS_SELECTOR, "#chips .chip")[2]
+    assert "dog" in chip.text.lower()
+    rect = browser.execute_script(
+        "const r = document.getElementById('heat').getBoundingClientRect();"
+        "return [r.left * devicePixelRatio, r.top * devicePixelRatio, r.right * devicePixelRatio,"
+        " r.bottom * devicePixelRatio];"
+    )
+    shown = np.asarray(picture.crop(tuple(int(v) for v in rect)), dtype=np.int16)
+    original = Image.open(REPO / "examples" / "photos" / DOG).convert("RGB")
+    plain = np.asarray(original.resize(shown.shape[1::-1]), dtype=np.int16)
+    assert shown.shape[0] > 100 and np.abs(shown - plain).mean() > 10  # the overlay shows (29 measured)
     keep = os.environ.get("ASSOC_SERVE_SCREENSHOT")
     if keep:
         shutil.copyfile(shot, keep)

@@ -113,3 +113,47 @@ def chromium() -> Any:
         options.add_argument(arg)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     return webdriver.Chrome(service=Service(driver), options=options)
+
+
+class LocalServer:
+    """An ASGI app under a real uvicorn on a free loopback port, in a thread of this process, so that a
+    test can look inside the app's objects (its caches) while it serves plain HTTP and a browser."""
+
+    def __init__(self, app: Any) -> None:
+        import socket
+        import time
+
+        import uvicorn
+
+        self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._socket.bind(("127.0.0.1", 0))
+        self._socket.listen(128)
+        config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
+        self.server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self._socket]}, daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            if time.monotonic() > deadline or not self._thread.is_alive():
+                pytest.fail("uvicorn did not start in this process")
+            time.sleep(0.05)
+        self.base = f"http://127.0.0.1:{self._socket.getsockname()[1]}"
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self._thread.join(timeout=20)
+        self._socket.close()
+
+
+def memory_mb(pid: int, field: str) -> int:
+    """A process's VmRSS or VmHWM (its peak resident size) in MiB, from /proc/PID/status."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) >> 10
+    raise KeyError(field)
+
+
+def reset_peak_memory(pid: int) -> int:
+    """Start VmHWM again from the process's present size (Linux: clear_refs 5); that size in MiB."""
+    Path(f"/proc/{pid}/clear_refs").write_text("5")
+    return memory_mb(pid, "VmRSS")

@@ -1,21 +1,30 @@
 """The ASGI app: the page, its static files, and the JSON API under /api/ over one open Searcher.
 
-    GET  /api/info                                  `assoc info --json`
+    GET  /                                           the page, handed the server's page size and upload limit
+    GET  /static/FILE                                its script, style sheet and icon
+    GET  /api/info                                   `assoc info --json`
     GET  /api/search?q=WORDS[&k=&offset=&min_score=]  `assoc query --json`, each hit with its photo's "id"
-    GET  /api/search?like=ID[...]                    the same, searching with a photo (gallery or upload)
+                                                     (or like=ID: searching with a photo, gallery or upload)
     POST /api/search[?k=&offset=&min_score=]         the same, with a photo as the request body
     GET  /api/localize?id=ID&q=WORDS                 `assoc localize --json`
     POST /api/localize?q=WORDS                       the same, for a photo in the request body
     POST /api/uploads                                keep a photo (the body) in memory: {"id", "width", "height"}
-    GET  /api/photos/ID/thumbnail.jpg | photo.jpg | heatmap.png?q=WORDS[&word=N]
+    GET  /api/photos/ID/thumbnail.jpg                a small JPEG
+    GET  /api/photos/ID/photo.jpg                    the photo as shown large
+    GET  /api/photos/ID/heatmap.png?q=WORDS[&word=N]  the phrase's map (or its word N's) to lay over it
+    GET  /api/photos/ID/words?fx=X&fy=Y[&q=WORDS]     the words matching a point (fractions of the photo's size)
 
 Errors are {"error": "one line"} with a 4xx/5xx status, never a traceback. Searches and pictures run
-in Starlette's thread pool (they are CPU work); the Searcher is thread-safe.
+in Starlette's thread pool (they are CPU work); the Searcher is thread-safe. Numbers the page needs
+(PAGE_DEFAULT, assoc.web.photos.UPLOAD_BYTES) live here in Python and reach it as data attributes of
+the page's <body>; app.js has none of its own.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,21 +32,24 @@ from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import FileResponse, Response
+from starlette.responses import HTMLResponse, Response
 from starlette.responses import JSONResponse as _StarletteJSON
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from ..api.json_text import dumps
 from ..runtime.errors import AssocError, GalleryError, ImageLoadError, NoGalleryError, QueryError
-from .photos import UPLOAD_BYTES, PhotoNotFound, Photos
+from .photos import PhotoNotFound, Photos, TooManyPixels
 from .security import Guard
 
 STATIC = Path(__file__).resolve().parent / "static"
-PAGE_DEFAULT = 40
+PAGE_DEFAULT = 40  # hits asked for per request when k is not given; the page asks for as many
 PAGE_MAX = 200
 OFFSET_MAX = 10_000
-IMAGE_CACHE = "private, max-age=3600"  # an id names fixed content; a new index gives new ids
+IMAGE_CACHE = "private, max-age=3600"  # a thumbnail's id names the indexed content; a new index gives new ids
+# A photo's file may be replaced under its id: its view and heatmaps carry the version as an ETag and a
+# browser asks again (a stat, then 304) before it shows its copy.
+REVALIDATE = "private, no-cache"
 
 
 class JSONResponse(_StarletteJSON):
@@ -53,12 +65,17 @@ class BadRequest(Exception):
         self.status = status
 
 
-def create_app(photos: Photos, *, token: str | None, loopback_only: bool) -> Guard:
+def create_app(photos: Photos, *, token: str | None, loopback_only: bool, page_size: int = PAGE_DEFAULT) -> Guard:
     """The app over the photos of an open Searcher. token: asked of every request when given;
-    loopback_only: answer only requests addressed to a loopback name (see assoc.web.security)."""
+    loopback_only: answer only requests addressed to a loopback name (see assoc.web.security);
+    page_size: hits the page asks for at a time (its upload limit is photos.upload_bytes)."""
+    if not 1 <= page_size <= PAGE_MAX:
+        raise ValueError(f"page_size must be between 1 and {PAGE_MAX}")
+    html = (STATIC / "index.html").read_text(encoding="utf-8")
+    html = html.replace("{{page_size}}", str(page_size)).replace("{{upload_bytes}}", str(photos.upload_bytes))
 
     async def page(request: Request) -> Response:
-        return FileResponse(STATIC / "index.html", headers={"cache-control": "no-cache"})
+        return HTMLResponse(html, headers={"cache-control": "no-cache"})
 
     def info(request: Request) -> Response:
         return JSONResponse(photos.searcher.info().to_dict())
@@ -73,7 +90,7 @@ def create_app(photos: Photos, *, token: str | None, loopback_only: bool) -> Gua
         return JSONResponse(photos.hits(photos.search(text, like, end, min_score)[offset:]))
 
     async def search_with_body(request: Request) -> Response:
-        data = await _body(request)
+        data = await _body(request, photos.upload_bytes)
         offset, end, min_score = _page(request.query_params)
 
         def run() -> Response:
@@ -86,7 +103,7 @@ def create_app(photos: Photos, *, token: str | None, loopback_only: bool) -> Gua
         return JSONResponse(photos.localize(photo, _required(request, "q")).to_dict())
 
     async def localize_body(request: Request) -> Response:
-        data, phrase = await _body(request), _required(request, "q")
+        data, phrase = await _body(request, photos.upload_bytes), _required(request, "q")
 
         def run() -> Response:
             return JSONResponse(photos.localize(photos.upload(data), phrase).to_dict())
@@ -94,7 +111,7 @@ def create_app(photos: Photos, *, token: str | None, loopback_only: bool) -> Gua
         return await run_in_threadpool(run)
 
     async def upload(request: Request) -> Response:
-        data = await _body(request)
+        data = await _body(request, photos.upload_bytes)
         photo = await run_in_threadpool(photos.upload, data)
         width, height = photo.size
         return JSONResponse({"id": photo.id, "width": width, "height": height})
@@ -109,14 +126,15 @@ def create_app(photos: Photos, *, token: str | None, loopback_only: bool) -> Gua
         return Response(data, media_type="image/jpeg", headers={"cache-control": IMAGE_CACHE})
 
     def photo(request: Request) -> Response:
-        data = photos.view_jpeg(photos.get(request.path_params["id"]))
-        return Response(data, media_type="image/jpeg", headers={"cache-control": IMAGE_CACHE})
+        found = photos.get(request.path_params["id"])
+        return _revalidated(request, "image/jpeg", lambda: photos.view_jpeg(found), photos.version(found))
 
     def heatmap(request: Request) -> Response:
         found = photos.get(request.path_params["id"])
-        word = request.query_params.get("word")
-        data = photos.heatmap_png(found, _required(request, "q"), _int(word, "word", 0, 1000) if word else None)
-        return Response(data, media_type="image/png", headers={"cache-control": IMAGE_CACHE})
+        phrase, raw = _required(request, "q"), request.query_params.get("word")
+        word = _int(raw, "word", 0, 1000) if raw else None
+        tag = (photos.version(found), phrase, word)
+        return _revalidated(request, "image/png", lambda: photos.heatmap_png(found, phrase, word), *tag)
 
     routes = [
         Route("/", page),
@@ -133,10 +151,21 @@ def create_app(photos: Photos, *, token: str | None, loopback_only: bool) -> Gua
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
     handlers: dict[Any, Any] = {
-        kind: _error for kind in (BadRequest, HTTPException, AssocError, PhotoNotFound, Exception)
+        kind: _error for kind in (BadRequest, HTTPException, AssocError, PhotoNotFound, TooManyPixels, Exception)
     }
     app = Starlette(routes=routes, exception_handlers=handlers)
     return Guard(app, token=token, loopback_only=loopback_only)
+
+
+def _revalidated(request: Request, media: str, make: Callable[[], bytes], *version: object) -> Response:
+    """A picture of one version of a photo: 304 when the browser's copy is of that version (If-None-Match),
+    else made now; either way tagged so that the browser asks again next time."""
+    etag = '"' + hashlib.blake2b(repr(version).encode(), digest_size=12).hexdigest() + '"'
+    headers = {"cache-control": REVALIDATE, "etag": etag}
+    asked = [tag.strip().removeprefix("W/") for tag in request.headers.get("if-none-match", "").split(",")]
+    if etag in asked:
+        return Response(status_code=304, headers=headers)
+    return Response(make(), media_type=media, headers=headers)
 
 
 def _page(params: Any) -> tuple[int, int, float | None]:
@@ -187,16 +216,16 @@ def _required(request: Request, name: str) -> str:
     return value
 
 
-async def _body(request: Request) -> bytes:
-    """The request body, refused past UPLOAD_BYTES before more of it is read."""
-    limit = f"the photo is over the {UPLOAD_BYTES >> 20} MB upload limit"
+async def _body(request: Request, most: int) -> bytes:
+    """The request body, refused past `most` bytes (the upload limit) before more of it is read."""
+    limit = f"the photo is over the {most >> 20} MB upload limit"
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > UPLOAD_BYTES:
+    if declared is not None and declared.isdigit() and int(declared) > most:
         raise BadRequest(413, limit)
     data = bytearray()
     async for chunk in request.stream():
         data += chunk
-        if len(data) > UPLOAD_BYTES:
+        if len(data) > most:
             raise BadRequest(413, limit)
     return bytes(data)
 
@@ -206,6 +235,8 @@ async def _error(request: Request, exc: Exception) -> Response:
     this answer, and uvicorn logs its traceback on the server's console)."""
     if isinstance(exc, BadRequest):
         status = exc.status
+    elif isinstance(exc, TooManyPixels):
+        status = 413
     elif isinstance(exc, HTTPException):  # no such route, or a method it does not take
         return JSONResponse({"error": exc.detail}, status_code=exc.status_code, headers=exc.headers)
     elif isinstance(exc, PhotoNotFound | NoGalleryError):

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,12 @@ TEXTUAL_INPUTS = ("input_ids", "attention_mask")
 TEXTUAL_OUTPUT = "tokens"
 VOCABULARY_WORDS = "vocabulary/words.json"
 VOCABULARY_VECTORS = "vocabulary/vectors.npy"
+# Bounds on what config.json may declare, far past any real model, so that a hostile or broken config
+# is refused in one line instead of allocating without end: an encoder input side (8 times the
+# shipped localize size; 2048 x 2048 float32 pixels are 48 MB), an embedding width, a text window.
+MAX_INPUT_SIDE = 2048
+MAX_EMBED_DIM = 8192
+MAX_TEXT_LENGTH = 4096
 
 
 @dataclass(frozen=True)
@@ -134,6 +141,32 @@ class LocalizeConfig:
 
 
 @dataclass(frozen=True)
+class RankingConfig:
+    """How a photo's score is made from its grid and a query (assoc.runtime.search.query).
+
+    token_weights names a float32 file of one weight per token id (an IDF prior of the training
+    captions, assoc.runtime.scoring.token_weights) recorded with its sha256; None weighs every token
+    alike. global_weight adds that multiple of the pooled cosine to MISA (0 = plain MISA). Neither
+    changes what a gallery stores, so neither is part of the bundle id: changing them re-ranks old
+    galleries without indexing again. Optional in config.json.
+    """
+
+    token_weights: str | None = None
+    token_weights_sha256: str | None = None
+    global_weight: float = 0.0
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> RankingConfig:
+        name, digest = raw.get("token_weights"), raw.get("token_weights_sha256")
+        if (name is None) != (digest is None):
+            raise BundleError("bundle config.json: ranking token_weights needs its file and its sha256")
+        weight = float(raw.get("global_weight", 0.0))
+        if not (math.isfinite(weight) and weight >= 0):
+            raise BundleError(f"bundle config.json: ranking global_weight is {weight}, not a number >= 0")
+        return cls(str(name) if name is not None else None, str(digest) if digest is not None else None, weight)
+
+
+@dataclass(frozen=True)
 class BundleConfig:
     model_name: str
     embed_dim: int
@@ -144,6 +177,7 @@ class BundleConfig:
     training: dict[str, Any] = field(default_factory=dict)  # data, settings, metrics (informative)
     first_stage: FirstStageConfig = field(default_factory=FirstStageConfig)
     localize: LocalizeConfig = field(default_factory=LocalizeConfig)
+    ranking: RankingConfig = field(default_factory=RankingConfig)
     vocabulary: VocabularyConfig | None = None
     format: str = BUNDLE_FORMAT
     format_version: int = BUNDLE_FORMAT_VERSION
@@ -185,12 +219,13 @@ class BundleConfig:
             )
             textual = TextualConfig(
                 max_length=int(t["max_length"]),
-                input_names=tuple(t.get("input_names", TEXTUAL_INPUTS)),
+                input_names=tuple(str(name) for name in t.get("input_names", TEXTUAL_INPUTS)),
                 output_name=str(t.get("output_name", TEXTUAL_OUTPUT)),
                 quantized=bool(t.get("quantized", False)),
             )
             first_stage = FirstStageConfig.from_dict(raw.get("first_stage", {}))
             localize = LocalizeConfig.from_dict(raw.get("localize", {}))
+            ranking = RankingConfig.from_dict(raw.get("ranking", {}))
             config = cls(
                 model_name=str(raw["model_name"]),
                 embed_dim=int(raw["embed_dim"]),
@@ -201,28 +236,68 @@ class BundleConfig:
                 training=dict(raw.get("training", {})),
                 first_stage=first_stage,
                 localize=localize,
+                ranking=ranking,
                 vocabulary=_vocabulary(raw["vocabulary"]) if raw.get("vocabulary") is not None else None,
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise BundleError(f"bundle config.json is malformed: {exc!r}") from None
         if config.score not in SCORES:
             raise BundleError(f"bundle score {config.score!r} is not one of {', '.join(SCORES)}")
-        if len(visual.mean) != 3 or len(visual.std) != 3:
-            raise BundleError("bundle config.json: visual mean and std need three values each")
+        _check_fields(config)
         if min(first_stage.vectors, first_stage.candidates) < 1 or first_stage.iterations < 0:
             raise BundleError("bundle config.json: first_stage needs vectors and candidates of 1 or more")
         if not 0 <= first_stage.shortlist <= 1:
             raise BundleError("bundle config.json: first_stage shortlist is a share of the gallery, 0 to 1")
         if localize.smooth < 1 or localize.smooth % 2 == 0:
             raise BundleError("bundle config.json: localize smooth is an odd number of cells, 1 or more")
-        if localize.image_size is not None and min(localize.image_size) < 1:
-            raise BundleError("bundle config.json: localize image_size needs a positive height and width")
+        if localize.image_size is not None:
+            _check_size("localize image_size", localize.image_size)
         return config
 
     @property
     def localize_size(self) -> tuple[int, int]:
         """(height, width) a photo is encoded at for localizing it."""
         return self.localize.image_size or self.visual.image_size
+
+    @property
+    def largest_input_size(self) -> tuple[int, int]:
+        """(height, width): the most detail one photo is ever encoded at (the input or the localize size,
+        the larger on each side)."""
+        (h1, w1), (h2, w2) = self.visual.image_size, self.localize_size
+        return max(h1, h2), max(w1, w2)
+
+
+def _check_fields(config: BundleConfig) -> None:
+    """Values a model could never have been exported with: each a BundleError naming its field."""
+    visual, textual = config.visual, config.textual
+    if not 1 <= config.embed_dim <= MAX_EMBED_DIM:
+        raise BundleError(f"bundle config.json: embed_dim is {config.embed_dim}, not 1 to {MAX_EMBED_DIM}")
+    _check_size("visual image_size", visual.image_size)
+    for name, values in (("mean", visual.mean), ("std", visual.std)):
+        if len(values) != 3 or not all(math.isfinite(x) for x in values):
+            raise BundleError(f"bundle config.json: visual {name} needs three finite numbers, not {list(values)}")
+    if min(visual.std) <= 0:
+        raise BundleError(f"bundle config.json: visual std needs three positive numbers, not {list(visual.std)}")
+    height, width = visual.image_size
+    if not (1 <= visual.grid[0] <= height and 1 <= visual.grid[1] <= width):
+        raise BundleError(
+            f"bundle config.json: visual grid {visual.grid[0]}x{visual.grid[1]} is not 1x1 to the image size"
+            f" {height}x{width}"
+        )
+    if not 1 <= textual.max_length <= MAX_TEXT_LENGTH:
+        raise BundleError(
+            f"bundle config.json: textual max_length is {textual.max_length}, not 1 to {MAX_TEXT_LENGTH} tokens"
+        )
+    if len(textual.input_names) != 2:
+        raise BundleError("bundle config.json: textual input_names needs two names (token ids, attention mask)")
+
+
+def _check_size(field_name: str, size: tuple[int, int]) -> None:
+    """An encoder input size (height, width): positive and at most MAX_INPUT_SIDE a side."""
+    if not all(1 <= side <= MAX_INPUT_SIDE for side in size):
+        raise BundleError(
+            f"bundle config.json: {field_name} is {size[0]}x{size[1]}; each side must be 1 to {MAX_INPUT_SIDE} pixels"
+        )
 
 
 def _vocabulary(raw: dict[str, Any]) -> VocabularyConfig:
@@ -275,6 +350,24 @@ class Bundle:
     @property
     def bundle_id(self) -> str:
         return self.config.bundle_id
+
+    def read_token_weights(self) -> np.ndarray | None:
+        """The ranking's per-token weights (float32, one per token id), checked; None if it has none."""
+        name, digest = self.config.ranking.token_weights, self.config.ranking.token_weights_sha256
+        if name is None:
+            return None
+        path = self.root / name
+        if not path.is_file():
+            raise BundleError(f"model bundle {self.root} is missing {name} (its token weights)")
+        if sha256_file(path) != digest:
+            raise BundleError(f"model bundle {self.root}: {name} does not match its sha256 in config.json")
+        try:
+            table = np.load(path, allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise BundleError(f"model bundle {self.root}: {name} cannot be read ({exc})") from None
+        if table.ndim != 1 or not len(table) or not np.isfinite(table).all() or table.min() <= 0:
+            raise BundleError(f"model bundle {self.root}: {name} is not one positive weight per token")
+        return table.astype(np.float32)
 
     def read_vocabulary(self) -> Vocabulary | None:
         """The vocabulary's words and vectors (checked against config.json), or None if it has none."""

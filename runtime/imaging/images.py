@@ -8,21 +8,24 @@
   (DCT scaling) and other formats are reduced right after decoding; 16-bit and float images are
   converted in strips.
 - Only regular files are read (a named pipe or a device named like a photo is refused, never read).
-- HEIC/HEIF/AVIF open through pillow-heif when it is installed.
-- Pillow's warnings about a file (corrupt EXIF, odd chunks) are not printed: a damaged part either
-  still decodes, or the load fails with a reason.
+- HEIC/HEIF open through pillow-heif when it is installed (assoc[heic]), AVIF through Pillow itself
+  where it was built with libavif (its wheels are); a message names what is missing.
+- Pillow's warnings about a file (corrupt EXIF, odd chunks) are not printed by the CLI and the web
+  server (assoc.runtime.imaging.quiet_pillow_warnings): a damaged part either still decodes, or the
+  load fails with a reason.
+  Importing assoc changes no Pillow setting and no warning filter of the user's process.
 """
 
 from __future__ import annotations
 
-import warnings
+import threading
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError, features
 
 from ..errors import ImageLoadError
 from .files import NotRegularFileError, open_regular
@@ -34,7 +37,9 @@ from .preprocess import REDUCING_GAP
 MAX_MEGAPIXELS = 100.0
 DECODE_PEAK_BYTES = int(MAX_MEGAPIXELS * 1e6 * 4 * 2)  # the most one load_image holds at its peak
 # Pillow's own guard (an error past twice this) lets JPEGs through that DCT scaling brings under the cap.
-Image.MAX_IMAGE_PIXELS = int(MAX_MEGAPIXELS * 1e6 * 64 / 2)
+# Set only while assoc opens a photo (open_guarded), never for the rest of the user's process.
+PILLOW_GUARD_PIXELS = int(MAX_MEGAPIXELS * 1e6 * 64 / 2)
+_GUARD_LOCK = threading.Lock()
 PHOTO_SUFFIXES = frozenset(
     {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".jp2", ".j2k"}
     | {".heic", ".heif", ".avif"}
@@ -51,16 +56,26 @@ _TRANSPOSE = {  # EXIF orientation -> what shows the photo upright
     8: Image.Transpose.ROTATE_90,
 }
 
-# Warnings issued from inside Pillow are about the file at hand and would print Pillow's own source
-# paths on stderr; the cap above stands in for its DecompressionBombWarning.
-warnings.filterwarnings("ignore", module=r"PIL\.")
+
+
+def open_guarded(fh: BinaryIO) -> Image.Image:
+    """Image.open under assoc's pixel guard, restoring the caller's Pillow setting at once (the open
+    parses only the header; decoding happens later, outside the lock)."""
+    with _GUARD_LOCK:
+        before = Image.MAX_IMAGE_PIXELS
+        Image.MAX_IMAGE_PIXELS = PILLOW_GUARD_PIXELS
+        try:
+            return Image.open(fh)
+        finally:
+            Image.MAX_IMAGE_PIXELS = before
 
 try:  # optional: HEIC support
     import pillow_heif
 
     pillow_heif.register_heif_opener()
+    _HEIF_OPENER = True
 except ImportError:  # pragma: no cover - depends on the user's install
-    pass
+    _HEIF_OPENER = False
 
 
 @dataclass(frozen=True)
@@ -73,26 +88,34 @@ class LoadedImage:
 
 
 def load_image(
-    path: str | Path | BinaryIO, min_size: tuple[int, int] | None = None, max_megapixels: float = MAX_MEGAPIXELS
+    path: str | Path | BinaryIO,
+    min_size: tuple[int, int] | None = None,
+    max_megapixels: float = MAX_MEGAPIXELS,
+    *,
+    min_size_if_large: tuple[int, int] | None = None,
 ) -> LoadedImage:
     """Open a photo as RGB, oriented as a viewer shows it.
 
     min_size (width, height), when given, says no more detail than that is needed: JPEGs decode at a
     reduced scale and other photos are reduced by the whole factors the preprocessing resize would
     reduce by first (so its result is unchanged); the reported width and height are always those of
-    the full photo. path may also be an open binary file (a photo held in memory, such as an
-    upload); messages then call it "the photo".
+    the full photo. min_size_if_large is min_size for a photo over max_megapixels only: one that
+    fits is decoded whole (to be drawn over at its own size), a larger one as indexing decodes it,
+    at a reduced scale, so whatever index accepts opens here too. path may also be an open binary
+    file (a photo held in memory, such as an upload); messages then call it "the photo".
     """
     source: Path | BinaryIO = path if hasattr(path, "read") else Path(path)
     name = source if isinstance(source, Path) else "the photo"
     try:
         with open_regular(source) if isinstance(source, Path) else nullcontext(source) as fh:
-            img = Image.open(fh)
+            img = open_guarded(fh)
             width, height = img.size
             orientation = _orientation(img)
             if orientation in (5, 6, 7, 8):
                 width, height = height, width
             want = None  # min_size in the photo's stored frame (before the EXIF turn)
+            if min_size is None and img.size[0] * img.size[1] > max_megapixels * 1e6:
+                min_size = min_size_if_large
             if min_size is not None:
                 want = min_size if orientation not in (5, 6, 7, 8) else (min_size[1], min_size[0])
                 if img.format == "JPEG":
@@ -117,12 +140,29 @@ def load_image(
     except NotRegularFileError as exc:
         raise ImageLoadError(f"{name}: {exc}") from None
     except UnidentifiedImageError:
-        raise ImageLoadError(f"{name}: not a recognised image format") from None
+        raise ImageLoadError(f"{name}: {_unrecognised(source)}") from None
     except Image.DecompressionBombError:
         raise ImageLoadError(f"{name}: too many pixels (decompression bomb guard)") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise ImageLoadError(f"{name}: cannot decode ({exc})") from None
     return LoadedImage(image=rgb, width=width, height=height)
+
+
+def _unrecognised(source: Path | BinaryIO) -> str:
+    """Why Pillow opened nothing: a format this install lacks (said with what adds it), or none at all."""
+    suffix = source.suffix.lower() if isinstance(source, Path) else ""
+    if suffix in (".heic", ".heif") and not _HEIF_OPENER:
+        return "HEIC/HEIF photos need pillow-heif: pip install 'assoc[heic]'"
+    if suffix == ".avif" and not _pillow_has("avif"):
+        return "this Pillow was built without AVIF support (libavif); Pillow's own wheels have it"
+    return "not a recognised image format"
+
+
+def _pillow_has(module: str) -> bool:
+    try:
+        return features.check_module(module)
+    except ValueError:  # a Pillow too old to know the module at all
+        return False
 
 
 def to_rgb(img: Image.Image) -> Image.Image:

@@ -15,5 +15,8 @@ from ..imaging.files import open_regular
 
 def hash_content(path: str | Path) -> str:
     """Hex blake2b-128 of a regular file's whole content."""
-    with open_regular(path) as fh:
-        return hashlib.file_digest(fh, lambda: hashlib.blake2b(digest_size=16)).hexdigest()
+    digest = hashlib.blake2b(digest_size=16)
+    with open_regular(path) as fh:  # hashlib.file_digest does this from Python 3.11 on
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

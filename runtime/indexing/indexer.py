@@ -14,6 +14,7 @@ batches on the calling thread -> store.add, one durable commit per batch.
   photos stay and the summary names it in `kept_in_empty`. A named folder that still holds anything
   (a file of any kind, a subfolder) counts as looked at, and photos gone from it are removed.
 - A killed run loses at most the batch in flight; the next run starts where it stopped.
+- One run at a time writes a gallery (lock.py): a second one at once is refused, not run twice over.
 
 The steps are public so that other executors share them (assoc.distributed encodes on a Ray cluster):
 `plan_index` (walk and diff, once), `prepare` (hash, then decode unless the content is stored: the
@@ -40,6 +41,7 @@ from ..imaging.images import DECODE_PEAK_BYTES, load_image
 from ..imaging.preprocess import preprocess
 from ..stores.base import PhotoRecord, Store
 from .fileinfo import hash_content
+from .lock import index_lock
 from .walk import PhotoFile, walk
 
 if TYPE_CHECKING:  # onnxruntime loads with the encoder, which the caller makes
@@ -97,8 +99,22 @@ def index_paths(
     """Index the photos under `paths` into `store`.
 
     on_progress(done, total) counts the new and changed files (unchanged ones cost nothing); it is
-    called once with done=0, then after each file.
+    called once with done=0, then after each file. One run at a time per gallery: another process's
+    run on it is a GalleryIndexingError (assoc.runtime.indexing.lock).
     """
+    with index_lock(store):
+        return _index_paths(store, encoder, paths, batch_size, workers, exclude, on_progress)
+
+
+def _index_paths(
+    store: Store,
+    encoder: ImageEncoder,
+    paths: Sequence[str | Path],
+    batch_size: int,
+    workers: int | None,
+    exclude: Sequence[str],
+    on_progress: ProgressCallback | None,
+) -> IndexSummary:
     plan = plan_index(store, paths, exclude)
     writer = IndexWriter(store, plan, encoder.config, encoder.encode_arrays)
     todo = plan.todo

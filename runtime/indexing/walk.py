@@ -7,6 +7,9 @@
 - Hidden entries (dot-names) and the metadata folders that NAS systems and OSes scatter through a
   library are skipped; `exclude` globs skip more. These rules apply below the named paths, never to a
   path the user named.
+- assoc's own folders are never photos: a gallery (a folder holding a gallery database, with its
+  shards and thumbnails) is not entered, nor assoc's per-user cache folder (the web app's thumbnails
+  for other stores), wherever they sit; a named folder that is a gallery is skipped with that reason.
 - Nothing here raises for a bad entry: an unreadable folder, a broken link or a missing root is
   recorded in `skipped` with a reason, and the walk goes on.
 - A named folder with nothing visible in it (no entry but dot-names) is listed in `empty`: that is what
@@ -25,6 +28,9 @@ from pathlib import Path
 
 from ..imaging.files import kind_of
 from ..imaging.images import PHOTO_SUFFIXES
+from ..stores.catalogue import DB_NAME
+
+GALLERY_REASON = "an assoc gallery: its files are not photos"
 
 # Compared case-insensitively with a folder's name.
 METADATA_FOLDERS = frozenset(
@@ -83,7 +89,7 @@ def walk(paths: Iterable[str | Path], exclude: Sequence[str] = (), include_hidde
     """All photo files (by suffix, case-insensitively) under `paths`, sorted by path."""
     result = WalkResult()
     found: dict[str, PhotoFile] = {}
-    visited: set[tuple[int, int]] = set()
+    visited: set[tuple[int, int]] = set(_own_folders())  # taken as entered already: never walked
     for raw in paths:
         path = os.path.abspath(os.path.expanduser(os.fspath(raw)))
         try:
@@ -128,6 +134,10 @@ def _walk_folder(
         except OSError as exc:
             skipped.append((folder, _reason(exc, folder)))
             continue
+        if any(entry.name == DB_NAME and _is_file(entry) for entry in entries):  # a gallery: assoc's own files
+            if folder == root:
+                skipped.append((folder, GALLERY_REASON))
+            continue
         subfolders = []
         for entry in entries:
             if _ignored(entry.name, entry.path, exclude, include_hidden):
@@ -149,6 +159,24 @@ def _walk_folder(
                 continue
             found[entry.path] = PhotoFile(entry.path, st.st_size, st.st_mtime_ns)
         stack.extend(reversed(subfolders))
+
+
+def _is_file(entry: os.DirEntry) -> bool:
+    try:
+        return entry.is_file()
+    except OSError:
+        return False
+
+
+def _own_folders() -> list[tuple[int, int]]:
+    """(st_dev, st_ino) of assoc's per-user cache folder, where it exists."""
+    try:
+        from platformdirs import user_cache_dir
+
+        st = os.stat(user_cache_dir("assoc"))
+    except (ImportError, OSError):
+        return []
+    return [(st.st_dev, st.st_ino)] if stat.S_ISDIR(st.st_mode) else []
 
 
 def _looks_empty(folder: str) -> bool:

@@ -61,7 +61,7 @@ def compute_heatmaps(grid: np.ndarray, query: EncodedQuery, smooth: int = 1) -> 
     raw = np.stack([mm[..., query.token_word == k].mean(axis=-1) for k in range(len(query.words))]).astype(
         np.float32
     )
-    word_maps = np.stack([smooth_map(m, smooth) for m in raw]) if smooth > 1 else raw
+    word_maps = smooth_map(raw, smooth) if smooth > 1 else raw
     return Heatmaps(
         words=list(query.words),
         word_maps=word_maps,
@@ -71,12 +71,14 @@ def compute_heatmaps(grid: np.ndarray, query: EncodedQuery, smooth: int = 1) -> 
 
 
 def smooth_map(grid_map: np.ndarray, width: int) -> np.ndarray:
-    """The mean over each cell's `width` x `width` neighbourhood (odd width); edge cells repeat outward."""
+    """The mean over each cell's `width` x `width` neighbourhood (odd width); edge cells repeat outward.
+    Maps (..., h, w) are smoothed over their last two axes, many at once."""
     r = width // 2
-    h, w = grid_map.shape
-    padded = np.pad(np.asarray(grid_map, dtype=np.float32), r, mode="edge")
-    rows = sum(padded[i : i + h] for i in range(width))
-    return (sum(rows[:, j : j + w] for j in range(width)) / (width * width)).astype(np.float32)
+    h, w = grid_map.shape[-2:]
+    lead = ((0, 0),) * (np.ndim(grid_map) - 2)
+    padded = np.pad(np.asarray(grid_map, dtype=np.float32), (*lead, (r, r), (r, r)), mode="edge")
+    rows = sum(padded[..., i : i + h, :] for i in range(width))
+    return (sum(rows[..., j : j + w] for j in range(width)) / (width * width)).astype(np.float32)
 
 
 def best_cell(grid_map: np.ndarray) -> tuple[int, int]:

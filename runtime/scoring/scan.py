@@ -3,7 +3,7 @@
 numpy widens float16 at about 1 GB/s on x86 (no SIMD loop), and its matmul of (N*P, D) rows against
 a (D, T) query followed by a strided max over patches is memory-bound: together most of a search.
 ONNX Runtime's CPU kernels widen float16 with F16C and run the matmul and the reductions on one
-buffer each, so the same work takes a fraction of the time (bench/exact_scan.py measures both).
+buffer each, so the same work takes a fraction of the time (bench/query_latency.py times the exact scan).
 
 The graph is built here as ONNX protobuf bytes (the `onnx` package is a training-side dependency):
     grids (N, P, D) float16 -> Cast float32 -> MatMul query (D, T) -> (N, P, T) -> score (N,)
@@ -61,20 +61,34 @@ def _node(op: str, inputs: list[str], outputs: list[str], **attributes: int | li
     return body
 
 
-def scan_graph(kind: str) -> bytes:
-    """The serialized ONNX model that scores float16 grids against a query for one score kind."""
+def scan_graph(kind: str, fused: bool = False) -> bytes:
+    """The serialized ONNX model that scores float16 grids against a query for one score kind.
+
+    fused adds the global term of assoc.runtime.search.query: each grid's mean patch, normalised, dotted
+    with a second input `global_query` (D, 1) that holds the weight times the pooled query vector.
+    """
+    local = "local" if fused else "score"
     nodes = [_node("Cast", ["grids"], ["wide"], to=_FLOAT), _node("MatMul", ["wide", "query"], ["mm"])]
     if kind == "misa":
         nodes += [
             _node("ReduceMax", ["mm"], ["best"], axes=[1], keepdims=0),
-            _node("ReduceMean", ["best"], ["score"], axes=[1], keepdims=0),
+            _node("ReduceMean", ["best"], [local], axes=[1], keepdims=0),
         ]
     elif kind == "sisa":
-        nodes.append(_node("ReduceMean", ["mm"], ["score"], axes=[1, 2], keepdims=0))
+        nodes.append(_node("ReduceMean", ["mm"], [local], axes=[1, 2], keepdims=0))
     elif kind == "mima":
-        nodes.append(_node("ReduceMax", ["mm"], ["score"], axes=[1, 2], keepdims=0))
+        nodes.append(_node("ReduceMax", ["mm"], [local], axes=[1, 2], keepdims=0))
     else:
         raise ValueError(f"unknown score kind {kind!r}; expected one of {SCORES}")
+    if fused:
+        nodes += [
+            _node("ReduceMean", ["wide"], ["mean"], axes=[1], keepdims=0),  # (N, D)
+            _node("ReduceL2", ["mean"], ["norm"], axes=[1], keepdims=1),  # (N, 1)
+            _node("MatMul", ["mean", "global_query"], ["dots"]),  # (N, 1)
+            _node("Div", ["dots", "norm"], ["cosines"]),
+            _node("ReduceMax", ["cosines"], ["global"], axes=[1], keepdims=0),  # (N,): drops the unit axis
+            _node("Add", ["local", "global"], ["score"]),
+        ]
     # ReduceMax skips NaN; the matchmap's sum does not (nor infinities): sum - sum is 0 for a grid of
     # finite values and NaN otherwise, so a grid holding any NaN or infinity scores NaN.
     nodes += [
@@ -82,21 +96,25 @@ def scan_graph(kind: str) -> bytes:
         _node("Sub", ["total", "total"], ["poison"]),
         _node("Add", ["score", "poison"], ["scores"]),
     ]
-    graph = b"".join(_field(1, n) for n in nodes) + _field(2, f"assoc-scan-{kind}")
+    graph = b"".join(_field(1, n) for n in nodes) + _field(2, f"assoc-scan-{kind}{'-fused' if fused else ''}")
     # TensorProto { dims: 2, data_type: INT64 (7), int64_data: [1, 2], name }
     axes = _field(1, 2) + _field(2, 7) + _field(7, 1) + _field(7, 2) + _field(8, "sum_axes")
     graph += _field(5, axes)
     graph += _field(11, _tensor_info("grids", _FLOAT16, ("N", "P", "D")))
     graph += _field(11, _tensor_info("query", _FLOAT, ("D", "T")))
+    if fused:
+        graph += _field(11, _tensor_info("global_query", _FLOAT, ("D", "1")))
     graph += _field(12, _tensor_info("scores", _FLOAT, ("N",)))
     opset = _field(1, "") + _field(2, _OPSET)
     return _field(1, _IR_VERSION) + _field(8, opset) + _field(7, graph)
 
 
 class ScanKernel:
-    """Scores float16 grids (N, P, D) against one query (T, D) for one score kind; reuse it."""
+    """Scores float16 grids (N, P, D) against one query (T, D) for one score kind; reuse it.
 
-    def __init__(self, kind: str, threads: int | None = None) -> None:
+    A fused kernel (scan_graph) also takes the weighted pooled query and adds the global term."""
+
+    def __init__(self, kind: str, threads: int | None = None, fused: bool = False) -> None:
         import onnxruntime as ort  # here, not at import: opening a gallery to describe it needs no kernel
 
         options = ort.SessionOptions()
@@ -104,10 +122,15 @@ class ScanKernel:
         if threads:
             options.intra_op_num_threads = threads
         self.kind = kind
-        self._session = ort.InferenceSession(scan_graph(kind), options, providers=["CPUExecutionProvider"])
+        self.fused = fused
+        self._session = ort.InferenceSession(scan_graph(kind, fused), options, providers=["CPUExecutionProvider"])
 
-    def scores(self, grids: np.ndarray, query_t: np.ndarray) -> np.ndarray:
-        """grids (N, P, D) float16 (a memory map is read in place), query_t (D, T) float32 -> (N,) float32."""
+    def scores(self, grids: np.ndarray, query_t: np.ndarray, global_query: np.ndarray | None = None) -> np.ndarray:
+        """grids (N, P, D) float16 (a memory map is read in place), query_t (D, T) float32 -> (N,) float32;
+        a fused kernel also takes global_query (D, 1) float32."""
         if len(grids) == 0:
             return np.empty(0, np.float32)
-        return self._session.run(None, {"grids": grids, "query": query_t})[0]
+        feeds = {"grids": grids, "query": query_t}
+        if self.fused:
+            feeds["global_query"] = global_query
+        return self._session.run(None, feeds)[0]

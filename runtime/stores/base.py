@@ -1,8 +1,8 @@
 """The store interface: what the CLI and the indexer know of a gallery, whatever holds it.
 
 Two implementations: the built-in on-disk gallery (assoc.runtime.stores.gallery) and Qdrant
-(assoc.runtime.stores.qdrant). Scores are on one scale everywhere: for MISA, the mean over query
-vectors of each one's best patch (so 1.0 is a perfect match with L2-normalised vectors).
+(assoc.runtime.stores.qdrant). Neither ranks: assoc.runtime.search.pipeline searches either through
+its open_view(), with one shared rerank, so both give the same scores and the same order.
 """
 
 from __future__ import annotations
@@ -11,6 +11,9 @@ from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 import numpy as np
+
+from ..encoding.bundle import FirstStageConfig
+from ..search.pipeline import StoreView
 
 
 @dataclass(frozen=True)
@@ -27,17 +30,32 @@ class PhotoRecord:
 
 
 @dataclass(frozen=True)
-class SearchHit:
+class DamagedPhoto:
     path: str
-    score: float
+    reason: str
+
+
+@dataclass(frozen=True)
+class CheckReport:
+    """What Gallery.check found: every photo's bytes against its checksum and its shard files' sizes."""
+
+    photos: int  # photos checked
+    damaged: list[DamagedPhoto]  # photos whose stored data is missing, altered or not numbers
+    dropped: int  # of those, rows removed by repair (the next index run encodes them again)
+
+    def to_dict(self) -> dict[str, object]:
+        """The JSON `assoc check --json` prints."""
+        damaged = [{"path": d.path, "reason": d.reason} for d in self.damaged]
+        return {"photos": self.photos, "damaged": damaged, "dropped": self.dropped}
 
 
 @runtime_checkable
 class Store(Protocol):
-    """A gallery of patch grids for one model bundle."""
+    """A gallery of patch grids for one model bundle: records, grids, and views to search."""
 
     bundle_id: str
     embed_dim: int
+    first_stage: FirstStageConfig  # the bundle's: what a view's first stage keeps
 
     def records(self) -> dict[str, PhotoRecord]:
         """Every indexed photo, by path."""
@@ -63,19 +81,8 @@ class Store(Protocol):
         """A path already indexed with this content hash (renames and duplicates reuse its grid)."""
         ...
 
-    def search(
-        self,
-        query: np.ndarray,
-        k: int = 10,
-        min_score: float | None = None,
-        kind: str = "misa",
-        exact: bool = False,
-    ) -> list[SearchHit]:
-        """Rank photos against query vectors (T, D): word vectors of a text, or patches of a photo.
-
-        By default a store may pick candidates with a first stage and score only those; exact=True
-        scores every photo. Either way each hit's score is its exact score, and never NaN or infinite.
-        """
+    def open_view(self) -> StoreView:
+        """A consistent snapshot to search (assoc.runtime.search.pipeline reads it; a store never ranks)."""
         ...
 
     def __len__(self) -> int: ...

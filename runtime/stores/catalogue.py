@@ -19,6 +19,7 @@ from ..errors import (
     DatabaseDamagedError,
     DiskFullError,
     GalleryBusyError,
+    GalleryDamagedError,
     GalleryError,
     GalleryNotEmptyError,
     GalleryReadOnlyError,
@@ -226,3 +227,22 @@ def reduction_json(config: FirstStageConfig) -> str:
 def reduction_of(stored: str) -> FirstStageConfig:
     raw = json.loads(stored)
     return FirstStageConfig(vectors=int(raw["vectors"]), iterations=int(raw["iterations"]))
+
+
+@contextmanager
+def translated_errors(folder: Path, reading: bool = True) -> Iterator[None]:
+    """SQLite errors and disk-full errors become typed errors naming the gallery; when reading, stored
+    values that make no sense (a grid of a damaged shape, a row past a shard's end) are a
+    GalleryDamagedError rather than whatever numpy raises about them."""
+    try:
+        yield
+    except sqlite3.DatabaseError as exc:
+        raise sqlite_error(folder, exc) from None
+    except OSError as exc:
+        if exc.errno in NO_ROOM:
+            raise DiskFullError(str(folder)) from None
+        raise
+    except (ValueError, TypeError, IndexError, OverflowError, MemoryError) as exc:
+        if not reading:
+            raise
+        raise GalleryDamagedError(folder, f"a stored value makes no sense ({type(exc).__name__}: {exc})") from None

@@ -59,15 +59,13 @@ import numpy as np
 from ..encoding.bundle import FirstStageConfig
 from ..errors import (
     DatabaseDamagedError,
-    DiskFullError,
     GalleryDamagedError,
     GalleryError,
     GalleryReadOnlyError,
     NoGalleryError,
 )
 from ..scoring.first_stage import MEAN_VECTOR, reduce_grids
-from ..scoring.scan import ScanKernel
-from .base import PhotoRecord, SearchHit
+from .base import CheckReport, DamagedPhoto, PhotoRecord
 from .catalogue import (
     DB_NAME,
     FORMAT_VERSION,
@@ -83,13 +81,15 @@ from .catalogue import (
     reduction_of,
     sql_path,
     sqlite_error,
+    translated_errors,
 )
+from .gallery_view import GalleryView
 from .shard_files import (
     CENTROIDS_SUFFIX,
     DTYPE,
     LAYER_SUFFIXES,
-    NO_ROOM,
     POOL_SUFFIX,
+    SEARCH_CHUNK_BYTES,
     SHARD_DIR,
     SHARD_SUFFIX,
     fsync_dir,
@@ -101,10 +101,6 @@ from .shard_files import (
 
 MAX_SHARD_BYTES = 256 << 20  # a new shard file is started past this size
 COMPACT_MIN_BYTES = 64 << 20  # dead bytes below this are never worth a rewrite
-# float16 bytes of grids scored (and checksummed) in one kernel call: bounds a search's memory (the kernel
-# widens a chunk to float32 and holds its matchmap) whatever the gallery's size. Chunks that stay in
-# cache through checksum, widening and matmul are faster: 4 MiB measured best of 1-16 on 2 busy cores.
-SEARCH_CHUNK_BYTES = 4 << 20
 
 
 T = TypeVar("T")
@@ -131,55 +127,24 @@ class _Part:
     sums: np.ndarray  # each row's stored checksum (int64)
 
 
-@dataclass(frozen=True)
-class DamagedPhoto:
-    path: str
-    reason: str
-
-
-@dataclass(frozen=True)
-class CheckReport:
-    """What Gallery.check found: every photo's bytes against its checksum and its shard files' sizes."""
-
-    photos: int  # photos checked
-    damaged: list[DamagedPhoto]  # photos whose stored data is missing, altered or not numbers
-    dropped: int  # of those, rows removed by repair (the next index run encodes them again)
-
-    def to_dict(self) -> dict[str, object]:
-        """The JSON `assoc check --json` prints."""
-        damaged = [{"path": d.path, "reason": d.reason} for d in self.damaged]
-        return {"photos": self.photos, "damaged": damaged, "dropped": self.dropped}
-
-
 def _guarded(method: Callable[Concatenate[Gallery, P], T]) -> Callable[Concatenate[Gallery, P], T]:
-    """A public method whose SQLite errors and disk-full errors become typed errors naming the gallery."""
+    """A public method that writes, its errors translated (translated_errors)."""
 
     @functools.wraps(method)
     def guarded(self: Gallery, *args: P.args, **kwargs: P.kwargs) -> T:
-        try:
+        with translated_errors(self.folder, reading=False):
             return method(self, *args, **kwargs)
-        except sqlite3.DatabaseError as exc:
-            raise sqlite_error(self.folder, exc) from None
-        except OSError as exc:
-            if exc.errno in NO_ROOM:
-                raise DiskFullError(str(self.folder)) from None
-            raise
 
     return guarded
 
 
 def _guarded_read(method: Callable[Concatenate[Gallery, P], T]) -> Callable[Concatenate[Gallery, P], T]:
-    """_guarded, and stored values that make no sense (a grid of a damaged shape, a row past a shard's
-    end) are a GalleryDamagedError rather than whatever numpy raises about them."""
-    inner = _guarded(method)
+    """A public method that reads, its errors translated (translated_errors)."""
 
     @functools.wraps(method)
     def guarded(self: Gallery, *args: P.args, **kwargs: P.kwargs) -> T:
-        try:
-            return inner(self, *args, **kwargs)
-        except (ValueError, TypeError, IndexError, OverflowError, MemoryError) as exc:
-            detail = f"a stored value makes no sense ({type(exc).__name__}: {exc})"
-            raise GalleryDamagedError(self.folder, detail) from None
+        with translated_errors(self.folder):
+            return method(self, *args, **kwargs)
 
     return guarded
 
@@ -312,9 +277,17 @@ class Gallery:
 
     @_guarded_read
     def find_by_hash(self, content_hash: str) -> str | None:
-        rows = self._db.execute("SELECT path FROM photos WHERE content_hash = ? ORDER BY path", (content_hash,))
-        missing = self._missing()
-        return next((p for p in map(path_of, (r[0] for r in rows)) if p not in missing), None)
+        """Through the hash index, and a stat of the shard files of the photos found: a web app asks this
+        for every thumbnail, so it never looks at the whole gallery."""
+        rows = self._db.execute(
+            "SELECT p.path, p.row, s.id, s.grid_h, s.grid_w, s.rows FROM photos p JOIN shards s ON s.id = p.shard"
+            " WHERE p.content_hash = ? ORDER BY p.path",
+            (content_hash,),
+        ).fetchall()
+        for path, row, shard, gh, gw, committed in rows:
+            if row < self._whole_rows([_Shard(shard, (gh, gw), committed, 0)])[shard]:
+                return path_of(path)
+        return None
 
     @_guarded_read
     def get_grid(self, path: str) -> np.ndarray | None:
@@ -340,74 +313,21 @@ class Gallery:
         return self._retrying(read)
 
     @_guarded_read
-    def search(
-        self,
-        query: np.ndarray,
-        k: int = 10,
-        min_score: float | None = None,
-        kind: str = "misa",
-        exact: bool = False,
-    ) -> list[SearchHit]:
-        """The k photos that score best against the query vectors (T, D) by MaxSim (or SISA/MIMA).
-
-        Two stages unless exact (see the module docstring); every score returned is exact, from the
-        photo's verified grid. Grids are read from the memory-mapped shards a chunk of about
-        SEARCH_CHUNK_BYTES at a time, so memory stays bounded whatever the gallery's size. A photo whose
-        score is not a finite number (its stored values are not) is never returned. Equal scores are
-        ordered by path, so a search is deterministic.
-        """
-        query = np.asarray(query, dtype=np.float32)
-        if query.ndim != 2 or query.shape[1] != self.embed_dim:
-            raise GalleryError(
-                f"query vectors of shape {query.shape} do not fit this gallery's dimension {self.embed_dim}"
-            )
-        if k <= 0:
-            return []
+    def open_view(self) -> GalleryView:
+        """A snapshot of the committed photos for one search (assoc.runtime.search.pipeline)."""
         parts, maps = self._retrying(self._snapshot)
-        query_t = np.ascontiguousarray(query.T)
-        picks = [part.rows for part in parts]
-        shortlist, candidates = search_plan(sum(len(p) for p in picks), self.first_stage, k)
-        if not exact:
-            for suffix, keep in ((POOL_SUFFIX, shortlist), (CENTROIDS_SUFFIX, candidates)):
-                picks = self._narrow(maps, picks, suffix, keep, query_t, kind)
-        scores: list[np.ndarray] = []
-        paths: list[str] = []
-        kernel = _kernel(kind)
-        for part, layers, rows in zip(parts, maps, picks, strict=True):
-            where = np.searchsorted(part.rows, rows)  # rows are sorted, as part.rows are
-            for start in range(0, len(rows), self._step(part.grid)):
-                chunk = where[start : start + self._step(part.grid)]
-                blocks = [gather_rows(mm, part.rows[chunk]) for mm in layers.values()]
-                self._verify(blocks, part.sums[chunk], [part.paths[i] for i in chunk])
-                scores.append(kernel.scores(blocks[0], query_t))
-            paths.extend(part.paths[i] for i in where)
-        if not paths:
-            return []
-        hits = _top_k(np.concatenate(scores), paths, k, min_score)
-        self._confirm(hits, parts)
-        return hits
-
-    def _confirm(self, hits: list[SearchHit], parts: list[_Part]) -> None:
-        """Find each hit's row again through the path index, at the place the scan read it from.
-
-        The scan reads paths from the table and places through another index; SQLite checks neither
-        against the other, so a flipped bit in a path, or in an index entry, would otherwise pair a
-        photo with another's name or place in silence.
-        """
-        by_shard = {part.shard: part for part in parts}
-        for hit in hits:
-            place = self._db.execute("SELECT shard, row FROM photos WHERE path = ?", (sql_path(hit.path),)).fetchone()
-            part = by_shard.get(place[0]) if place is not None else None
-            i = int(np.searchsorted(part.rows, place[1])) if part is not None else 0
-            if part is None or i >= len(part.rows) or part.rows[i] != place[1] or part.paths[i] != hit.path:
-                if self._db.execute("PRAGMA data_version").fetchone()[0] != self._data_version:
-                    return  # another process committed since the scan's snapshot: that explains it
-                raise DatabaseDamagedError(self.folder, f"its database disagrees with itself about {hit.path}")
+        return GalleryView(self, parts, maps)
 
     @_guarded_read
     def check(self, repair: bool = False) -> CheckReport:
         """Verify every photo's stored bytes (shard file sizes, checksums, finite values); with repair,
-        drop the rows of damaged photos so that the next index run encodes them again."""
+        drop the rows of damaged photos so that the next index run encodes them again. The database
+        itself is checked first (SQLite's integrity check): damage there is a DatabaseDamagedError,
+        which dropping photos cannot mend."""
+        found = [row[0] for row in self._db.execute("PRAGMA integrity_check").fetchall()]
+        if found != ["ok"]:
+            more = f" (and {len(found) - 1} more problems)" if len(found) > 1 else ""
+            raise DatabaseDamagedError(self.folder, f"SQLite's integrity check says: {found[0]}{more}")
         damaged = [DamagedPhoto(p, f"its bytes are missing from shard {s}") for p, s in self._missing().items()]
         missing = {d.path for d in damaged}
         parts, maps = self._retrying(lambda: self._snapshot(tolerant=True))
@@ -530,32 +450,6 @@ class Gallery:
                 self.folder, f"the stored data of {paths[bad[0]]} does not match its checksum ({len(bad)} photos)"
             )
 
-    def _narrow(
-        self,
-        maps: list[dict[str, np.memmap]],
-        picks: list[np.ndarray],
-        suffix: str,
-        keep: int,
-        query_t: np.ndarray,
-        kind: str,
-    ) -> list[np.ndarray]:
-        """The `keep` picked rows whose first-stage vectors in `suffix` files score best, per part."""
-        if sum(len(rows) for rows in picks) <= keep:
-            return picks
-        kernel = _kernel(kind)
-        estimates = []
-        for layers, rows in zip(maps, picks, strict=True):
-            mm = layers[suffix]
-            step = max(1, SEARCH_CHUNK_BYTES // (mm.shape[1] * mm.shape[2] * DTYPE.itemsize))
-            chunks = range(0, len(rows), step)
-            estimates += [kernel.scores(gather_rows(mm, rows[i : i + step]), query_t) for i in chunks]
-        flat = np.concatenate(estimates)
-        flat[~np.isfinite(flat)] = np.inf  # damaged first-stage values: score the photo, which verifies it
-        best = np.zeros(len(flat), bool)
-        best[np.argpartition(-flat, keep - 1)[:keep]] = True
-        bounds = np.cumsum([0] + [len(rows) for rows in picks])
-        return [rows[best[a:b]] for rows, a, b in zip(picks, bounds[:-1], bounds[1:], strict=True)]
-
     def _shards(self) -> list[_Shard]:
         rows = self._db.execute(
             "SELECT s.id, s.grid_h, s.grid_w, s.rows, COUNT(p.path) FROM shards s"
@@ -619,7 +513,9 @@ class Gallery:
 
     def _missing(self) -> dict[str, int]:
         """Photos whose rows lie past the bytes their shard files hold, with their shard."""
-        short = [(s.id, n) for s in self._shards() if (n := self._whole_rows([s])[s.id]) < s.rows]
+        rows = self._db.execute("SELECT id, grid_h, grid_w, rows FROM shards")  # live counts are not needed
+        shards = [_Shard(i, (gh, gw), n, 0) for i, gh, gw, n in rows]
+        short = [(s.id, n) for s in shards if (n := self._whole_rows([s])[s.id]) < s.rows]
         out: dict[str, int] = {}
         for shard, whole in short:
             rows = self._db.execute("SELECT path FROM photos WHERE shard = ? AND row >= ?", (shard, whole))
@@ -812,34 +708,3 @@ class Gallery:
                 self._parts = None
                 missing = exc.filename
         raise GalleryDamagedError(self.folder, f"{missing} is missing")
-
-
-def search_plan(photos: int, config: FirstStageConfig, k: int) -> tuple[int, int]:
-    """How many photos the pooled stage keeps and how many the centroid stage passes to exact scoring.
-
-    The shortlist grows with the gallery (a share of it) because the pooled vector's ranking does
-    not get better with size; the exact stage never scores fewer than k.
-    """
-    candidates = max(config.candidates, k)
-    shortlist = max(int(photos * config.shortlist), config.shortlist_min, candidates)
-    return shortlist, candidates
-
-
-@functools.cache
-def _kernel(kind: str) -> ScanKernel:
-    return ScanKernel(kind)
-
-
-def _top_k(scores: np.ndarray, paths: list[str], k: int, min_score: float | None) -> list[SearchHit]:
-    """The k best (score, path), ties by path; every candidate tied with the k-th is kept until sorted.
-    A score that is not a finite number is never a hit."""
-    finite = np.isfinite(scores)
-    keep = np.flatnonzero(finite if min_score is None else finite & (scores >= min_score))
-    if len(keep) > k:
-        cut = len(keep) - k
-        kth = np.partition(scores[keep], cut)[cut]
-        keep = keep[scores[keep] >= kth]
-    best = sorted(keep.tolist(), key=lambda i: (-scores[i], paths[i]))[:k]
-    return [SearchHit(paths[i], float(scores[i])) for i in best]
-
-

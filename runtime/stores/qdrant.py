@@ -1,12 +1,13 @@
 """Qdrant as an assoc store: a server (url) or qdrant-client's local mode (path, or ":memory:").
 
-Each photo is one point with two named vectors:
-- ``pooled``: one dense vector per photo (COSINE, HNSW), the first stage that picks candidates;
-- ``patches``: the whole patch grid as a multivector (DOT, MAX_SIM, no HNSW), which reranks the
-  candidates exactly. Patches are stored as float16 values, like the built-in gallery.
-
-Qdrant's MAX_SIM sums the best-patch scores over the query vectors; assoc averages them, so search
-divides by the number of query vectors and scores land on the built-in gallery's scale.
+Each photo is one point with three named vectors, the built-in gallery's three layers:
+- ``pooled``: one dense vector per photo (COSINE, HNSW): the first stage's shortlist;
+- ``centroids``: the photo's first-stage centroids as a multivector (MAX_SIM, no HNSW), which narrow
+  the shortlist to the candidates, as the gallery's do (collections made before them skip this step);
+- ``patches``: the whole patch grid as a multivector (float16, no HNSW), read for the exact stage.
+The first stage runs on the server (one query_points call with a nested prefetch); the candidates'
+patches then go through the same rerank as the built-in gallery's (assoc.runtime.search), so both
+stores give the same scores in the same order.
 
 Point ids are uuid5 of the path, so indexing a path again replaces its point. One extra point with no
 vectors holds the collection's metadata (bundle id, embed dim): a collection is tied to one model.
@@ -18,22 +19,27 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import math
 import os
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
 
-from ..errors import AssocError, GalleryError, NoGalleryError, QueryError
+from ..encoding.bundle import FirstStageConfig
+from ..errors import AssocError, GalleryError, ModelMismatchError, NoGalleryError
 from ..scoring.first_stage import MEAN_VECTOR, reduce_grids
-from .base import PhotoRecord, SearchHit
+from ..search.pipeline import SearchPlan
+from ..search.query import Query
+from ..search.rerank import GridChunk, SearchHit
+from .base import PhotoRecord
 
 POOLED = "pooled"
+CENTROIDS = "centroids"
 PATCHES = "patches"
+DEFAULT_COLLECTION = "assoc"
 MIN_SERVER_VERSION = (1, 10)  # multivectors and query_points with prefetch
 BATCH_POINTS = 64
 BATCH_FLOATS = 1_000_000  # keeps one JSON upsert well under the server's 32 MB request limit
@@ -94,7 +100,8 @@ class QdrantStore:
 
     ``shard_number``, ``replication_factor`` and ``on_disk`` (patch multivectors served from disk;
     the small pooled vectors stay in RAM for HNSW) apply only when the collection is created.
-    ``prefetch`` is how many first-stage candidates are reranked exactly. With ``create=False`` (the
+    ``first_stage`` is the bundle's: the centroids stored and how many photos each stage keeps
+    (assoc.runtime.search.pipeline.search_plan). With ``create=False`` (the
     read-only commands) a missing collection, or a missing local folder, is a NoGalleryError and
     nothing is created.
     """
@@ -107,8 +114,8 @@ class QdrantStore:
         url: str | None = None,
         api_key: str | None = None,
         path: str | Path | None = None,
-        collection: str = "assoc",
-        prefetch: int = 200,
+        collection: str = DEFAULT_COLLECTION,
+        first_stage: FirstStageConfig | None = None,
         shard_number: int | None = None,
         replication_factor: int | None = None,
         on_disk: bool = False,
@@ -123,7 +130,8 @@ class QdrantStore:
         self.bundle_id = bundle_id
         self.embed_dim = embed_dim
         self.collection = collection
-        self.prefetch = prefetch
+        self.first_stage = first_stage or FirstStageConfig()
+        self.has_centroids = True  # set when the collection is opened: older collections have none
         self._models = qdrant_client.models
         self._remote = url is not None
         self._attempts = max(1, attempts)
@@ -216,40 +224,8 @@ class QdrantStore:
         )
         return _payload_path(points[0].payload) if points else None
 
-    def search(
-        self,
-        query: np.ndarray,
-        k: int = 10,
-        min_score: float | None = None,
-        kind: str = "misa",
-        exact: bool = False,
-    ) -> list[SearchHit]:
-        """Pooled first stage (prefetch candidates), then exact MaxSim; exact=True scans every photo's
-        patches (Qdrant builds no index on them, so that is a full scan)."""
-        if kind != "misa":
-            raise QueryError(f"the Qdrant store ranks by MISA only, not {kind!r}; use the built-in gallery")
-        query = np.asarray(query, dtype=np.float32)
-        if query.ndim != 2 or query.shape[0] == 0 or query.shape[1] != self.embed_dim:
-            raise QueryError(f"a query must be (T, {self.embed_dim}) vectors, got shape {query.shape}")
-        if k < 1:
-            return []
-        models = self._models
-        limit = max(self.prefetch, k)
-        first = None if exact else models.Prefetch(query=pool(query).tolist(), using=POOLED, limit=limit)
-        response = self._call(
-            "search",
-            lambda: self._client.query_points(
-                self.collection,
-                prefetch=first,
-                query=query.tolist(),
-                using=PATCHES,
-                limit=k,
-                with_payload=["path", "path_bytes"],
-            ),
-        )
-        # Thresholding the top k after scaling keeps exactly the hits a server-side threshold would.
-        hits = [SearchHit(_payload_path(p.payload), p.score / len(query)) for p in response.points]
-        return [h for h in hits if math.isfinite(h.score) and (min_score is None or h.score >= min_score)]
+    def open_view(self) -> QdrantView:
+        return QdrantView(self, len(self))
 
     def __len__(self) -> int:
         counted = self._call(
@@ -281,15 +257,14 @@ class QdrantStore:
             raise GalleryError(f"{self._where}: collection {self.collection!r} was not made by assoc")
         meta = found[0].payload
         if meta.get("bundle_id") != self.bundle_id:
-            raise GalleryError(
-                f"{self._where}: collection {self.collection!r} was indexed with model "
-                f"{meta.get('bundle_id')}, not {self.bundle_id}; use that model or another collection"
-            )
+            where = f"{self._where} collection {self.collection!r}"
+            raise ModelMismatchError(where, str(meta.get("bundle_id")), self.bundle_id)
         if meta.get("embed_dim") != self.embed_dim:
-            raise GalleryError(
-                f"{self._where}: collection {self.collection!r} holds {meta.get('embed_dim')}-d vectors, "
-                f"the model gives {self.embed_dim}-d"
-            )
+            where = f"{self._where} collection {self.collection!r}"
+            raise ModelMismatchError(where, f"{meta.get('embed_dim')}-d vectors", f"{self.embed_dim}-d")
+        info = self._call("read the collection", lambda: self._client.get_collection(self.collection))
+        vectors = info.config.params.vectors
+        self.has_centroids = isinstance(vectors, dict) and CENTROIDS in vectors
 
     def _create_collection(
         self, shard_number: int | None, replication_factor: int | None, on_disk: bool
@@ -303,12 +278,19 @@ class QdrantStore:
             hnsw_config=models.HnswConfigDiff(m=0),  # only reranks prefetched candidates
             multivector_config=models.MultiVectorConfig(comparator=models.MultiVectorComparator.MAX_SIM),
         )
+        centroids = models.VectorParams(
+            size=self.embed_dim,
+            distance=models.Distance.DOT,
+            datatype=models.Datatype.FLOAT16,
+            hnsw_config=models.HnswConfigDiff(m=0),  # ranks the shortlist only
+            multivector_config=models.MultiVectorConfig(comparator=models.MultiVectorComparator.MAX_SIM),
+        )
         pooled = models.VectorParams(size=self.embed_dim, distance=models.Distance.COSINE)
         self._call(
             "create the collection",
             lambda: self._client.create_collection(
                 self.collection,
-                vectors_config={POOLED: pooled, PATCHES: patches},
+                vectors_config={POOLED: pooled, CENTROIDS: centroids, PATCHES: patches},
                 shard_number=shard_number,
                 replication_factor=replication_factor,
             ),
@@ -359,6 +341,8 @@ class QdrantStore:
             "bundle_id": self.bundle_id,
         }
         vectors = {POOLED: pool(patches).tolist(), PATCHES: patches.reshape(h * w, -1).tolist()}
+        if self.has_centroids:
+            vectors[CENTROIDS] = reduce_grids(patches[None], self.first_stage)[0].astype(np.float16).tolist()
         return self._models.PointStruct(id=point_id(record.path), vector=vectors, payload=payload)
 
     def _match(self, key: str, value: str) -> Any:
@@ -384,6 +368,90 @@ class QdrantStore:
                     raise GalleryError(f"{self._where}: {what} failed{tries}: {_describe(exc)}") from None
                 time.sleep(delay)
                 attempt += 1
+
+
+class QdrantView:
+    """A search's view of a collection (assoc.runtime.search.pipeline.StoreView): a selection is a list
+    of point ids, or None for every photo."""
+
+    def __init__(self, store: QdrantStore, photos: int) -> None:
+        self.store = store
+        self.photos = photos
+
+    def everything(self) -> None:
+        return None
+
+    def first_stage(self) -> ServerPrefetch:
+        return ServerPrefetch()
+
+    def read_grids(self, selection: list[str] | None) -> Iterator[GridChunk]:
+        """The selected points' patches, a page at a time, grouped by grid shape."""
+        store = self.store
+        fields = ["path", "path_bytes", "grid"]
+        if selection is None:
+            offset = None
+            while True:
+                points, offset = store._call(
+                    "read grids",
+                    lambda o=offset: store._client.scroll(
+                        store.collection,
+                        scroll_filter=store._photos_only(),
+                        limit=BATCH_POINTS,
+                        offset=o,
+                        with_payload=fields,
+                        with_vectors=[PATCHES],
+                    ),
+                )
+                yield from _chunks(points, store.embed_dim)
+                if offset is None:
+                    return
+        for start in range(0, len(selection), BATCH_POINTS):
+            ids = selection[start : start + BATCH_POINTS]
+            points = store._call(
+                "read grids",
+                lambda i=ids: store._client.retrieve(
+                    store.collection, i, with_payload=fields, with_vectors=[PATCHES]
+                ),
+            )
+            yield from _chunks(points, store.embed_dim)
+
+    def confirm(self, hits: list[SearchHit]) -> None:
+        """Nothing to confirm: a point holds its path and its vectors together."""
+
+
+class ServerPrefetch:
+    """Qdrant's first stage, on the server: HNSW over pooled vectors keeps the shortlist, MaxSim over
+    centroids keeps the candidates (over the patches, for a collection made before centroids)."""
+
+    def candidates(self, view: QdrantView, query: Query, plan: SearchPlan) -> list[str]:
+        store = view.store
+        models = store._models
+        first = models.Prefetch(query=query.pooled.tolist(), using=POOLED, limit=plan.shortlist)
+        using = CENTROIDS if store.has_centroids else PATCHES
+        response = store._call(
+            "search",
+            lambda: store._client.query_points(
+                store.collection,
+                prefetch=first,
+                query=query.vectors.tolist(),
+                using=using,
+                limit=plan.candidates,
+                with_payload=False,
+                with_vectors=False,
+            ),
+        )
+        return [str(p.id) for p in response.points]
+
+
+def _chunks(points: list[Any], embed_dim: int) -> Iterator[GridChunk]:
+    """Points with their patches -> GridChunks, one per grid shape among them."""
+    by_shape: dict[tuple[int, int], list[Any]] = {}
+    for point in points:
+        h, w = point.payload["grid"]
+        by_shape.setdefault((int(h), int(w)), []).append(point)
+    for (h, w), group in by_shape.items():
+        grids = np.array([p.vector[PATCHES] for p in group], dtype=np.float16).reshape(len(group), h * w, embed_dim)
+        yield GridChunk([_payload_path(p.payload) for p in group], grids)
 
 
 def _open_local(qdrant_client: Any, path: str) -> Any:

@@ -21,6 +21,10 @@ DTYPE = np.dtype("<f2")
 # OS errors that mean: no room for more bytes (disk full, quota, file size limit).
 NO_ROOM = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
 LAYER_SUFFIXES = (SHARD_SUFFIX, POOL_SUFFIX, CENTROIDS_SUFFIX)
+# float16 bytes of grids scored (and checksummed) in one kernel call: bounds a search's memory (the kernel
+# widens a chunk to float32 and holds its matchmap) whatever the gallery's size. Chunks that stay in
+# cache through checksum, widening and matmul are faster: 4 MiB measured best of 1-16 on 2 busy cores.
+SEARCH_CHUNK_BYTES = 4 << 20
 
 
 def row_checksums(blocks: list[np.ndarray]) -> np.ndarray:
@@ -34,7 +38,7 @@ def row_checksums(blocks: list[np.ndarray]) -> np.ndarray:
     """
     total = np.zeros(len(blocks[0]), np.uint64)
     for block in blocks:
-        flat = np.ascontiguousarray(block).reshape(len(block), -1)
+        flat = np.ascontiguousarray(block).reshape(len(block), int(np.prod(block.shape[1:])))  # (0, x) too
         words = flat.view("<u8") if flat.shape[1] * flat.itemsize % 8 == 0 else flat.view("<u2")
         total += words.sum(axis=1, dtype=np.uint64)
     return total.view(np.int64)

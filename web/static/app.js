@@ -2,8 +2,10 @@
 // File names and paths are only ever set as text (textContent, alt, title), never parsed as HTML.
 "use strict";
 
-const PAGE = 40; // hits asked for per request; scrolling asks for the next page
-const UPLOAD_BYTES = 20 * 1024 * 1024; // the server's cap (assoc.web.photos.UPLOAD_BYTES)
+// The server's numbers, handed over in the page's <body> (assoc.web.app fills them in): hits asked for per
+// request (scrolling asks for the next page) and the upload limit (assoc.web.photos.UPLOAD_BYTES).
+const PAGE = Number(document.body.dataset.pageSize);
+const UPLOAD_BYTES = Number(document.body.dataset.uploadBytes);
 
 const $ = (id) => document.getElementById(id);
 const el = {

@@ -1,0 +1,107 @@
+"""What one search reads of the built-in gallery: a snapshot of its shards and its own first stage.
+
+GalleryView implements assoc.runtime.search.pipeline.StoreView over the memory-mapped shard files of
+one committed snapshot. A selection is, per shard, the sorted rows of the photos picked. Its first
+stage (PooledCentroids) ranks every photo by its pooled vector, keeps the plan's shortlist, ranks
+those by MaxSim against their centroids and keeps the plan's candidates. Every row whose grid is
+read is verified against its checksum first: a mismatch is a GalleryDamagedError naming the photo.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from ..errors import DatabaseDamagedError, GalleryDamagedError
+from ..search.pipeline import SearchPlan
+from ..search.query import Query
+from ..search.rerank import GridChunk, SearchHit, scan_kernel
+from .catalogue import sql_path, translated_errors
+from .shard_files import CENTROIDS_SUFFIX, DTYPE, POOL_SUFFIX, SEARCH_CHUNK_BYTES, gather_rows, row_checksums
+
+if TYPE_CHECKING:
+    from .gallery import Gallery, _Part
+
+Selection = list[np.ndarray]  # per part of the view, the rows picked (sorted, a subset of part.rows)
+
+
+class GalleryView:
+    def __init__(self, gallery: Gallery, parts: list[_Part], maps: list[dict[str, np.memmap]]) -> None:
+        self.gallery = gallery
+        self.parts = parts
+        self.maps = maps
+        self.photos = sum(len(part.rows) for part in parts)
+
+    def everything(self) -> Selection:
+        return [part.rows for part in self.parts]
+
+    def first_stage(self) -> PooledCentroids:
+        return PooledCentroids()
+
+    def read_grids(self, selection: Selection) -> Iterator[GridChunk]:
+        with translated_errors(self.gallery.folder):
+            for part, layers, rows in zip(self.parts, self.maps, selection, strict=True):
+                where = np.searchsorted(part.rows, rows)  # rows are sorted, as part.rows are
+                step = self.gallery._step(part.grid)
+                for start in range(0, len(rows), step):
+                    chunk = where[start : start + step]
+                    paths = [part.paths[i] for i in chunk]
+                    blocks = [gather_rows(mm, part.rows[chunk]) for mm in layers.values()]
+                    bad = np.flatnonzero(row_checksums(blocks) != part.sums[chunk])
+                    if len(bad):
+                        detail = f"the stored data of {paths[bad[0]]} does not match its checksum ({len(bad)} photos)"
+                        raise GalleryDamagedError(self.gallery.folder, detail)
+                    yield GridChunk(paths, blocks[0])
+
+    def confirm(self, hits: list[SearchHit]) -> None:
+        """Find each hit's row again through the path index, at the place the scan read it from.
+
+        The scan reads paths from the table and places through another index; SQLite checks neither
+        against the other, so a flipped bit in a path, or in an index entry, would otherwise pair a
+        photo with another's name or place in silence.
+        """
+        db = self.gallery._db
+        by_shard = {part.shard: part for part in self.parts}
+        with translated_errors(self.gallery.folder):
+            for hit in hits:
+                place = db.execute("SELECT shard, row FROM photos WHERE path = ?", (sql_path(hit.path),)).fetchone()
+                part = by_shard.get(place[0]) if place is not None else None
+                i = int(np.searchsorted(part.rows, place[1])) if part is not None else 0
+                if part is None or i >= len(part.rows) or part.rows[i] != place[1] or part.paths[i] != hit.path:
+                    if db.execute("PRAGMA data_version").fetchone()[0] != self.gallery._data_version:
+                        return  # another process committed since the snapshot: that explains it
+                    detail = f"its database disagrees with itself about {hit.path}"
+                    raise DatabaseDamagedError(self.gallery.folder, detail)
+
+
+class PooledCentroids:
+    """The gallery's first stage: pooled vectors to the shortlist, centroids to the candidates."""
+
+    def candidates(self, view: GalleryView, query: Query, plan: SearchPlan) -> Selection:
+        picks = view.everything()
+        for suffix, keep in ((POOL_SUFFIX, plan.shortlist), (CENTROIDS_SUFFIX, plan.candidates)):
+            picks = _narrow(view, picks, suffix, keep, query)
+        return picks
+
+
+def _narrow(view: GalleryView, picks: Selection, suffix: str, keep: int, query: Query) -> Selection:
+    """The `keep` picked rows whose first-stage vectors in `suffix` files score best, per part."""
+    if sum(len(rows) for rows in picks) <= keep:
+        return picks
+    kernel = scan_kernel(query.kind)
+    estimates = []
+    with translated_errors(view.gallery.folder):
+        for layers, rows in zip(view.maps, picks, strict=True):
+            mm = layers[suffix]
+            step = max(1, SEARCH_CHUNK_BYTES // (mm.shape[1] * mm.shape[2] * DTYPE.itemsize))
+            for i in range(0, len(rows), step):
+                estimates.append(kernel.scores(gather_rows(mm, rows[i : i + step]), query.transposed))
+    flat = np.concatenate(estimates)
+    flat[~np.isfinite(flat)] = np.inf  # damaged first-stage values: score the photo, which verifies it
+    best = np.zeros(len(flat), bool)
+    best[np.argpartition(-flat, keep - 1)[:keep]] = True
+    bounds = np.cumsum([0] + [len(rows) for rows in picks])
+    return [rows[best[a:b]] for rows, a, b in zip(picks, bounds[:-1], bounds[1:], strict=True)]
+
