@@ -163,7 +163,8 @@ class Searcher:
         exact: bool = False,
     ) -> list[Hit]:
         """Photos best first. A str is words, unless it names an existing photo file; a Path or a PIL
-        image is a photo query (MaxSim from its patches: an indexed photo scores 1.0 with itself).
+        image is a photo query (MaxSim from its patches: an indexed photo scores best with itself, 1 plus
+        the bundle's global weight).
 
         words=True takes a str as words whatever it names: a server must not let a client name files.
         exact=True scores every photo instead of the store's first-stage candidates (scores are exact
@@ -314,9 +315,9 @@ class Searcher:
     def text_encoder(self) -> TextEncoder:
         with self._lock:
             if self._text is None:
-                from ..runtime.encoding.encoders import TextEncoder
+                from ..runtime.encoding.encoders import QUERY_THREADS, TextEncoder
 
-                self._text = TextEncoder(self.bundle, self.device)
+                self._text = TextEncoder(self.bundle, self.device, QUERY_THREADS)
             return self._text
 
     @property

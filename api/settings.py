@@ -30,14 +30,15 @@ def default_model_path() -> Path | None:
     return Path(env).expanduser() if env else shipped_bundle_path()
 
 
-def resolve_bundle(model: str | Path | Bundle | None = None) -> Bundle:
-    """A loaded bundle: the one given, else ASSOC_MODEL, else the shipped one."""
+def resolve_bundle(model: str | Path | Bundle | None = None, *, rehash: bool = False) -> Bundle:
+    """A loaded bundle: the one given, else ASSOC_MODEL, else the shipped one. rehash: every file of a
+    bundle loaded here is hashed in full (see load_bundle)."""
     if isinstance(model, Bundle):
         return model
     path = Path(model).expanduser() if model is not None else default_model_path()
     if path is None:
         raise BundleError(f"no model bundle: name one, or set {ENV_MODEL} (none ships with this install)")
-    return load_bundle(path)
+    return load_bundle(path, rehash=rehash)
 
 
 def default_gallery() -> Path:

@@ -9,15 +9,21 @@ where its time goes.
    onnxruntime"` (the two libraries a text query cannot do without), then `assoc query QUERY --json
    --gallery G`, and the same with an empty per-user cache folder (XDG_CACHE_HOME pointed at a new
    folder: the first run after installing, or after the bundle changed, when the bundle's files are
-   hashed in full). Median, min and max ms of each.
+   hashed in full). Median, min and max ms of each. With --baseline DIR, also the same query by the
+   `assoc` package in DIR (another checkout, as DIR/assoc: PYTHONPATH=DIR), its ratio taken round by round.
 3. The cold query's wall time by phase, from --rounds more processes that each run the CLI's own
    main() in process with time.perf_counter around the calls it makes (the functions are wrapped, not
-   replaced): imports (the CLI and the query command's modules, numpy among them), importing ONNX
-   Runtime (with the encoders), bundle load and check, text session (tokenizer, ONNX Runtime session,
-   checks), encoding the query, opening the store, search (the scan kernel's session made on first
-   use counted apart), output, and the rest of main (argument parsing, Typer). Medians per phase.
+   replaced), ending as the installed command ends (assoc.cli.quick_exit): imports (the CLI and the
+   query command's modules, numpy among them), importing ONNX Runtime (with the encoders), bundle load
+   and check, text session (tokenizer, ONNX Runtime session, checks), encoding the query, opening the
+   store, search (the scan kernel's session made on first use counted apart), output, and the rest of
+   main (argument parsing, Typer, the exit handlers). Medians per phase.
    "interpreter" is the `python -c pass` floor; "exit and the rest" is what the cold query's median
    leaves over.
+
+Every process runs without PYTHONDONTWRITEBYTECODE, so the warm-up run leaves assoc's own bytecode
+(__pycache__, git-ignored) as any install has it; where that variable is set, each run would compile
+assoc's modules from source (~50 ms on two busy cores) and time the compiler. --compile-each-run keeps it.
 
 Run (defaults: 10,000 photos, 7 rounds; ~0.55 GB of disk for the gallery at 10x10 x D 256):
     python bench/cold_query.py
@@ -43,7 +49,7 @@ QUERY = "a dog on the grass"
 # Run in a new process for the phase split: the CLI's main() on the query, each phase's calls wrapped
 # with perf_counter. Only the standard library is imported before the CLI's own imports are timed.
 PHASE_RUN = r"""
-import json, sys, time
+import atexit, json, sys, time
 began = time.perf_counter()
 phases = {}
 
@@ -77,19 +83,25 @@ timed(searcher_module, "open_store", "store open")
 timed(searcher_module, "search", "search")
 timed(scan.ScanKernel, "__init__", "scan kernel session")
 timed(query_cmd, "echo_json", "output")
-sys.argv = ["assoc", *json.loads(sys.argv[1])]
-start = time.perf_counter()
 try:
-    cli_app.main()
-except SystemExit as exc:
-    code = exc.code
+    import assoc.cli.quick_exit as quick_exit
+except ImportError:  # a baseline from before it
+    pass
 else:
-    code = 0
-main_s = time.perf_counter() - start
-phases["search"] = phases.get("search", 0.0) - phases.get("scan kernel session", 0.0)
-phases["rest of main"] = main_s - sum(v for k, v in phases.items() if k not in ("imports", "import onnxruntime"))
-phases["in process"] = time.perf_counter() - began
-sys.stderr.write("PHASES " + json.dumps({"code": code, "phases": phases}) + "\n")
+    quick_exit.is_the_command = lambda: True  # end as the installed command does (quick_exit.leave_now)
+start = time.perf_counter()
+
+@atexit.register  # the last exit handler: leave_now runs them all before it ends the process
+def report():
+    main_s = time.perf_counter() - start
+    phases["search"] = phases.get("search", 0.0) - phases.get("scan kernel session", 0.0)
+    done = ("imports", "import onnxruntime")
+    phases["rest of main"] = main_s - sum(v for k, v in phases.items() if k not in done)
+    phases["in process"] = time.perf_counter() - began
+    sys.stderr.write("PHASES " + json.dumps({"phases": phases}) + "\n")
+
+sys.argv = ["assoc", *json.loads(sys.argv[1])]
+cli_app.main()
 """
 
 PHASES = (
@@ -114,7 +126,11 @@ def main() -> None:
     parser.add_argument("--gallery", type=Path, help="where the synthetic gallery is kept (built if missing)")
     parser.add_argument("--model", help="bundle folder (default: ASSOC_MODEL, then the shipped bundle)")
     parser.add_argument("--json", help="also write the figures to this file")
+    parser.add_argument("--baseline", type=Path, help="a folder holding another `assoc` package to time beside")
+    parser.add_argument("--compile-each-run", action="store_true", help="keep PYTHONDONTWRITEBYTECODE if set")
     args = parser.parse_args()
+    if not args.compile_each_run:
+        os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
 
     from common import open_bundle, write_json
     from serve_latency import assoc_command
@@ -131,18 +147,27 @@ def main() -> None:
         "assoc query --json, empty cache folder": [*assoc_command(), "query", *query_args],
     }
     fresh_cache = {"assoc query --json, empty cache folder"}
+    code = "import sys; sys.argv[0] = 'assoc'; from assoc.cli.app import main; main()"
+    if args.baseline is not None:
+        commands["baseline: assoc query --json"] = [python, "-c", code, "query", *query_args]
     print(f"bundle {bundle.bundle_id}; gallery {gallery} ({args.photos:,} photos); {args.rounds} rounds")
     print(f"cores: {os.cpu_count()}; load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
-    run_process(commands["assoc query --json"], None)  # warm-up: the page cache, the hash cache
+    for name, command in commands.items():  # warm-up: the page cache, the hash record, bytecode
+        if name.startswith(("assoc", "baseline")) and name not in fresh_cache:
+            run_process(command, None, args.baseline if name.startswith("baseline") else None)
     seconds: dict[str, list[float]] = {name: [] for name in commands}
     phase_runs: list[dict[str, float]] = []
+    baseline_phases: list[dict[str, float]] = []
     with tempfile.TemporaryDirectory(prefix="assoc-bench-cold-") as scratch:
         for n in range(args.rounds):
             for name, command in commands.items():
                 cache = Path(scratch) / f"cache-{n}" if name in fresh_cache else None
-                seconds[name].append(run_process(command, cache))
+                path = args.baseline if name.startswith("baseline") else None
+                seconds[name].append(run_process(command, cache, path))
             phase_runs.append(phase_run(["query", *query_args]))
+            if args.baseline is not None:
+                baseline_phases.append(phase_run(["query", *query_args], args.baseline))
 
     figures: dict = {"bundle": bundle.bundle_id, "photos": args.photos, "rounds": args.rounds, "processes": {}}
     print(f"\n{'process':44s} {'median ms':>10s} {'min':>8s} {'max':>8s}")
@@ -155,13 +180,22 @@ def main() -> None:
     libraries = figures["processes"]["python -c 'import numpy, onnxruntime'"]["median_ms"]
     cold = figures["processes"]["assoc query --json"]["median_ms"]
     print(f"cold query / import floor: {cold / libraries:.2f}; cold query - import floor: {cold - libraries:.0f} ms")
+    if args.baseline is not None:
+        pairs = zip(seconds["assoc query --json"], seconds["baseline: assoc query --json"], strict=True)
+        ratios = [a / b for a, b in pairs]
+        figures["vs_baseline"] = statistics.median(ratios)
+        print(f"cold query / baseline, round by round: median {figures['vs_baseline']:.2f}")
 
-    split = {name: statistics.median(run.get(name, 0.0) for run in phase_runs) * 1000 for name in PHASES}
-    in_process = statistics.median(run["in process"] for run in phase_runs) * 1000
-    figures["phases_ms"] = {"interpreter": floor, **split, "exit and the rest": cold - floor - in_process}
+    figures["phases_ms"] = phase_split(phase_runs, floor, cold)
+    columns = [figures["phases_ms"]]
     print(f"\nthe cold query's {cold:.0f} ms by phase (medians of {args.rounds} in-process runs):")
-    for name, value in figures["phases_ms"].items():
-        print(f"  {name:26s} {value:8.1f} ms")
+    if args.baseline is not None:
+        before = figures["processes"]["baseline: assoc query --json"]["median_ms"]
+        figures["baseline_phases_ms"] = phase_split(baseline_phases, floor, before)
+        columns.append(figures["baseline_phases_ms"])
+        print(f"  {'':26s} {'ms':>8s} {'baseline':>9s}")
+    for name in figures["phases_ms"]:
+        print(f"  {name:26s} " + " ".join(f"{column[name]:8.1f}" for column in columns))
     write_json(args.json, figures)
 
 
@@ -192,11 +226,14 @@ def ensure_gallery(folder: Path, bundle, photos: int) -> Path:  # noqa: ANN001 -
     return gallery
 
 
-def run_process(command: list[str], cache: Path | None) -> float:
-    """Wall seconds of one process (output discarded); cache: its XDG_CACHE_HOME, else the user's own."""
+def run_process(command: list[str], cache: Path | None, path: Path | None = None) -> float:
+    """Wall seconds of one process (output discarded); cache: its XDG_CACHE_HOME, else the user's own;
+    path: its PYTHONPATH (where its `assoc` comes from)."""
     env = dict(os.environ)
     if cache is not None:
         env["XDG_CACHE_HOME"] = str(cache)
+    if path is not None:
+        env["PYTHONPATH"] = str(path)
     start = time.perf_counter()
     done = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
     elapsed = time.perf_counter() - start
@@ -205,17 +242,23 @@ def run_process(command: list[str], cache: Path | None) -> float:
     return elapsed
 
 
-def phase_run(cli_args: list[str]) -> dict[str, float]:
-    """One cold process running the CLI with its phases timed (PHASE_RUN); seconds per phase."""
+def phase_split(runs: list[dict[str, float]], floor: float, whole: float) -> dict[str, float]:
+    """Median ms per phase; the interpreter's floor and what the whole process's median leaves over."""
+    split = {name: statistics.median(run.get(name, 0.0) for run in runs) * 1000 for name in PHASES}
+    in_process = statistics.median(run["in process"] for run in runs) * 1000
+    return {"interpreter": floor, **split, "exit and the rest": whole - floor - in_process}
+
+
+def phase_run(cli_args: list[str], path: Path | None = None) -> dict[str, float]:
+    """One cold process running the CLI with its phases timed (PHASE_RUN); seconds per phase. path: its
+    PYTHONPATH (a baseline's `assoc`)."""
     command = [sys.executable, "-c", PHASE_RUN, json.dumps(cli_args)]
-    done = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    env = {**os.environ, "PYTHONPATH": str(path)} if path is not None else None
+    done = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
     lines = [line for line in done.stderr.splitlines() if line.startswith("PHASES ")]
     if done.returncode != 0 or not lines:
         raise SystemExit(f"the phase run failed ({done.returncode}): {done.stderr.strip()}")
-    found = json.loads(lines[-1][len("PHASES ") :])
-    if found["code"] not in (0, None):
-        raise SystemExit(f"the phase run's assoc query exited {found['code']}: {done.stderr.strip()}")
-    return found["phases"]
+    return json.loads(lines[-1][len("PHASES ") :])["phases"]
 
 
 if __name__ == "__main__":

@@ -5,6 +5,12 @@ assoc.runtime.errors.AssocError (assoc.cli.errors adds which flag helps), a bad 
 usage error click would draw as a box: here one line pointing to the command's --help), and stdout that
 cannot be written (assoc.cli.common.guard_stdout; a reader that went away, `| head`, ends quietly).
 Training, export and evaluation import torch lazily, inside their commands, so searching never loads it.
+
+A cold start costs only what the command runs: the root knows every command's name (COMMANDS) and imports
+a command's module when that command is looked up (_Commands), so `assoc query --json` loads neither rich
+nor Pillow nor the other commands, while `assoc --help` still lists them all; option values are converted
+without pydantic where that is plainly what Typer would do (assoc.cli.fast_params); and a command that
+only reads ends without Python's own shutdown (assoc.cli.quick_exit). bench/cold_query.py times it.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ from contextlib import contextmanager
 from typing import Annotated, Any
 
 import typer
-from typer.core import TyperGroup
+from typer.core import TyperCommand, TyperGroup
 
 try:  # Typer 0.2x carries its own copy of click (and no longer needs click itself)
     from typer._click.exceptions import UsageError
@@ -26,8 +32,10 @@ except ImportError:  # pragma: no cover - older Typer runs on click
 
 from ..runtime.errors import AssocError
 from ..runtime.imaging import quiet_pillow_warnings
+from . import quick_exit
 from .common import guard_stdout
 from .errors import EXIT_ERROR, EXIT_INTERRUPTED, one_line, usage_line
+from .fast_params import ConvertedHelp, convert_without_pydantic
 from .names import shown
 
 # Every command, in the order `assoc --help` lists them, and the module beside this one that registers
@@ -99,21 +107,34 @@ def _load(module_name: str, into: MutableMapping[str, Any]) -> None:
     registry = typer.Typer()
     module.register(registry)
     for info in registry.registered_commands:
+        if info.cls in (None, TyperCommand):
+            info.cls = _Command
         command = get_command_from_info(
             info, pretty_exceptions_short=app.pretty_exceptions_short, rich_markup_mode=app.rich_markup_mode
         )
+        convert_without_pydantic(command)
         into[command.name] = command
 
 
-class _Group(TyperGroup):
+class _Command(ConvertedHelp, TyperCommand):
+    """A command of the root (see assoc.cli.fast_params)."""
+
+
+class _Group(ConvertedHelp, TyperGroup):
     """The root command; parsing (the root's own flags, --help) and running a command both report here.
     Its commands are loaded on demand (_Commands)."""
 
     def __init__(self, *args: Any, commands: Any = None, **kwargs: Any) -> None:
         super().__init__(*args, commands=_Commands(dict(commands or {})), **kwargs)
+        convert_without_pydantic(self)
 
     def list_commands(self, ctx: typer.Context) -> list[str]:
         return list(self.commands)  # the names only: each is loaded when its help is asked for
+
+    def resolve_command(self, ctx: typer.Context, args: list[str]) -> Any:
+        name, command, rest = super().resolve_command(ctx, args)
+        quick_exit.note_command(name)
+        return name, command, rest
 
     def make_context(self, info_name: str | None, args: list[str], parent: Any = None, **extra: Any) -> Any:
         with _one_line_errors():
@@ -158,7 +179,12 @@ def main() -> None:
     warnings.showwarning = _warning_line
     quiet_pillow_warnings()
     guard_stdout()
-    app(prog_name="assoc")
+    try:
+        app(prog_name="assoc")
+    except SystemExit as done:
+        if quick_exit.will_leave_now():
+            quick_exit.leave_now(done.code)
+        raise
 
 
 def _warning_line(message: Warning | str, *_: object, **__: object) -> None:

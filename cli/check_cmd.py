@@ -28,7 +28,7 @@ def check(
     target: SearcherOptions,
 ) -> None:
     """Verify every stored photo against its checksum (and that its values are numbers)."""
-    with target.open() as searcher:
+    with target.open(rehash=True) as searcher:  # and every file of the model bundle, read in full
         report = searcher.check(repair=repair)
     if as_json:
         echo_json(report.to_dict())

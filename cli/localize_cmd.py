@@ -38,6 +38,7 @@ from ..api.results import PhotoLabels, RegionWords
 from ..runtime.errors import AssocError
 from .common import PICTURE_CELLS, echo_json, heatmap_picture, out_console
 from .options import JsonOpt, SearcherOptions, searcher_options
+from .quick_exit import keep_until_exit
 from .terminal import InlineImage, render
 
 REGION_WORDS = 10  # words listed for a region by default
@@ -95,6 +96,7 @@ def localize(
     point = _numbers(at, "--at", "X,Y") if at is not None else None
     rect = _numbers(box, "--box", "X,Y,W,H") if box is not None else None
     with target.open() as searcher:
+        keep_until_exit(searcher)  # not torn down just before the process ends (assoc.cli.quick_exit)
         if text is None and searcher.bundle.config.vocabulary is None:
             raise AssocError(
                 f"model bundle {searcher.bundle.root} has no vocabulary to name photo regions with: give TEXT,"

@@ -83,10 +83,14 @@ class SearcherOptions:
             return StoreSpec.qdrant(self.qdrant_url, self.qdrant_path, self.collection)
         return StoreSpec.builtin(self.gallery)
 
-    def open(self) -> Searcher:
+    def open(self, *, rehash: bool = False) -> Searcher:
+        """The Searcher; rehash: the bundle's files are hashed in full, not taken from the record of
+        files verified before (assoc.runtime.encoding.bundle.VerifiedHashes)."""
+        from ..api import settings
         from ..api.searcher import Searcher
 
-        return Searcher(self.model, self.store_spec, self.device)
+        model = settings.resolve_bundle(self.model, rehash=True) if rehash else self.model
+        return Searcher(model, self.store_spec, self.device)
 
 
 def searcher_options(command: Callable[..., Any]) -> Callable[..., Any]:

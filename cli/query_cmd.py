@@ -1,7 +1,8 @@
 """`assoc query`: rank the gallery's photos against words (or against a photo), best first.
 
 A text query becomes one vector per word piece; a photo given as the query becomes its patch grid, and
-every photo is scored by MaxSim from those vectors (a photo that is indexed scores 1.0 with itself).
+every photo is scored by MaxSim from those vectors (an indexed photo scores best with itself: 1 plus
+the bundle's global weight).
 --explain and --preview run the same matchmap code as `assoc localize` on each hit's stored grid (the
 gallery's grid, coarser than localize's when the bundle localizes at a larger size).
 """
@@ -18,6 +19,7 @@ from ..runtime.errors import ImageLoadError, QueryError
 from .common import echo_json, heatmap_picture, out_console
 from .names import echo_paths, shown
 from .options import JsonOpt, SearcherOptions, searcher_options
+from .quick_exit import keep_until_exit
 
 if TYPE_CHECKING:  # rich and Pillow load only for what is drawn for people: --json and --paths-only need neither
     from rich.table import Table
@@ -64,6 +66,7 @@ def query(
     if (explain or preview) and query_photo(text) is not None:
         raise QueryError("--explain and --preview show where words land: they need a text query")
     with target.open() as searcher:
+        keep_until_exit(searcher)  # not torn down just before the process ends (assoc.cli.quick_exit)
         hits = searcher.search(text, k=top, min_score=min_score, exact=exact)
         if as_json:
             echo_json([hit.to_dict() for hit in hits])

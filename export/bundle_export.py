@@ -26,6 +26,7 @@ from ..runtime.encoding.bundle import (
     VisualConfig,
     write_config,
 )
+from .ranking import write_ranking
 from .vocabulary import build_vocabulary
 
 # localize encodes a photo at this multiple of the training input size: a grid twice as fine. On the
@@ -104,6 +105,8 @@ def export_bundle(checkpoint: Path, out: Path, model_name: str | None = None) ->
         },
     )
     final = write_config(out, config)
+    if cfg.token_weights != "uniform":  # the weights the model was trained with rank its queries too
+        final = replace(final, ranking=write_ranking(out, model.token_weight.numpy(), final.ranking.global_weight))
     data = Path(str(config.training["data"]))
     if data.exists():  # the training captions are at hand: their words become the bundle's vocabulary
         final = replace(final, vocabulary=build_vocabulary(out, data, split=cfg.train_split))

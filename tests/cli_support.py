@@ -72,3 +72,12 @@ def run_process(*args: str | Path, timeout: float = 120) -> subprocess.Completed
 def copy_photos(sources: list[Path], folder: Path) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     return [Path(shutil.copyfile(src, folder / src.name)) for src in sources]
+
+
+def self_score() -> float:
+    """What an indexed photo scores as its own query with the shipped bundle: MaxSim 1 and a pooled
+    cosine of 1, fused by the bundle's global weight."""
+    from assoc.api.settings import default_model_path
+    from assoc.runtime.encoding.bundle import load_bundle
+
+    return 1.0 + load_bundle(default_model_path()).config.ranking.global_weight

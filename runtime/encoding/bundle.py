@@ -16,6 +16,9 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
+import time
+from contextlib import suppress
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -328,6 +331,121 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+VERIFIED_HASHES_NAME = "verified-hashes.json"  # in the per-user cache folder (platformdirs user_cache_dir)
+VERIFIED_HASHES_FORMAT = "assoc-verified-hashes-1"
+VERIFIED_HASHES_MAX = 512  # files remembered; the least recently verified are forgotten first
+# A file whose last change (ctime or mtime) is more recent than this when it is hashed is not remembered:
+# a write in the same tick of the file system's clock (2 s on FAT) would leave the very same stat behind.
+SETTLE_NS = 2_000_000_000
+
+
+class VerifiedHashes:
+    """sha256 checks of files, remembered across runs by what stat says of each file.
+
+    A file whose absolute path, device, inode, size, mtime_ns and ctime_ns are all what they were when
+    it last matched the same expected sha256 is taken to match without being read; anything else (a
+    miss) hashes it in full, and a match is remembered. ctime is what makes the key sound: every write
+    to a file, and an os.utime that puts its old mtime back, sets its ctime to the present, and no
+    program can set it back. On Windows st_ctime is the creation time, so nothing is remembered there.
+    The record is one small JSON file (path None: none), replaced atomically; one that is missing,
+    unreadable or malformed counts as empty, and one that cannot be written is no error. trust=False
+    hashes every file (a full check) and refreshes the record.
+    """
+
+    def __init__(self, path: Path | None, *, trust: bool = True, settle_ns: int = SETTLE_NS) -> None:
+        self.path = path if os.name != "nt" else None
+        self.trust = trust
+        self.settle_ns = settle_ns
+        self._files: dict[str, list[Any]] | None = None
+        self._changed = False
+
+    @classmethod
+    def default(cls, *, trust: bool = True) -> VerifiedHashes:
+        """The per-user record (platformdirs user_cache_dir("assoc"), as the walk and the web app use)."""
+        from platformdirs import user_cache_dir
+
+        return cls(Path(user_cache_dir("assoc")) / VERIFIED_HASHES_NAME, trust=trust)
+
+    def matches(self, path: Path, expected: str) -> bool:
+        """Whether the file's sha256 is `expected`: known from an unchanged stat, else hashed."""
+        key = str(Path(path).absolute())
+        before = os.stat(path)
+        files = self._load()
+        if self.trust and files.get(key) == _stat_record(before, expected):
+            return True
+        if sha256_file(path) != expected:
+            if files.pop(key, None) is not None:
+                self._changed = True
+            return False
+        record = _stat_record(before, expected)
+        settled = time.time_ns() - max(before.st_ctime_ns, before.st_mtime_ns) >= self.settle_ns
+        unchanged = _stat_record(os.stat(path), expected) == record  # nothing wrote to it while it was read
+        if self.path is not None and settled and unchanged:
+            files.pop(key, None)  # last in the order: the most recently verified
+            files[key] = record
+            while len(files) > VERIFIED_HASHES_MAX:
+                del files[next(iter(files))]
+            self._changed = True
+        return True
+
+    def save(self) -> None:
+        """Write the record if it changed: to a temporary file beside it, then renamed over it."""
+        if not self._changed or self.path is None or self._files is None:
+            return
+        self._changed = False
+        import tempfile
+
+        text = json.dumps({"format": VERIFIED_HASHES_FORMAT, "files": self._files})
+        temporary = None
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd, temporary = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                fh.write(text)
+            os.replace(temporary, self.path)
+        except OSError:  # a read-only or full disk: the next run hashes again
+            if temporary is not None:
+                with suppress(OSError):
+                    os.unlink(temporary)
+
+    def _load(self) -> dict[str, list[Any]]:
+        if self._files is None:
+            self._files = _read_verified(self.path) if self.path is not None else {}
+        return self._files
+
+
+def _stat_record(st: os.stat_result, sha256: str) -> list[Any]:
+    return [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, sha256]
+
+
+def _read_verified(path: Path) -> dict[str, list[Any]]:
+    """The files a VerifiedHashes record holds; {} for a record that is missing or not one."""
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return {}
+    files = raw.get("files") if isinstance(raw, dict) and raw.get("format") == VERIFIED_HASHES_FORMAT else None
+    if not isinstance(files, dict):
+        return {}
+    return {
+        key: value
+        for key, value in files.items()
+        if isinstance(value, list)
+        and len(value) == 6
+        and all(type(v) is int for v in value[:5])
+        and isinstance(value[5], str)
+    }
+
+
+def verify_file(path: Path, expected: str, *, rehash: bool = False) -> bool:
+    """Whether one file's sha256 is `expected`, through the per-user VerifiedHashes record."""
+    hashes = VerifiedHashes.default(trust=not rehash)
+    try:
+        return hashes.matches(path, expected)
+    finally:
+        hashes.save()
+
+
 @dataclass(frozen=True)
 class Bundle:
     """A verified bundle on disk."""
@@ -359,7 +477,7 @@ class Bundle:
         path = self.root / name
         if not path.is_file():
             raise BundleError(f"model bundle {self.root} is missing {name} (its token weights)")
-        if sha256_file(path) != digest:
+        if not verify_file(path, digest):
             raise BundleError(f"model bundle {self.root}: {name} does not match its sha256 in config.json")
         try:
             table = np.load(path, allow_pickle=False)
@@ -387,10 +505,13 @@ class Bundle:
         return Vocabulary(words, vectors.astype(np.float32))
 
 
-def load_bundle(root: str | Path, check_vocabulary: bool = True) -> Bundle:
+def load_bundle(root: str | Path, check_vocabulary: bool = True, *, rehash: bool = False) -> Bundle:
     """Read and check a bundle folder; every problem is a one-line BundleError.
 
-    check_vocabulary=False leaves the vocabulary unchecked: only for rebuilding a stale or damaged one."""
+    Every file must match its sha256 in config.json. A file verified before and unchanged since (by
+    its stat, VerifiedHashes in the per-user cache folder) is not read again; rehash=True hashes every
+    file in full (`assoc check` does). check_vocabulary=False leaves the vocabulary unchecked: only for
+    rebuilding a stale or damaged one."""
     root = Path(root).expanduser()
     if not root.is_dir():
         raise BundleError(f"model bundle not found: {root} is not a folder")
@@ -407,24 +528,28 @@ def load_bundle(root: str | Path, check_vocabulary: bool = True) -> Bundle:
     for required in (VISUAL_MODEL, TEXTUAL_MODEL, TOKENIZER_FILE):
         if required not in config.files:
             raise BundleError(f"model bundle {root}: config.json records no hash for {required}")
-    _check_files(root, config.files)
-    if check_vocabulary and config.vocabulary is not None:
-        _check_vocabulary(root, config.vocabulary, config.files[TEXTUAL_MODEL])
+    hashes = VerifiedHashes.default(trust=not rehash)
+    try:
+        _check_files(root, config.files, hashes=hashes)
+        if check_vocabulary and config.vocabulary is not None:
+            _check_vocabulary(root, config.vocabulary, config.files[TEXTUAL_MODEL], hashes)
+    finally:
+        hashes.save()  # what matched is remembered even when a later file does not
     return Bundle(root=root, config=config)
 
 
-def _check_files(root: Path, files: dict[str, str], role: str = "") -> None:
+def _check_files(root: Path, files: dict[str, str], role: str = "", *, hashes: VerifiedHashes) -> None:
     """Every file there, each matching its recorded sha256; role says what the files are for."""
     for name, expected in files.items():
         path = root / name
         if not path.is_file():
             raise BundleError(f"model bundle {root} is missing {name}{role}")
-        if sha256_file(path) != expected:
+        if not hashes.matches(path, expected):
             raise BundleError(f"model bundle {root}: {name} does not match its sha256 in config.json")
 
 
-def _check_vocabulary(root: Path, vocabulary: VocabularyConfig, textual_sha256: str) -> None:
-    _check_files(root, vocabulary.files, " (its vocabulary)")
+def _check_vocabulary(root: Path, vocabulary: VocabularyConfig, textual_sha256: str, hashes: VerifiedHashes) -> None:
+    _check_files(root, vocabulary.files, " (its vocabulary)", hashes=hashes)
     if vocabulary.textual_sha256 != textual_sha256:
         raise BundleError(
             f"model bundle {root}: its vocabulary was built with another text encoder; build the vocabulary again"

@@ -156,25 +156,27 @@ class QdrantStore:
     # -- Store protocol ------------------------------------------------------------------------------
 
     def records(self) -> dict[str, PhotoRecord]:
-        out: dict[str, PhotoRecord] = {}
+        records = (_record(point.payload) for page in self._pages("list photos", PAGE, True, False) for point in page)
+        return {record.path: record for record in records}
+
+    def _pages(self, what: str, limit: int, with_payload: Any, with_vectors: Any) -> Iterator[list[Any]]:
+        """Every photo's point (never the metadata point), a page of `limit` at a time."""
         offset = None
         while True:
             points, offset = self._call(
-                "list photos",
+                what,
                 lambda o=offset: self._client.scroll(
                     self.collection,
                     scroll_filter=self._photos_only(),
-                    limit=PAGE,
+                    limit=limit,
                     offset=o,
-                    with_payload=True,
-                    with_vectors=False,
+                    with_payload=with_payload,
+                    with_vectors=with_vectors,
                 ),
             )
-            for point in points:
-                record = _record(point.payload)
-                out[record.path] = record
+            yield points
             if offset is None:
-                return out
+                return
 
     def record(self, path: str) -> PhotoRecord | None:
         found = self._call(
@@ -389,22 +391,9 @@ class QdrantView:
         store = self.store
         fields = ["path", "path_bytes", "grid"]
         if selection is None:
-            offset = None
-            while True:
-                points, offset = store._call(
-                    "read grids",
-                    lambda o=offset: store._client.scroll(
-                        store.collection,
-                        scroll_filter=store._photos_only(),
-                        limit=BATCH_POINTS,
-                        offset=o,
-                        with_payload=fields,
-                        with_vectors=[PATCHES],
-                    ),
-                )
+            for points in store._pages("read grids", BATCH_POINTS, fields, [PATCHES]):
                 yield from _chunks(points, store.embed_dim)
-                if offset is None:
-                    return
+            return
         for start in range(0, len(selection), BATCH_POINTS):
             ids = selection[start : start + BATCH_POINTS]
             points = store._call(
