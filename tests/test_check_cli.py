@@ -80,7 +80,11 @@ def test_flipped_bits_are_an_error_until_repaired_and_indexed_again(
     assert [h["path"] for h in without] == [h["path"] for h in before if h["path"] != victim]
     again = assoc("index", str(photos), "--gallery", str(gallery), "--json")
     assert again.returncode == 0 and json.loads(again.stdout)["added"] == 1, again.stderr
-    assert json.loads(query(gallery).stdout) == before
+    after = json.loads(query(gallery).stdout)
+    assert [h["path"] for h in after] == [h["path"] for h in before]
+    # The photo encoded again lands in a new shard and is scored in another chunk: the same score up to
+    # float32 summation order.
+    assert [h["score"] for h in after] == pytest.approx([h["score"] for h in before], abs=1e-6)
 
 
 @pytest.mark.parametrize("damage", ["truncate", "delete"])
@@ -101,5 +105,9 @@ def test_index_encodes_again_what_a_short_or_missing_shard_lost(
     again = assoc("index", str(photos), "--gallery", str(gallery), "--json")
     assert again.returncode == 0, again.stderr
     assert json.loads(again.stdout)["added"] == (1 if damage == "truncate" else 8)
-    assert json.loads(query(gallery).stdout) == before
+    after = json.loads(query(gallery).stdout)
+    assert [h["path"] for h in after] == [h["path"] for h in before]
+    # The photo encoded again lands in a new shard and is scored in another chunk: the same score up to
+    # float32 summation order.
+    assert [h["score"] for h in after] == pytest.approx([h["score"] for h in before], abs=1e-6)
     assert json.loads(assoc("check", "--gallery", str(gallery), "--json").stdout)["damaged"] == []
