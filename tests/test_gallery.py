@@ -18,6 +18,7 @@ from assoc.runtime.errors import GalleryDamagedError, GalleryError, NoGalleryErr
 from assoc.runtime.scoring.matchmap import score_grids
 from assoc.runtime.search.pipeline import search
 from assoc.runtime.stores import gallery as gallery_module
+from assoc.runtime.stores import gallery_compaction
 from assoc.runtime.stores.base import PhotoRecord
 from assoc.runtime.stores.gallery import Gallery
 
@@ -248,7 +249,7 @@ def shard_bytes(gallery: Gallery) -> int:
 def test_dead_rows_are_compacted_when_they_dominate(gallery: Gallery, monkeypatch: pytest.MonkeyPatch) -> None:
     row = 4 * 4 * DIM * 2
     monkeypatch.setattr(gallery_module, "MAX_SHARD_BYTES", row * 30)
-    monkeypatch.setattr(gallery_module, "COMPACT_MIN_BYTES", row * 10)
+    monkeypatch.setattr(gallery_compaction, "COMPACT_MIN_BYTES", row * 10)
     gallery.add([item(f"/p/{i:03d}.jpg", f"h{i}") for i in range(90)])
     before = shard_bytes(gallery)
     assert before == 90 * row
@@ -303,7 +304,7 @@ def test_a_short_shard_is_reported_as_damage(tmp_path: Path) -> None:
 def test_a_reader_sees_only_committed_rows_and_survives_compaction(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(gallery_module, "COMPACT_MIN_BYTES", 0)
+    monkeypatch.setattr(gallery_compaction, "COMPACT_MIN_BYTES", 0)
     folder = tmp_path / "g"
     with Gallery.open(folder, BUNDLE, DIM) as writer, Gallery.open(folder, create=False) as reader:
         writer.add([item(f"/p/{i}.jpg", f"h{i}") for i in range(10)])
@@ -322,11 +323,12 @@ CHILD = """
 import sys
 sys.path.insert(0, {tests!r})
 from assoc.runtime.stores import gallery as gallery_module
+from assoc.runtime.stores import gallery_compaction
 from assoc.runtime.stores.gallery import Gallery
 from test_gallery import BATCH, BUNDLE, DIM, crash_item
 
 gallery_module.MAX_SHARD_BYTES = 4 * 4 * DIM * 2 * 40
-gallery_module.COMPACT_MIN_BYTES = 0
+gallery_compaction.COMPACT_MIN_BYTES = 0
 g = Gallery.open(sys.argv[1], BUNDLE, DIM)
 step = max((int(p[3:9]) for p in g.records()), default=-1) // BATCH + 1
 while True:

@@ -1,5 +1,5 @@
 """The built-in store: a folder with SQLite for what is known of each photo and float16 shard files
-for the patch grids and their first-stage vectors, searched in two stages.
+for the patch grids and their first-stage vectors.
 
     gallery.sqlite      tables meta, shards, photos (WAL mode)
     shards/00001.f16    little-endian float16 rows; a row is one photo's grid flattened to (h*w, D);
@@ -7,15 +7,15 @@ for the patch grids and their first-stage vectors, searched in two stages.
     shards/00001.pool   row for row, the photo's pooled vector (1, D), float16
     shards/00001.cent   row for row, its first-stage centroids (C, D), float16 (scoring/first_stage.py)
 
-The database side lives in catalogue.py, the file side in shard_files.py, the search kernel in
-scoring/scan.py; this module is the Gallery that holds them to one write order and one search.
+The database side lives in catalogue.py, the file side in shard_files.py; what a search reads (a
+snapshot of the shards and the pooled -> centroid first stage) in gallery_view.py, which
+assoc.runtime.search ranks through, as it ranks every store; compaction in gallery_compaction.py and
+the format 1 upgrade in gallery_upgrade.py. This module is the Gallery that holds them to one write
+order: opening, records, adding and removing, checking, and recovery after a killed writer.
 
-A search (search_plan below) ranks every photo by its pooled vector, keeps a shortlist, ranks that by
-centroids, and scores the best `candidates` exactly (MaxSim over their grids, scoring/scan.py); with
-exact=True, or when the gallery holds no more photos than candidates, every grid is scored. Reported
-scores are always exact. Each photo's row carries a checksum of its bytes in all three files
-(row_checksums); every row whose grid is scored is verified first, and a mismatch is a
-GalleryDamagedError naming the photo, never a silently different answer. `check` verifies every row.
+Each photo's row carries a checksum of its bytes in all three files (row_checksums); every row whose
+grid is read for a search is verified first, and a mismatch is a GalleryDamagedError naming the photo,
+never a silently different answer. `check` verifies every row (and the database's own integrity).
 
 Format 2 added the first-stage files and the checksums; a format 1 gallery is upgraded in place, from
 its stored grids, the first time it is opened with write access.
@@ -31,10 +31,7 @@ than their committed rows (truncated or deleted by something else) lose the phot
 gone: records() stops listing them at once, so the next index run encodes them again, and its first
 write drops their rows.
 
-Replaced and removed photos leave dead rows behind. When dead rows are over half of the shard bytes
-and over COMPACT_MIN_BYTES, the shards that hold them are rewritten into new shard files and the
-photos are repointed in one transaction; old files are deleted after the commit. Shard ids are never
-reused, so a reader that still maps an old shard file never mistakes it for a new one.
+Replaced and removed photos leave dead rows behind; gallery_compaction.py gives their bytes back.
 
 Readers (another process searching during an index run) see committed rows only; they notice other
 connections' commits through PRAGMA data_version and reload their view of the shards.
@@ -77,12 +74,13 @@ from .catalogue import (
     is_blank,
     locked,
     path_of,
-    reduction_json,
     reduction_of,
     sql_path,
     sqlite_error,
     translated_errors,
 )
+from .gallery_compaction import compact_shards, maybe_compact
+from .gallery_upgrade import upgrade_format_1
 from .gallery_view import GalleryView
 from .shard_files import (
     CENTROIDS_SUFFIX,
@@ -100,7 +98,6 @@ from .shard_files import (
 )
 
 MAX_SHARD_BYTES = 256 << 20  # a new shard file is started past this size
-COMPACT_MIN_BYTES = 64 << 20  # dead bytes below this are never worth a rewrite
 
 
 T = TypeVar("T")
@@ -386,7 +383,7 @@ class Gallery:
                         for (r, _), place in zip(group, places, strict=True)
                     ],
                 )
-        self._maybe_compact()
+        maybe_compact(self)
 
     @_guarded
     def remove(self, paths: list[str]) -> None:
@@ -394,27 +391,12 @@ class Gallery:
             return
         with self._writing():
             self._db.executemany("DELETE FROM photos WHERE path = ?", [(sql_path(p),) for p in paths])
-        self._maybe_compact()
+        maybe_compact(self)
 
     @_guarded
     def compact(self) -> int:
-        """Rewrite every shard that holds dead rows; returns the bytes given back."""
-        self._maps.clear()  # Windows cannot delete a file that is still mapped
-        gone: list[Path] = []
-        freed = 0
-        with self._writing():
-            for shard in self._shards():
-                if shard.live == shard.rows:
-                    continue
-                freed += (shard.rows - shard.live) * self._row_bytes(shard.grid)
-                if shard.live:
-                    self._rewrite(shard)
-                self._db.execute("DELETE FROM shards WHERE id = ?", (shard.id,))
-                gone += [self._layer_path(shard.id, suffix) for suffix in LAYER_SUFFIXES]
-            fsync_dir(self.folder / SHARD_DIR)
-        for path in gone:
-            unlink_quietly(path)
-        return freed
+        """Rewrite every shard that holds dead rows; returns the bytes given back (gallery_compaction)."""
+        return compact_shards(self)
 
     # ------------------------------------------------------------------ internals
 
@@ -559,33 +541,6 @@ class Gallery:
         fsync_dir(self.folder / SHARD_DIR)
         return shard
 
-    def _rewrite(self, shard: _Shard) -> None:
-        """Copy a shard's live rows, in order, into a new shard and point the photos at it."""
-        live = self._db.execute("SELECT path, row FROM photos WHERE shard = ? ORDER BY row", (shard.id,)).fetchall()
-        new = self._new_shard(shard.grid)
-        step = self._step(shard.grid)
-        for suffix, vectors in self._layers(shard.grid):
-            source = np.memmap(
-                self._layer_path(shard.id, suffix), dtype=DTYPE, mode="r", shape=(shard.rows, vectors * self.embed_dim)
-            )
-            row_bytes = self._row_bytes(shard.grid, suffix)
-            for start in range(0, len(live), step):
-                rows = [r for _, r in live[start : start + step]]
-                write_at(self._layer_path(new, suffix), start * row_bytes, np.asarray(source[rows]))
-            del source
-        self._db.execute("UPDATE shards SET rows = ? WHERE id = ?", (len(live), new))
-        self._db.executemany(
-            "UPDATE photos SET shard = ?, row = ? WHERE path = ?",
-            [(new, i, path) for i, (path, _) in enumerate(live)],
-        )
-
-    def _maybe_compact(self) -> None:
-        shards = self._shards()
-        total = sum(s.rows * self._row_bytes(s.grid) for s in shards)
-        dead = sum((s.rows - s.live) * self._row_bytes(s.grid) for s in shards)
-        if dead > COMPACT_MIN_BYTES and 2 * dead > total:
-            self.compact()
-
     def _snapshot(self, tolerant: bool = False) -> tuple[list[_Part], list[dict[str, np.memmap]]]:
         """The live rows of every shard and a map of each of its files, reloaded after any commit.
 
@@ -661,43 +616,7 @@ class Gallery:
                     f"gallery {self.folder} has format version {meta['format_version']}; it is upgraded to "
                     f"{FORMAT_VERSION} in place the first time it is opened with permission to write to it"
                 )
-            self._upgrade()
-
-    def _upgrade(self) -> None:
-        """Format 1 -> 2 in one transaction: derive every row's first-stage vectors from its stored grid
-        into new files, checksum each row. Rows whose grid bytes are gone are dropped (indexed again
-        by the next run). A kill leaves format 1 (the new files are rewritten by the next attempt)."""
-        with self._writing(upgrading=True):
-            if self._db.execute("SELECT value FROM meta WHERE key = 'format_version'").fetchone()[0] == str(
-                FORMAT_VERSION
-            ):
-                return  # another process upgraded it first
-            self._db.execute("ALTER TABLE photos ADD COLUMN checksum INTEGER NOT NULL DEFAULT 0")
-            for shard in self._shards():
-                path = self._shard_path(shard.id)
-                rows = min(shard.rows, (path.stat().st_size if path.is_file() else 0) // self._row_bytes(shard.grid))
-                self._db.execute("DELETE FROM photos WHERE shard = ? AND row >= ?", (shard.id, rows))
-                self._db.execute("UPDATE shards SET rows = ? WHERE id = ?", (rows, shard.id))
-                for suffix, _ in self._layers(shard.grid)[1:]:
-                    self._layer_path(shard.id, suffix).write_bytes(b"")
-                if not rows:
-                    continue
-                grids = np.memmap(path, dtype=DTYPE, mode="r", shape=(rows, *shard.grid, self.embed_dim))
-                step = self._step(shard.grid)
-                for start in range(0, rows, step):
-                    layers = self._derive(np.asarray(grids[start : start + step]))
-                    for (suffix, _), data in list(zip(self._layers(shard.grid), layers, strict=True))[1:]:
-                        write_at(self._layer_path(shard.id, suffix), start * self._row_bytes(shard.grid, suffix), data)
-                    self._db.executemany(
-                        "UPDATE photos SET checksum = ? WHERE shard = ? AND row = ?",
-                        [(int(c), shard.id, start + j) for j, c in enumerate(row_checksums(layers))],
-                    )
-                del grids
-            fsync_dir(self.folder / SHARD_DIR)
-            self._db.executemany(
-                "INSERT OR REPLACE INTO meta VALUES (?, ?)",
-                [("format_version", str(FORMAT_VERSION)), ("first_stage", reduction_json(self.first_stage))],
-            )
+            upgrade_format_1(self)
 
     def _retrying(self, read: Callable[[], T]) -> T:
         """Run a read again if a compaction in another process deleted a shard file under it."""
