@@ -47,7 +47,7 @@ from common import (
 from qdrant_client import QdrantClient
 
 from assoc.evaluation.retrieval import encode_photos
-from assoc.runtime.encoding.bundle import Bundle
+from assoc.runtime.encoding.bundle import Bundle, FirstStageConfig
 from assoc.runtime.encoding.devices import DEVICES
 from assoc.runtime.encoding.encoders import ImageEncoder, TextEncoder
 from assoc.runtime.search.pipeline import search
@@ -96,7 +96,7 @@ def latency_part(bundle: Bundle, queries: list[np.ndarray], args: argparse.Names
     rows = []
     with tempfile.TemporaryDirectory(dir=args.tmp) as folder:
         gallery = Gallery.open(Path(folder) / "gallery", bundle.bundle_id, dim)
-        qdrant = QdrantStore(bundle.bundle_id, dim, path=Path(folder) / "qdrant", prefetch=args.prefetch)
+        qdrant = QdrantStore(bundle.bundle_id, dim, path=Path(folder) / "qdrant", first_stage=pooled_top(args.prefetch))
         have, add_s = 0, {"gallery": 0.0, "qdrant": 0.0}
         for n in sorted(set(args.sizes)):
             for records, grids in synthetic_batches(have, n, grid, dim):
@@ -143,7 +143,7 @@ def survival_part(
         store.close()
         first_stage = pooled_candidates(where, collection, queries, max(args.prefetch_sizes))
         for n in args.prefetch_sizes:
-            store = QdrantStore(bundle.bundle_id, bundle.config.embed_dim, path=where, prefetch=n)
+            store = QdrantStore(bundle.bundle_id, bundle.config.embed_dim, path=where, first_stage=pooled_top(n))
             hits, seconds = search_all(store, queries)
             store.close()
             survival = share(exact, [candidates[:n] for candidates in first_stage])
@@ -186,6 +186,12 @@ def pooled_candidates(where: Path, collection: str, queries: list[np.ndarray], n
         ]
     finally:
         client.close()
+
+
+def pooled_top(n: int) -> FirstStageConfig:
+    """Qdrant's first stage as "the pooled ranking's first n, all scored exactly": a shortlist of n that
+    the centroid stage passes on whole (candidates = n)."""
+    return FirstStageConfig(shortlist=0.0, shortlist_min=n, candidates=n)
 
 
 def search_all(store: Store, queries: list[np.ndarray]) -> tuple[list[list[str]], list[float]]:
