@@ -52,3 +52,13 @@ def bundle(bundle_dir: Path) -> Bundle:
 def encoder(bundle: Bundle) -> ImageEncoder:
     """The shipped bundle's image encoder on ONNX Runtime's CPU provider."""
     return ImageEncoder(bundle, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def browser():  # noqa: ANN201 - a Selenium driver, imported only where a test asks for one
+    """A headless Chromium for the web app's browser tests (web_support.chromium skips where there is none)."""
+    from web_support import chromium
+
+    driver = chromium()
+    yield driver
+    driver.quit()

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from cli_support import assert_one_line_error, copy_photos, ok_json, run_process, self_score
 from PIL import Image
-from web_support import Server, chromium, get_json, request
+from web_support import Server, get_json, request, wait
 
 pytest.importorskip("starlette", reason="assoc serve needs the serve extra: pip install 'assoc[serve]'")
 pytest.importorskip("uvicorn", reason="assoc serve needs the serve extra: pip install 'assoc[serve]'")
@@ -315,17 +315,6 @@ def test_a_qdrant_store_keeps_thumbnails_in_the_user_cache(tmp_path: Path, flick
 # ---------------------------------------------------------------------------------------------- Chromium
 
 
-@pytest.fixture(scope="module")
-def browser() -> object:
-    driver = chromium()
-    yield driver
-    driver.quit()
-
-
-def wait(browser: object, condition: object, timeout: float = 60) -> object:
-    from selenium.webdriver.support.ui import WebDriverWait
-
-    return WebDriverWait(browser, timeout).until(condition)
 
 
 def tiles(browser: object) -> list[object]:

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from cli_support import copy_photos, self_score
 from PIL import Image, ImageDraw
-from web_support import LocalServer, Server, chromium, get_json, memory_mb, request, reset_peak_memory
+from web_support import LocalServer, Server, get_json, memory_mb, request, reset_peak_memory, wait
 
 pytest.importorskip("starlette", reason="assoc serve needs the serve extra: pip install 'assoc[serve]'")
 pytest.importorskip("uvicorn", reason="assoc serve needs the serve extra: pip install 'assoc[serve]'")
@@ -315,17 +315,6 @@ def test_the_module_docstring_lists_every_route(local: tuple[LocalServer, Any]) 
 # ---------------------------------------------------------------------------------------------- the viewer
 
 
-@pytest.fixture(scope="module")
-def browser() -> Any:
-    driver = chromium()
-    yield driver
-    driver.quit()
-
-
-def wait(browser: Any, condition: Any, timeout: float = 60) -> Any:
-    from selenium.webdriver.support.ui import WebDriverWait
-
-    return WebDriverWait(browser, timeout).until(condition)
 
 
 def test_click_on_peak_lists_phrase_word_first(browser: Any, local: tuple[LocalServer, Any]) -> None:

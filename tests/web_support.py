@@ -157,3 +157,10 @@ def reset_peak_memory(pid: int) -> int:
     """Start VmHWM again from the process's present size (Linux: clear_refs 5); that size in MiB."""
     Path(f"/proc/{pid}/clear_refs").write_text("5")
     return memory_mb(pid, "VmRSS")
+
+
+def wait(browser: Any, condition: Any, timeout: float = 60) -> Any:
+    """What condition(browser) gives once it is truthy (Selenium's wait), within timeout seconds."""
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    return WebDriverWait(browser, timeout).until(condition)
