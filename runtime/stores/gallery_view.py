@@ -14,12 +14,12 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..errors import DatabaseDamagedError, GalleryDamagedError
+from ..errors import DatabaseDamagedError
 from ..search.pipeline import SearchPlan
 from ..search.query import Query
 from ..search.rerank import GridChunk, SearchHit, scan_kernel
 from .catalogue import sql_path, translated_errors
-from .shard_files import CENTROIDS_SUFFIX, DTYPE, POOL_SUFFIX, SEARCH_CHUNK_BYTES, gather_rows, row_checksums
+from .shard_files import CENTROIDS_SUFFIX, DTYPE, POOL_SUFFIX, SEARCH_CHUNK_BYTES, gather_rows
 
 if TYPE_CHECKING:
     from .gallery import Gallery, _Part
@@ -49,10 +49,7 @@ class GalleryView:
                     chunk = where[start : start + step]
                     paths = [part.paths[i] for i in chunk]
                     blocks = [gather_rows(mm, part.rows[chunk]) for mm in layers.values()]
-                    bad = np.flatnonzero(row_checksums(blocks) != part.sums[chunk])
-                    if len(bad):
-                        detail = f"the stored data of {paths[bad[0]]} does not match its checksum ({len(bad)} photos)"
-                        raise GalleryDamagedError(self.gallery.folder, detail)
+                    self.gallery._verify(blocks, part.sums[chunk], paths)
                     yield GridChunk(paths, blocks[0])
 
     def confirm(self, hits: list[SearchHit]) -> None:
