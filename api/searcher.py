@@ -34,6 +34,7 @@ import numpy as np
 from ..runtime.encoding.bundle import Bundle, Vocabulary
 from ..runtime.errors import AssocError, GalleryError, QueryError
 from ..runtime.indexing.fileinfo import hash_content
+from ..runtime.scoring.first_stage import PhotoVectors, pooled_vectors
 from ..runtime.scoring.heatmap import cell_to_pixel, compute_heatmaps, smooth_map
 from ..runtime.scoring.regions import (
     FUNCTION_WORDS,
@@ -175,10 +176,8 @@ class Searcher:
         else:
             photo = None if words else query_photo(query)
         if photo is None:
-            vectors = self.encode_text(str(query)).ranking_vectors
-        else:
-            vectors = self._photo_grid(photo).reshape(-1, self.bundle.config.embed_dim)
-        return self._rank(vectors, k, min_score, exact)
+            return self._rank(self.encode_text(str(query)), k, min_score, exact)
+        return self._rank(self._photo_vectors(photo), k, min_score, exact)
 
     def search_indexed(
         self, content_hash: str, k: int = 10, min_score: float | None = None, *, exact: bool = False
@@ -186,18 +185,30 @@ class Searcher:
         """Photos like an indexed one, named by its content hash (PhotoRecord.content_hash): ranked by its
         stored grid, so the file need not be there any more (moved, deleted, on an unmounted disk)."""
         with self._lock:
-            grid = _grid_by_hash(self._open_store(), content_hash)
-        if grid is None:
+            vectors = _vectors_by_hash(self._open_store(), content_hash)
+        if vectors is None:
             raise QueryError(f"no indexed photo has the content hash {content_hash!r}")
-        return self._rank(grid.reshape(-1, self.bundle.config.embed_dim), k, min_score, exact)
+        return self._rank(vectors, k, min_score, exact)
 
-    def _rank(self, vectors: np.ndarray, k: int, min_score: float | None, exact: bool) -> list[Hit]:
-        """The shared pipeline over the store, by the bundle's ranking (assoc.runtime.search)."""
+    def _rank(
+        self, query: EncodedQuery | PhotoVectors, k: int, min_score: float | None, exact: bool
+    ) -> list[Hit]:
+        """The shared pipeline over the store, by the bundle's ranking (assoc.runtime.search). A photo
+        query's vectors are its patches; its global vector stands for a sentence vector."""
+        config = self.bundle.config
+        if isinstance(query, PhotoVectors):
+            patches = query.grid.reshape(-1, config.embed_dim).astype(np.float32)
+            ranked = Query.of(
+                patches,
+                config.embed_dim,
+                kind=config.score,
+                global_weight=config.ranking.global_weight,
+                sentence=query.pooled.astype(np.float32),
+            )
+        else:
+            ranked = Query.of_text(query, config)
         with self._lock:
-            store = self._open_store()
-            config = self.bundle.config
-            query = Query.of(vectors, store.embed_dim, kind=config.score, global_weight=config.ranking.global_weight)
-            hits = search(store, query, k, min_score, exact=exact)
+            hits = search(self._open_store(), ranked, k, min_score, exact=exact)
         return [Hit(h.path, h.score) for h in hits]
 
     def localize(self, photo: str | Path | Image.Image, phrase: str) -> Localization:
@@ -355,8 +366,8 @@ class Searcher:
             self._store = open_store(self.store_spec, self.bundle, create=create)
         return self._store
 
-    def _photo_grid(self, photo: Path | Image.Image) -> np.ndarray:
-        """A query photo's (h, w, D) grid: the stored one if the store holds this very content. Hashing,
+    def _photo_vectors(self, photo: Path | Image.Image) -> PhotoVectors:
+        """A query photo's vectors: the stored ones if the store holds this very content. Hashing,
         decoding and encoding run outside the lock; only the store lookups hold it."""
         if isinstance(photo, Path):
             try:
@@ -364,14 +375,17 @@ class Searcher:
             except OSError as exc:
                 raise QueryError(f"{photo}: cannot read the query photo ({exc.strerror or exc})") from None
             with self._lock:
-                grid = _grid_by_hash(self._open_store(), digest)
-            if grid is not None:
-                return grid
+                stored = _vectors_by_hash(self._open_store(), digest)
+            if stored is not None:
+                return stored
             from ..runtime.imaging.images import load_image
 
             height, width = self.bundle.config.visual.image_size
             photo = load_image(photo, min_size=(width, height)).image
-        return self.image_encoder.encode([photo])[0]
+        encoder = self.image_encoder
+        grids, globals_ = encoder.encode_with_globals(encoder.prepare(photo)[None])
+        grid = grids[0].astype(np.float16)
+        return PhotoVectors(grid, pooled_vectors(grid[None], globals_)[0], np.empty((0, grid.shape[-1]), np.float16))
 
     def _open_photo(self, photo: str | Path | Image.Image) -> tuple[str, tuple[int, int], Image.Image, np.ndarray]:
         """(name, displayed (width, height), RGB image, patch grid) of a photo, indexed or not.
@@ -424,6 +438,12 @@ def _grid_by_hash(store: Store, content_hash: str) -> np.ndarray | None:
     """The grid the store holds for this content hash (under any name), or None."""
     known = store.find_by_hash(content_hash)
     return store.get_grid(known) if known is not None else None
+
+
+def _vectors_by_hash(store: Store, content_hash: str) -> PhotoVectors | None:
+    """The vectors the store holds for this content hash (under any name), or None."""
+    known = store.find_by_hash(content_hash)
+    return store.get_vectors(known) if known is not None else None
 
 
 def query_photo(text: str | Path) -> Path | None:

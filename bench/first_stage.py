@@ -82,7 +82,7 @@ def all_grids(bundle: Bundle, cache: Path) -> tuple[list[str], np.ndarray]:
         return stem.with_suffix(".txt").read_text().split(), np.load(stem.with_suffix(".npy"))
     names = sorted(p.name for p in (FLICKR / "images").iterdir() if p.suffix.lower() == ".jpg")
     print(f"encoding {len(names)} photos (cached in {stem}.npy) ...")
-    flat = encode_photos(ImageEncoder(bundle, "cpu"), [FLICKR / "images" / n for n in names])
+    flat, _ = encode_photos(ImageEncoder(bundle, "cpu"), [FLICKR / "images" / n for n in names])
     grids = flat.reshape(len(names), *bundle.config.visual.grid, -1).astype(np.float16)
     np.save(stem.with_suffix(".npy"), grids)
     stem.with_suffix(".txt").write_text("\n".join(names) + "\n")

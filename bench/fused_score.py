@@ -1,12 +1,12 @@
-"""Global + local fused ranking score on a bundle: dev recall of MISA + lambda * pooled cosine.
+"""Global + local fused ranking score on a bundle: dev recall of (1 - lambda) MISA + lambda * global cosine.
 
     python bench/fused_score.py [--model BUNDLE] [--data ../shared/data/flickr8k] [--split dev]
                                 [--lambdas 0,0.1,0.2,0.3,0.5,1.0] [--weights bundle|uniform]
 
-score(photo, query) = MISA(grid, word vectors) + lambda * cos(pool(grid), pool(word vectors)), where
-pool(v) is the L2-normalised mean of the vectors (every patch of the grid; every scoring token of the
-query): assoc.runtime.search.query's score, with the bundle's token weights folded into the word vectors
-(--weights bundle, the default; uniform ignores them). lambda = 0 is plain MISA; the bundle's own lambda
+score(photo, query) = (1 - lambda) MISA(grid, word vectors) + lambda cos(photo's global vector, query's
+sentence vector): assoc.runtime.search.query's score, with the vectors every store keeps (float16) and
+the bundle's token weights folded into the word vectors (--weights bundle, the default; uniform ignores
+them in MISA). lambda = 0 is plain MISA, 1 the global cosine alone; the bundle's own lambda
 is config.json "ranking" (`assoc ranking`). The bundle's dev photos and captions are encoded once on ONNX
 Runtime and cached under --cache (keyed by the bundle id, its token weights and the split), so a sweep
 re-runs in seconds.
@@ -27,7 +27,7 @@ from assoc.evaluation.retrieval import encode_photos
 from assoc.models.datasets import five_caption_eval_set, load_split
 from assoc.runtime.encoding.bundle import load_bundle
 from assoc.runtime.encoding.encoders import ImageEncoder, TextEncoder
-from assoc.runtime.stores.qdrant import pool
+from assoc.runtime.search.query import Query
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = ROOT / "runtime" / "default_bundle"
@@ -39,14 +39,14 @@ def encode_split(bundle_dir: Path, data: Path, split: str, cache: Path) -> dict[
     bundle = load_bundle(bundle_dir)
     weights_id = (bundle.config.ranking.token_weights_sha256 or "uniform")[:12]
     where = cache / f"{bundle.bundle_id}-{weights_id}-{data.name}-{split}"
-    names = ("grids", "words", "mask", "weights", "caption_image")
+    names = ("grids", "pooled", "words", "mask", "weights", "sentences", "caption_image")
     if all((where / f"{n}.npy").is_file() for n in names):
         return {n: np.load(where / f"{n}.npy") for n in names}
     items, report = load_split(data, split)
     print(f"{split}: {report.summary()}", file=sys.stderr)
     images, captions, caption_image = five_caption_eval_set(items)
     start = time.perf_counter()
-    grids = encode_photos(ImageEncoder(bundle, "cpu"), images).astype(np.float16)
+    grids, pooled = encode_photos(ImageEncoder(bundle, "cpu"), images)
     print(f"encoded {len(images)} photos in {time.perf_counter() - start:.0f} s", file=sys.stderr)
     text = TextEncoder(bundle, "cpu")
     queries = [q for s in range(0, len(captions), 256) for q in text.encode(list(captions[s : s + 256]))]
@@ -57,7 +57,16 @@ def encode_split(bundle_dir: Path, data: Path, split: str, cache: Path) -> dict[
     for i, q in enumerate(queries):
         words[i, : len(q.vectors)], mask[i, : len(q.vectors)] = q.vectors, True
         weights[i, : len(q.vectors)] = 1.0 if q.weights is None else q.weights
-    out = {"grids": grids, "words": words, "mask": mask, "weights": weights, "caption_image": np.asarray(caption_image)}
+    sentences = np.stack([Query.of_text(q, bundle.config).pooled for q in queries])
+    out = {
+        "grids": grids,
+        "pooled": pooled,
+        "words": words,
+        "mask": mask,
+        "weights": weights,
+        "sentences": sentences,
+        "caption_image": np.asarray(caption_image),
+    }
     where.mkdir(parents=True, exist_ok=True)
     for n, a in out.items():
         np.save(where / f"{n}.npy", a)
@@ -65,7 +74,7 @@ def encode_split(bundle_dir: Path, data: Path, split: str, cache: Path) -> dict[
 
 
 def score_parts(enc: dict[str, np.ndarray], weighted: bool = True) -> tuple[np.ndarray, np.ndarray]:
-    """(N, C) MISA and (N, C) pooled cosine, in float32 as search computes them (token weights folded
+    """(N, C) MISA and (N, C) global cosine, in float32 as search computes them (token weights folded
     into the word vectors when weighted)."""
     grids = enc["grids"].astype(np.float32)  # (N, P, D)
     words, mask = enc["words"], enc["mask"]
@@ -78,13 +87,7 @@ def score_parts(enc: dict[str, np.ndarray], weighted: bool = True) -> tuple[np.n
     for c in range(len(words)):
         v = words[c, mask[c]]
         misa[:, c] = (flat @ v.T).reshape(n, p, -1).max(axis=1).mean(axis=1)
-    img = grids.mean(axis=1)
-    img /= np.linalg.norm(img, axis=1, keepdims=True)
-    txt = (words * mask[..., None]).sum(1) / mask.sum(1, keepdims=True)
-    txt /= np.linalg.norm(txt, axis=1, keepdims=True)
-    # The same vectors as the Qdrant store's pool(), checked on one photo and one query.
-    assert np.allclose(img[0], pool(grids[0]), atol=1e-5) and np.allclose(txt[0], pool(words[0, mask[0]]), atol=1e-5)
-    return misa, img @ txt.T
+    return misa, enc["pooled"].astype(np.float32) @ enc["sentences"].T
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -101,9 +104,8 @@ def main(argv: list[str] | None = None) -> int:
     misa, pooled = score_parts(enc, args.weights == "bundle")
     rows = []
     for lam in [float(x) for x in args.lambdas.split(",")]:
-        m = recall_metrics(misa + lam * pooled, enc["caption_image"])
+        m = recall_metrics((1 - lam) * misa + lam * pooled, enc["caption_image"])
         rows.append({"lambda": lam, **m})
-    rows.append({"lambda": "pooled only", **recall_metrics(pooled, enc["caption_image"])})
     if args.json:
         print(json.dumps(rows, indent=1))
         return 0

@@ -165,7 +165,7 @@ def dev_grids(bundle: Bundle, dev: list[str], args: argparse.Namespace) -> np.nd
     if cache.is_file():
         return np.load(cache)
     print(f"encoding {len(dev)} dev photos (cached in {cache}) ...")
-    flat = encode_photos(ImageEncoder(bundle, args.device), [FLICKR / "images" / name for name in dev])
+    flat, _ = encode_photos(ImageEncoder(bundle, args.device), [FLICKR / "images" / name for name in dev])
     grids = flat.reshape(len(dev), *bundle.config.visual.grid, -1).astype(np.float16)
     np.save(cache, grids)
     return grids

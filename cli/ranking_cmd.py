@@ -2,7 +2,8 @@
 
 Torch-free (assoc.export.ranking). `--data CAPTIONS` weighs each token by its IDF over one split of a
 caption set (a word in every caption counts least); `--uniform` weighs all tokens alike; `--global-weight`
-sets λ of score = MISA + λ · cos(pooled photo, pooled query). Neither changes the bundle id: galleries
+sets λ of score = (1 − λ) · MISA + λ · cos(photo's global vector, query's sentence vector), 0 to 1 (1: the
+global cosine alone, CLIP's own score for a converted bundle). Neither changes the bundle id: galleries
 indexed with the bundle stay valid. Without options it prints the bundle's ranking.
 """
 
@@ -26,7 +27,10 @@ def ranking(
     split: Annotated[str, typer.Option("--split", help="Which split's captions to count.")] = "train",
     uniform: Annotated[bool, typer.Option("--uniform", help="Weigh every token alike (drop the table).")] = False,
     global_weight: Annotated[
-        float | None, typer.Option("--global-weight", min=0.0, help="λ of the fused score (0 = plain MISA).")
+        float | None,
+        typer.Option(
+            "--global-weight", min=0.0, max=1.0, help="λ of the fused score, 0 to 1 (0: plain MISA; 1: global cosine)."
+        ),
     ] = None,
     as_json: JsonOpt = False,
 ) -> None:

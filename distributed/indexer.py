@@ -28,7 +28,7 @@ import numpy as np
 import ray
 import ray.data
 
-from ..runtime.encoding.bundle import Bundle, VisualConfig, load_bundle
+from ..runtime.encoding.bundle import Bundle, FirstStageConfig, VisualConfig, load_bundle
 from ..runtime.encoding.default_model import shipped_bundle_path
 from ..runtime.errors import AssocError, BundleError, DiskFullError
 from ..runtime.imaging.images import DECODE_PEAK_BYTES
@@ -37,11 +37,13 @@ from ..runtime.indexing.indexer import (
     IndexWriter,
     Prepared,
     ProgressCallback,
+    photo_encoder,
     plan_index,
     prepare,
 )
 from ..runtime.indexing.lock import index_lock
 from ..runtime.indexing.walk import PhotoFile
+from ..runtime.scoring.first_stage import PhotoVectors
 from ..runtime.stores.base import Store
 from .cluster import LOCAL, check_address, connect
 
@@ -49,7 +51,11 @@ DECODE_CPUS = 0.5  # Ray CPUs a decoding task asks for: it also waits on file re
 # Decoding a photo takes about a fifth of the CPU time of encoding it (bench/README.md,
 # index_throughput), so by default encoders get this share of the cluster's CPUs.
 ENCODE_SHARE = 0.8
-_NONE = np.zeros((0, 0, 0), dtype=np.float32)  # a row without pixels or grid (ragged columns keep ndim)
+_NONE = np.zeros((0, 0, 0), dtype=np.float32)  # a row without pixels (ragged columns keep ndim)
+# The encoder's output columns (PhotoVectors' fields), and an empty row of each for a file not encoded.
+VECTOR_COLUMNS = {
+    name: np.zeros((0,) * ndim, np.float16) for name, ndim in (("grid", 3), ("pooled", 1), ("centroids", 2))
+}
 
 
 def index_on_cluster(
@@ -97,14 +103,15 @@ def _index_on_cluster(
 ) -> IndexSummary:
     plan = plan_index(store, paths, exclude)
     first_skip = len(plan.summary.skipped)
-    writer = IndexWriter(store, plan, bundle.config.visual, _DriverEncoder(bundle).encode_arrays)
+    writer = IndexWriter(store, plan, bundle.config.visual, _DriverEncoder(bundle, store.first_stage))
     total = len(plan.todo)
     if on_progress:
         on_progress(0, total)
     if total:
         with connect(cluster):
             done = 0
-            for items in _encoded(plan.todo, writer.by_hash, bundle, device, workers, worker_cpus, batch_size):
+            stages = (bundle, store.first_stage)
+            for items in _encoded(plan.todo, writer.by_hash, stages, device, workers, worker_cpus, batch_size):
                 for item in items:
                     if item.error is not None:
                         writer.skip(item)
@@ -123,13 +130,15 @@ def _index_on_cluster(
 def _encoded(
     files: list[PhotoFile],
     stored: dict[str, Any],
-    bundle: Bundle,
+    stages: tuple[Bundle, FirstStageConfig],
     device: str,
     workers: int | None,
     worker_cpus: float,
     batch_size: int,
 ) -> Iterator[list[Prepared]]:
-    """The files, prepared by Ray tasks and encoded by an actor pool, a batch at a time, in any order."""
+    """The files, prepared by Ray tasks and encoded by an actor pool (which also derives the vectors the
+    store keeps by `stages`' first-stage reduction), a batch at a time, in any order."""
+    bundle, first_stage = stages
     resources = ray.cluster_resources()
     cpus, gpus = resources.get("CPU", 0), int(resources.get("GPU", 0))
     if device == "auto":
@@ -168,6 +177,7 @@ def _encoded(
                 "bundle_id": bundle.bundle_id,
                 "device": device,
                 "threads": max(1, round(worker_cpus)),
+                "first_stage": first_stage,
             },
         )
     )
@@ -199,22 +209,24 @@ def _prepare_batch(batch: dict[str, np.ndarray], config: VisualConfig, stored: l
 
 
 class _Encoder:
-    """A Ray actor: one ONNX Runtime session, loaded once, encoding the rows that carry pixels."""
+    """A Ray actor: one ONNX Runtime session, loaded once, encoding the rows that carry pixels into the
+    vectors a store keeps (runtime.indexing.indexer.photo_encoder, as the local indexer does)."""
 
-    def __init__(self, root: str, bundle_id: str, device: str, threads: int) -> None:
+    def __init__(self, root: str, bundle_id: str, device: str, threads: int, first_stage: FirstStageConfig) -> None:
         from ..runtime.encoding.encoders import ImageEncoder
 
-        self.encoder = ImageEncoder(_worker_bundle(root, bundle_id), device=device, threads=threads)
+        encoder = ImageEncoder(_worker_bundle(root, bundle_id), device=device, threads=threads)
+        self.encode = photo_encoder(encoder, first_stage)
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
         pixels = batch.pop("pixels")
         todo = [i for i, p in enumerate(pixels) if p.size]
-        grids = [_NONE] * len(pixels)
+        columns: dict[str, list[Any]] = {name: [empty] * len(pixels) for name, empty in VECTOR_COLUMNS.items()}
         if todo:
-            encoded = self.encoder.encode_arrays(np.stack([pixels[i] for i in todo]))
-            for i, grid in zip(todo, encoded, strict=True):
-                grids[i] = grid
-        batch["grid"] = grids
+            for i, vectors in zip(todo, self.encode(np.stack([pixels[i] for i in todo])), strict=True):
+                for name in VECTOR_COLUMNS:
+                    columns[name][i] = getattr(vectors, name)
+        batch.update(columns)
         return batch
 
 
@@ -222,16 +234,17 @@ class _DriverEncoder:
     """Encodes on the driver, made on first use: only for a file whose stored twin vanished while the
     cluster worked (the writer then decodes and encodes it itself)."""
 
-    def __init__(self, bundle: Bundle) -> None:
+    def __init__(self, bundle: Bundle, first_stage: FirstStageConfig) -> None:
         self.bundle = bundle
-        self.encoder: Any = None
+        self.first_stage = first_stage
+        self.encode: Any = None
 
-    def encode_arrays(self, batch: np.ndarray) -> np.ndarray:
-        if self.encoder is None:
+    def __call__(self, batch: np.ndarray) -> list[PhotoVectors]:
+        if self.encode is None:
             from ..runtime.encoding.encoders import ImageEncoder
 
-            self.encoder = ImageEncoder(self.bundle, device="cpu")
-        return self.encoder.encode_arrays(batch)
+            self.encode = photo_encoder(ImageEncoder(self.bundle, device="cpu"), self.first_stage)
+        return self.encode(batch)
 
 
 class _SortedHashes:
@@ -258,15 +271,16 @@ def _worker_bundle(root: str, bundle_id: str) -> Bundle:
 
 
 def _items(batch: dict[str, Any]) -> list[Prepared]:
+    vectors = zip(*(batch[name] for name in VECTOR_COLUMNS), strict=True)
     return [
         Prepared(
             PhotoFile(str(path), int(size), int(mtime_ns)),
             str(content_hash),
             size=(int(width), int(height)),
             error=str(error) or None,
-            grid=np.asarray(grid) if np.size(grid) else None,
+            vectors=PhotoVectors(*(np.asarray(v) for v in photo)) if np.size(photo[0]) else None,
         )
-        for path, size, mtime_ns, content_hash, width, height, error, grid in zip(
+        for path, size, mtime_ns, content_hash, width, height, error, photo in zip(
             batch["path"],
             batch["size"],
             batch["mtime_ns"],
@@ -274,7 +288,7 @@ def _items(batch: dict[str, Any]) -> list[Prepared]:
             batch["width"],
             batch["height"],
             batch["error"],
-            batch["grid"],
+            vectors,
             strict=True,
         )
     ]

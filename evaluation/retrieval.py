@@ -11,26 +11,32 @@ import numpy as np
 from ..runtime.encoding.bundle import Bundle
 from ..runtime.encoding.encoders import ImageEncoder, TextEncoder
 from ..runtime.imaging.images import load_image
+from ..runtime.scoring.first_stage import pooled_vectors
 from ..runtime.search.query import Query
 from ..runtime.search.rerank import GridChunk, chunk_scores
 from .metrics import recall_metrics
 
 
-def encode_photos(encoder: ImageEncoder, paths: Sequence[Path], batch_size: int = 32) -> np.ndarray:
-    """(N, P, D) float32 grids; decoding runs on threads while the previous batch is encoded."""
+def encode_photos(
+    encoder: ImageEncoder, paths: Sequence[Path], batch_size: int = 32
+) -> tuple[np.ndarray, np.ndarray]:
+    """(N, P, D) float16 grids and (N, D) float16 global vectors, as a store keeps them; decoding runs
+    on threads while the previous batch is encoded."""
     size = encoder.config.image_size
 
     def prepare(path: Path) -> np.ndarray:
         return encoder.prepare(load_image(path, min_size=(size[1], size[0])).image)
 
-    grids = []
+    grids, pooled = [], []
     with ThreadPoolExecutor(max_workers=2) as pool:
         batches = [paths[i : i + batch_size] for i in range(0, len(paths), batch_size)]
         pending = pool.map(lambda batch: np.stack([prepare(p) for p in batch]), batches)
         for pixels in pending:
-            out = encoder.encode_arrays(pixels)
+            out, globals_ = encoder.encode_with_globals(pixels)
+            out = out.astype(np.float16)
+            pooled.append(pooled_vectors(out, globals_))
             grids.append(out.reshape(out.shape[0], -1, out.shape[-1]))
-    return np.concatenate(grids)
+    return np.concatenate(grids), np.concatenate(pooled)
 
 
 def evaluate_bundle(
@@ -45,16 +51,13 @@ def evaluate_bundle(
 
     Photos are ranked as a search ranks them (assoc.runtime.search): float16 grids, the bundle's token
     weights and fused global term, the same scan kernel."""
-    grids = encode_photos(ImageEncoder(bundle, device), images, batch_size).astype(np.float16)
+    grids, pooled = encode_photos(ImageEncoder(bundle, device), images, batch_size)
     text = TextEncoder(bundle, device)
     config = bundle.config
     paths = [str(p) for p in images]
     scores = np.empty((len(images), len(captions)), dtype=np.float32)
     for start in range(0, len(captions), 256):
         for j, encoded in enumerate(text.encode(list(captions[start : start + 256]))):
-            query = Query.of(
-                encoded.ranking_vectors, config.embed_dim, kind=config.score, global_weight=config.ranking.global_weight
-            )
-            scores[:, start + j] = chunk_scores(query, GridChunk(paths, grids))
+            scores[:, start + j] = chunk_scores(Query.of_text(encoded, config), GridChunk(paths, grids, pooled))
     result = recall_metrics(scores, np.asarray(caption_image))
     return {**result, "images": len(images), "captions": len(captions)}

@@ -11,7 +11,7 @@ from ..runtime.scoring.matchmap import SCORES
 # The names a setting may take, here so that the CLI can list them without importing torch.
 LITE_TRUNKS = ("efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2")
 TRUNKS = (*LITE_TRUNKS, "resnet50", "convnext_tiny", "mobilenet_v3_large")
-LOSSES = ("sampled", "semihard", "hardest", "infonce", "infonce_semihard")
+LOSSES = ("sampled", "semihard", "hardest", "infonce", "infonce_semihard", "infonce_hardest")
 TOKEN_WEIGHTINGS = ("uniform", "idf")
 
 
@@ -43,6 +43,7 @@ class TrainConfig:
     score: str = _setting("misa", " | ".join(SCORES))
     loss: str = _setting("infonce", " | ".join(LOSSES))
     margin: float = 0.2
+    margin_warmup: int = _setting(0, "Epochs of InfoNCE alone before infonce_hardest's margin term joins.")
     pooled_weight: float = _setting(0.0, "Weight of an auxiliary loss on mean-pooled vectors (search's first stage).")
     # > 0: the training score softens each word's max over patches (softmax weights, a learned temperature
     # starting here); evaluation and search still rank by the hard score. 0 = hard max in training too.

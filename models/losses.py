@@ -7,6 +7,9 @@
 - `info_nce`: symmetric cross-entropy over the rows and columns with a learned temperature.
 - `infonce_semihard`: the sum of the two: InfoNCE's soft weighting of every negative plus a margin on the
   hardest impostor below the positive (the best of the margin losses on frozen features).
+- `infonce_hardest`: InfoNCE plus VSE++'s max-violation margin on the hardest impostor. The margin term
+  joins only when `margin_active` is set: the training loop keeps it off for the first `margin_warmup`
+  epochs, because on an untrained model the hardest impostor is mostly noise.
 """
 
 from __future__ import annotations
@@ -72,13 +75,18 @@ class RankingLoss(nn.Module):
             raise ValueError(f"unknown loss {kind!r}; expected one of {LOSSES}")
         self.kind = kind
         self.margin = 0.2 if margin is None else margin
-        self.infonce = InfoNCE() if kind in ("infonce", "infonce_semihard") else None
+        self.infonce = InfoNCE() if kind.startswith("infonce") else None
+        self.margin_active = True
 
     def forward(self, scores: torch.Tensor) -> torch.Tensor:
         if self.kind == "infonce":
             return self.infonce(scores)
         if self.kind == "infonce_semihard":
             return self.infonce(scores) + hardest_margin(scores, self.margin, semihard=True)
+        if self.kind == "infonce_hardest":
+            if not self.margin_active:
+                return self.infonce(scores)
+            return self.infonce(scores) + hardest_margin(scores, self.margin)
         if self.kind == "sampled":
             return sampled_margin(scores, self.margin)
         return hardest_margin(scores, self.margin, semihard=self.kind == "semihard")

@@ -120,6 +120,7 @@ def train(config: TrainConfig, resume: bool = False, console: Console | None = N
 
     for epoch in range(start_epoch, config.epochs):
         model.train()
+        model.loss.margin_active = epoch >= config.margin_warmup
         order = torch.randperm(len(paths))
         seen, loss_sum, started = 0, 0.0, time.perf_counter()
         with _progress(console) as progress:

@@ -74,10 +74,6 @@ def copy_photos(sources: list[Path], folder: Path) -> list[Path]:
     return [Path(shutil.copyfile(src, folder / src.name)) for src in sources]
 
 
-def self_score() -> float:
-    """What an indexed photo scores as its own query with the shipped bundle: MaxSim 1 and a pooled
-    cosine of 1, fused by the bundle's global weight."""
-    from assoc.api.settings import default_model_path
-    from assoc.runtime.encoding.bundle import load_bundle
-
-    return 1.0 + load_bundle(default_model_path()).config.ranking.global_weight
+# What an indexed photo scores as its own query: MaxSim 1 and a global cosine of 1, mixed by any λ (up to
+# float16 rounding of the stored vectors).
+SELF_SCORE = 1.0

@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 
 import pytest
-from cli_support import assert_one_line_error, assoc, copy_photos, ok, ok_json, self_score, strip_ansi
+from cli_support import SELF_SCORE, assert_one_line_error, assoc, copy_photos, ok, ok_json, strip_ansi
 from PIL import Image
 
 import assoc as assoc_api
@@ -70,7 +70,7 @@ def test_photo_as_query_ranks_itself_first(indexed: tuple[Path, list[Path]], tmp
     for photo in (photos[0], photos[-1]):
         hits = search(gallery, photo, "-k", "3")
         assert hits[0]["path"] == str(photo)
-        assert hits[0]["score"] == pytest.approx(self_score(), abs=2e-3)  # MaxSim 1, cosine 1; float16
+        assert hits[0]["score"] == pytest.approx(SELF_SCORE, abs=2e-3)  # MaxSim 1, cosine 1; float16
         assert hits[1]["score"] < hits[0]["score"]
     # A photo outside the gallery is encoded: a re-compressed copy finds its original.
     copy = tmp_path / "copy.jpg"

@@ -14,7 +14,7 @@ def _scores(aligned: bool) -> torch.Tensor:
     return s
 
 
-@pytest.mark.parametrize("kind", ["sampled", "semihard", "hardest", "infonce", "infonce_semihard"])
+@pytest.mark.parametrize("kind", ["sampled", "semihard", "hardest", "infonce", "infonce_semihard", "infonce_hardest"])
 def test_loss_prefers_true_pairs(kind: str) -> None:
     loss = RankingLoss(kind)
     with torch.no_grad():
@@ -63,6 +63,18 @@ def test_infonce_semihard_pushes_down_only_the_semihard_impostor() -> None:
     s.grad = None
     RankingLoss("infonce_semihard", margin=0.2)(s).backward()
     assert float(s.grad[0, 2]) > 0.0  # InfoNCE still weighs every negative
+
+
+def test_infonce_hardest_adds_the_max_violation_margin_only_after_warm_up() -> None:
+    s = _scores(True)
+    mixed = RankingLoss("infonce_hardest", margin=0.8)
+    with torch.no_grad():
+        mixed.margin_active = False
+        assert float(mixed(s)) == pytest.approx(float(mixed.infonce(s)))
+        mixed.margin_active = True
+        expected = mixed.infonce(s) + hardest_margin(s, margin=0.8)
+        assert float(mixed(s)) == pytest.approx(float(expected))
+        assert float(hardest_margin(s, margin=0.8)) > 0.0
 
 
 def test_word_dropout_leaves_out_scoring_pieces_but_never_a_whole_caption() -> None:

@@ -127,10 +127,10 @@ def test_remove(store, items):
     assert all(hit.path not in gone for hit in search(store, items[0][1].reshape(-1, D), k=N_PHOTOS))
 
 
-def test_exact_scans_every_photo_and_pool_is_the_gallerys_pooled_vector(items):
-    """exact=True scores every photo's patches, whatever the first stage keeps."""
-    from assoc.runtime.scoring.first_stage import MEAN_VECTOR, reduce_grids
-    from assoc.runtime.stores.qdrant import pool
+def test_exact_scans_every_photo_and_keeps_the_gallerys_vectors(items):
+    """exact=True scores every photo's patches, whatever the first stage keeps; a photo's stored vectors
+    are those photo_vectors makes (what the built-in gallery keeps too), to the bit."""
+    from assoc.runtime.scoring.first_stage import photo_vectors
 
     tiny = FirstStageConfig(shortlist=0, shortlist_min=1, candidates=1)
     s = QdrantStore(BUNDLE, D, path=":memory:", first_stage=tiny)
@@ -141,10 +141,12 @@ def test_exact_scans_every_photo_and_pool_is_the_gallerys_pooled_vector(items):
         hits = search(s, query, k=10, exact=True)
         assert [h.path for h in hits] == [p for p, _ in expected]
         np.testing.assert_allclose([h.score for h in hits], [sc for _, sc in expected], atol=1e-5)
+        record, grid = items[0]
+        stored, made = s.get_vectors(record.path), photo_vectors(grid[None], tiny)[0]
+        for name in ("grid", "pooled", "centroids"):
+            assert np.array_equal(getattr(stored, name), getattr(made, name)), name
     finally:
         s.close()
-    grid = items[0][1].astype(np.float16)
-    np.testing.assert_allclose(pool(grid), reduce_grids(grid[None], MEAN_VECTOR)[0, 0], atol=1e-7)
 
 
 def test_find_by_hash(store, items):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from assoc.runtime.encoding.bundle import FirstStageConfig
+from assoc.runtime.scoring.first_stage import pooled_vectors
 from assoc.runtime.scoring.matchmap import score_grids
 from assoc.runtime.search.pipeline import SearchPlan, search
 from assoc.runtime.search.query import Query
@@ -29,7 +30,7 @@ class ListView:
     def read_grids(self, selection: list[int]):
         for start in range(0, len(selection), 3):
             picked = selection[start : start + 3]
-            yield GridChunk([self.store.paths[i] for i in picked], self.store.grids[picked])
+            yield GridChunk([self.store.paths[i] for i in picked], self.store.grids[picked], self.store.pooled[picked])
 
     def confirm(self, hits) -> None:
         self.store.confirmed.append([h.path for h in hits])
@@ -47,6 +48,7 @@ class ListStore:
 
     def __init__(self, grids: np.ndarray, first_stage: FirstStageConfig) -> None:
         self.grids = grids.astype(np.float16)
+        self.pooled = pooled_vectors(self.grids[:, None])  # (n, 1, P, D): a one-row grid
         self.paths = [f"/p/{i:02d}.jpg" for i in range(len(grids))]
         self.first_stage = first_stage
         self.confirmed: list[list[str]] = []

@@ -150,27 +150,32 @@ def test_both_stores_answer_alike_exactly(tmp_path: Path) -> None:
         qdrant.close()
 
 
-def test_fused_score_is_exactly_what_the_docs_say(store: Store) -> None:
-    """MISA + weight * cos(mean patch, mean query vector), against numpy written out, first stage and exact."""
+@pytest.mark.parametrize("weight", [0.3, 1.0])
+def test_fused_score_is_exactly_what_the_docs_say(store: Store, weight: float) -> None:
+    """(1 - λ) MISA + λ cos(stored global vector, mean query vector), against numpy written out, first
+    stage and exact; λ = 1 is the global cosine alone (how a CLIP bundle ranks)."""
     items = [_item(i) for i in range(PHOTOS)]
     store.add(items)
     vectors = _query(items[9][1])
-    query = Query.of(vectors, D, global_weight=0.5)
-    grids = {r.path: store.get_grid(r.path).reshape(-1, D).astype(np.float64) for r, _ in items}
+    query = Query.of(vectors, D, global_weight=weight)
+    stored = {r.path: store.get_vectors(r.path) for r, _ in items}
     pooled_query = vectors.astype(np.float64).mean(0)
     pooled_query /= np.linalg.norm(pooled_query)
 
-    def fused(g: np.ndarray) -> float:
-        mean = g.mean(0)
+    def fused(photo) -> float:
+        g = photo.grid.reshape(-1, D).astype(np.float64)
         local = (g @ vectors.T.astype(np.float64)).max(0).mean()
-        return float(local + 0.5 * mean @ pooled_query / np.linalg.norm(mean))
+        return float((1 - weight) * local + weight * photo.pooled.astype(np.float64) @ pooled_query)
 
-    expected = sorted(((p, fused(g)) for p, g in grids.items()), key=lambda ps: (-ps[1], ps[0]))
+    expected = sorted(((p, fused(v)) for p, v in stored.items()), key=lambda ps: (-ps[1], ps[0]))
     hits = search(store, query, k=5, exact=True)
     assert [h.path for h in hits] == [p for p, _ in expected[:5]]
     np.testing.assert_allclose([h.score for h in hits], [s for _, s in expected[:5]], atol=1e-4)
     first = search(store, query, k=5)  # what the first stage keeps is scored exactly, fused too
     np.testing.assert_allclose([h.score for h in first], [dict(expected)[h.path] for h in first], atol=1e-4)
+    # The stored global vector is the normalised mean patch of the stored grid (a bundle without its own).
+    mean = stored[items[0][0].path].grid.reshape(-1, D).astype(np.float64).mean(0)
+    np.testing.assert_allclose(stored[items[0][0].path].pooled, mean / np.linalg.norm(mean), atol=1e-3)
 
 
 def test_bad_queries_are_one_error_in_every_store(store: Store) -> None:

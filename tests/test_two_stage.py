@@ -40,7 +40,7 @@ def dev(flickr8k: Path) -> list[Path]:
 @pytest.fixture(scope="module")
 def grids(bundle: Bundle, dev: list[Path]) -> np.ndarray:
     """(PHOTOS, h, w, D) float32 grids of the dev photos, as the encoder gives them."""
-    flat = encode_photos(ImageEncoder(bundle, "cpu"), dev)
+    flat, _ = encode_photos(ImageEncoder(bundle, "cpu"), dev)
     return flat.reshape(len(dev), *bundle.config.visual.grid, -1)
 
 

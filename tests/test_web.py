@@ -15,7 +15,7 @@ from urllib.parse import quote, urlencode
 
 import numpy as np
 import pytest
-from cli_support import assert_one_line_error, copy_photos, ok_json, run_process, self_score
+from cli_support import SELF_SCORE, assert_one_line_error, copy_photos, ok_json, run_process
 from PIL import Image
 from web_support import Server, get_json, request, wait
 
@@ -222,7 +222,7 @@ def test_uploads_are_capped_and_never_stored(server: Server, gallery: tuple[Path
     before = sorted(p.name for p in library.iterdir())
     photo = (library / DOG).read_bytes()
     hits = get_json(f"{server.base}/api/search?k=3", data=photo)
-    assert Path(hits[0]["path"]).name == DOG and hits[0]["score"] == pytest.approx(self_score(), abs=1e-3)
+    assert Path(hits[0]["path"]).name == DOG and hits[0]["score"] == pytest.approx(SELF_SCORE, abs=1e-3)
     found = get_json(f"{server.base}/api/localize?{urlencode({'q': 'dog'})}", data=photo)
     assert found["image"] == "" and found["words"][0]["word"] == "dog"
 
@@ -409,7 +409,7 @@ def test_more_like_this_returns_the_photo_itself_first(browser: object, server: 
     wait(browser, lambda b: f"like={wanted}" in b.current_url and len(tiles(b)) > 0)
     top = tiles(browser)[0]
     assert top.get_attribute("data-id") == wanted
-    assert top.find_element(By.CSS_SELECTOR, ".score").text == f"{self_score():.3f}"
+    assert top.find_element(By.CSS_SELECTOR, ".score").text == f"{SELF_SCORE:.3f}"
 
 
 def test_a_chosen_photo_is_searched_and_localized_unindexed(

@@ -18,7 +18,7 @@ from urllib.parse import urlencode
 
 import numpy as np
 import pytest
-from cli_support import copy_photos, self_score
+from cli_support import SELF_SCORE, copy_photos
 from PIL import Image, ImageDraw
 from web_support import LocalServer, Server, get_json, memory_mb, request, reset_peak_memory, wait
 
@@ -246,7 +246,7 @@ def test_more_like_this_of_a_deleted_photo_uses_its_stored_grid(
     status, _, body = request(f"{server.base}/api/search?{urlencode({'like': doomed, 'k': 3})}")
     assert status == 200, body
     hits = json.loads(body)
-    assert hits[0]["id"] == doomed and hits[0]["score"] == pytest.approx(self_score(), abs=1e-3)
+    assert hits[0]["id"] == doomed and hits[0]["score"] == pytest.approx(SELF_SCORE, abs=1e-3)
 
 
 # ---------------------------------------------------------------------------------------------- 4, 5: one home

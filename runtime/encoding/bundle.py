@@ -59,6 +59,9 @@ class VisualConfig:
     grid: tuple[int, int]  # (h, w) of the patch grid for image_size
     input_name: str = VISUAL_INPUT
     output_name: str = VISUAL_OUTPUT
+    # A second output (N, D) of the visual model: the photo's own global vector (a CLIP image embedding).
+    # None: a photo's global vector is its normalised mean patch (assoc.runtime.scoring.first_stage).
+    global_output: str | None = None
 
 
 @dataclass(frozen=True)
@@ -69,6 +72,9 @@ class TextualConfig:
     input_names: tuple[str, str] = TEXTUAL_INPUTS
     output_name: str = TEXTUAL_OUTPUT
     quantized: bool = False
+    # A second output (N, D) of the textual model: the sentence vector (a CLIP text embedding). None: a
+    # query's sentence vector is the normalised mean of its (weighted) word vectors.
+    sentence_output: str | None = None
 
 
 @dataclass(frozen=True)
@@ -149,7 +155,8 @@ class RankingConfig:
 
     token_weights names a float32 file of one weight per token id (an IDF prior of the training
     captions, assoc.runtime.scoring.token_weights) recorded with its sha256; None weighs every token
-    alike. global_weight adds that multiple of the pooled cosine to MISA (0 = plain MISA). Neither
+    alike. global_weight λ, 0 to 1, mixes the global cosine in: (1 - λ) MISA + λ cos (0 = plain MISA,
+    1 = the global cosine alone, which for a CLIP bundle is CLIP's own score). Neither
     changes what a gallery stores, so neither is part of the bundle id: changing them re-ranks old
     galleries without indexing again. Optional in config.json.
     """
@@ -164,8 +171,8 @@ class RankingConfig:
         if (name is None) != (digest is None):
             raise BundleError("bundle config.json: ranking token_weights needs its file and its sha256")
         weight = float(raw.get("global_weight", 0.0))
-        if not (math.isfinite(weight) and weight >= 0):
-            raise BundleError(f"bundle config.json: ranking global_weight is {weight}, not a number >= 0")
+        if not (math.isfinite(weight) and 0 <= weight <= 1):
+            raise BundleError(f"bundle config.json: ranking global_weight is {weight}, not a number from 0 to 1")
         return cls(str(name) if name is not None else None, str(digest) if digest is not None else None, weight)
 
 
@@ -219,12 +226,14 @@ class BundleConfig:
                 grid=_pair(v["grid"]),
                 input_name=str(v.get("input_name", VISUAL_INPUT)),
                 output_name=str(v.get("output_name", VISUAL_OUTPUT)),
+                global_output=_optional_name(v.get("global_output")),
             )
             textual = TextualConfig(
                 max_length=int(t["max_length"]),
                 input_names=tuple(str(name) for name in t.get("input_names", TEXTUAL_INPUTS)),
                 output_name=str(t.get("output_name", TEXTUAL_OUTPUT)),
                 quantized=bool(t.get("quantized", False)),
+                sentence_output=_optional_name(t.get("sentence_output")),
             )
             first_stage = FirstStageConfig.from_dict(raw.get("first_stage", {}))
             localize = LocalizeConfig.from_dict(raw.get("localize", {}))
@@ -268,6 +277,11 @@ class BundleConfig:
         the larger on each side)."""
         (h1, w1), (h2, w2) = self.visual.image_size, self.localize_size
         return max(h1, h2), max(w1, w2)
+
+
+def _optional_name(value: object) -> str | None:
+    """An optional output name of config.json: absent or null is None."""
+    return None if value is None else str(value)
 
 
 def _check_fields(config: BundleConfig) -> None:

@@ -54,6 +54,16 @@ class ImageEncoder:
         (out,) = self.session.run([self.config.output_name], {self.config.input_name: batch})
         return out
 
+    def encode_with_globals(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """(N, 3, H, W) float32 -> the patch grids and, where the bundle has a global output, the
+        photos' global vectors (N, D) (what a store keeps besides the grid: first_stage.PhotoVectors)."""
+        if self.config.global_output is None:
+            return self.encode_arrays(batch), None
+        grids, globals_ = self.session.run(
+            [self.config.output_name, self.config.global_output], {self.config.input_name: batch}
+        )
+        return grids, globals_
+
     def encode(self, images: list[Image.Image]) -> np.ndarray:
         """Photos -> (N, h, w, D) grids at the bundle's input size: what galleries store and search."""
         return self.encode_arrays(np.stack([self.prepare(img) for img in images]))
@@ -70,6 +80,7 @@ class EncodedQuery:
     token_word: np.ndarray  # (T,) index into words of the word each vector belongs to
     words: list[str]
     weights: np.ndarray | None = None  # (T,) how much each token counts in the score (None: all alike)
+    sentence: np.ndarray | None = None  # (D,) the textual model's sentence vector, where it has one
 
     @property
     def ranking_vectors(self) -> np.ndarray:
@@ -108,9 +119,8 @@ class TextEncoder:
                 raise _too_long(f"{count:,} tokens")
         batch = windows.tokens
         ids_name, mask_name = self.config.input_names
-        (tokens,) = self.session.run(
-            [self.config.output_name], {ids_name: batch.input_ids, mask_name: batch.attention_mask}
-        )
+        outputs = [self.config.output_name] + ([self.config.sentence_output] if self.config.sentence_output else [])
+        tokens, *sentences = self.session.run(outputs, {ids_name: batch.input_ids, mask_name: batch.attention_mask})
         out = []
         for text, rows in zip(texts, windows.rows, strict=True):
             keep = [batch.word_mask[row] for row in rows]
@@ -120,7 +130,9 @@ class TextEncoder:
             token_word = np.concatenate([batch.word_index[row][k] for row, k in zip(rows, keep, strict=True)])
             ids = np.concatenate([batch.input_ids[row][k] for row, k in zip(rows, keep, strict=True)])
             weights = None if self.token_weights is None else query_weights(self.token_weights, ids)
-            out.append(EncodedQuery(text, vectors, token_word, batch.words[rows[0]], weights))
+            # A text of several windows: the mean of their sentence vectors (Query normalises it).
+            sentence = sentences[0][rows].mean(axis=0) if sentences else None
+            out.append(EncodedQuery(text, vectors, token_word, batch.words[rows[0]], weights, sentence))
         return out
 
     def encode_one(self, text: str) -> EncodedQuery:

@@ -2,7 +2,8 @@
 
 walk -> diff with the store by (size, mtime_ns) -> for new and changed files, in a thread pool: content
 hash, then (unless a stored photo has that content) decode and preprocess -> the visual encoder in
-batches on the calling thread -> store.add, one durable commit per batch.
+batches on the calling thread, which also derives every vector a store keeps of a photo (its grid,
+global vector and first-stage centroids: photo_encoder) -> store.add, one durable commit per batch.
 
 - Decoding runs ahead in the pool while ONNX Runtime encodes the previous batch, so both keep cores busy.
 - A photo whose content is already stored (renamed, copied, or only touched) takes the stored grid.
@@ -34,11 +35,12 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..encoding.bundle import VisualConfig
+from ..encoding.bundle import FirstStageConfig, VisualConfig
 from ..errors import DiskFullError, ImageLoadError
 from ..imaging.files import NotRegularFileError
 from ..imaging.images import DECODE_PEAK_BYTES, load_image
 from ..imaging.preprocess import preprocess
+from ..scoring.first_stage import PhotoVectors, photo_vectors
 from ..stores.base import PhotoRecord, Store
 from .fileinfo import hash_content
 from .lock import index_lock
@@ -49,7 +51,7 @@ if TYPE_CHECKING:  # onnxruntime loads with the encoder, which the caller makes
 
 ProgressCallback = Callable[[int, int], None]
 MAX_WORKERS = 8  # decoding threads by default; more rarely helps the encoder that they feed
-EncodeArrays = Callable[[np.ndarray], np.ndarray]  # (N, 3, H, W) pixels -> (N, h, w, D) grids
+EncodePhotos = Callable[[np.ndarray], list[PhotoVectors]]  # (N, 3, H, W) pixels -> what a store keeps of each
 
 
 @dataclass
@@ -66,14 +68,14 @@ class IndexSummary:
 @dataclass(frozen=True)
 class Prepared:
     """One file after `prepare`: content that is stored (no pixels), pixels to encode, or an error.
-    `grid` is set when the file was encoded elsewhere (on a cluster) before it reached the writer."""
+    `vectors` is set when the file was encoded elsewhere (on a cluster) before it reached the writer."""
 
     file: PhotoFile
     content_hash: str = ""
     pixels: np.ndarray | None = None
     size: tuple[int, int] = (0, 0)  # (width, height) of the photo as displayed
     error: str | None = None
-    grid: np.ndarray | None = None
+    vectors: PhotoVectors | None = None
 
 
 @dataclass
@@ -116,7 +118,7 @@ def _index_paths(
     on_progress: ProgressCallback | None,
 ) -> IndexSummary:
     plan = plan_index(store, paths, exclude)
-    writer = IndexWriter(store, plan, encoder.config, encoder.encode_arrays)
+    writer = IndexWriter(store, plan, encoder.config, photo_encoder(encoder, store.first_stage))
     todo = plan.todo
     if on_progress:
         on_progress(0, len(todo))
@@ -226,11 +228,22 @@ def decode(file: PhotoFile, content_hash: str, config: VisualConfig) -> Prepared
     return Prepared(file, content_hash, pixels=pixels, size=(loaded.width, loaded.height))
 
 
+def photo_encoder(encoder: ImageEncoder, first_stage: FirstStageConfig) -> EncodePhotos:
+    """The encoding stage: a batch of pixels -> each photo's grid, global vector and centroids, derived
+    where the pixels are encoded (here, or a Ray worker) so that a store only stores."""
+
+    def encode(batch: np.ndarray) -> list[PhotoVectors]:
+        grids, globals_ = encoder.encode_with_globals(batch)
+        return photo_vectors(grids, first_stage, globals_)
+
+    return encode
+
+
 class IndexWriter:
     """Writes one run's prepared files into the store and keeps its summary. Pool threads may call
     prepare, which reads by_hash; only the writing thread (store_batch) writes it."""
 
-    def __init__(self, store: Store, plan: IndexPlan, config: VisualConfig, encode: EncodeArrays) -> None:
+    def __init__(self, store: Store, plan: IndexPlan, config: VisualConfig, encode: EncodePhotos) -> None:
         self.store = store
         self.config = config
         self.encode = encode
@@ -257,21 +270,21 @@ class IndexWriter:
         return self.summary
 
     def store_batch(self, batch: list[Prepared]) -> None:
-        """Take stored grids for known content, encode the rest (unless encoded elsewhere), and add the
+        """Take stored vectors for known content, encode the rest (unless encoded elsewhere), and add the
         batch in one commit. The summary counts a photo once the commit holds it."""
-        items: list[tuple[PhotoRecord, np.ndarray]] = []
+        items: list[tuple[PhotoRecord, PhotoVectors]] = []
         reused = 0
         to_encode: list[Prepared] = []
-        encoded: list[tuple[Prepared, np.ndarray]] = []
+        encoded: list[tuple[Prepared, PhotoVectors]] = []
         for item in batch:
             same_as = self.by_hash.get(item.content_hash)  # also a copy met earlier in this run
-            grid = self.store.get_grid(same_as.path) if same_as is not None else None
-            if grid is not None:
-                items.append((_record(item, same_as.grid, (same_as.width, same_as.height)), grid))
+            stored = self.store.get_vectors(same_as.path) if same_as is not None else None
+            if stored is not None:
+                items.append((_record(item, same_as.grid, (same_as.width, same_as.height)), stored))
                 reused += 1
                 continue
-            if item.grid is not None:
-                encoded.append((item, item.grid))
+            if item.vectors is not None:
+                encoded.append((item, item.vectors))
                 continue
             if item.pixels is None:  # its stored twin was removed by someone else meanwhile
                 item = decode(item.file, item.content_hash, self.config)
@@ -281,8 +294,8 @@ class IndexWriter:
             to_encode.append(item)
         if to_encode:
             encoded += zip(to_encode, self.encode(np.stack([item.pixels for item in to_encode])), strict=True)
-        for item, grid in encoded:
-            items.append((_record(item, grid.shape[:2], item.size), grid))
+        for item, vectors in encoded:
+            items.append((_record(item, vectors.grid.shape[:2], item.size), vectors))
         if items:
             self.store.add(items)
         updated = sum(item.file.path in self.known for item, _ in encoded)

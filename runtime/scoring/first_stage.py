@@ -2,10 +2,16 @@
 
 A photo's grid (h, w, D) becomes C unit vectors (C, D): the centroids of a spherical k-means of its
 patches (cosine assignment, L2-normalised means), started from the means of C regions of the grid so
-that the result is deterministic. With C = 1 it is the photo's normalised mean patch: the pooled
-vector the Qdrant store's first stage ranks by. A query (T, D) estimates a photo's score by MaxSim
-against these C vectors instead of its h*w patches; the best `candidates` photos by that estimate
-are then scored exactly. bench/first_stage.py measures how many of the exact top 10 survive.
+that the result is deterministic. With C = 1 it is the photo's normalised mean patch. A query (T, D)
+estimates a photo's score by MaxSim against these C vectors instead of its h*w patches; the best
+`candidates` photos by that estimate are then scored exactly. bench/first_stage.py measures how many
+of the exact top 10 survive.
+
+Each photo also has a global (pooled) vector: the visual model's own when the bundle declares one
+(visual.global_output, a CLIP image embedding), else its normalised mean patch. Every store ranks
+its whole gallery by it first (against the query's sentence vector), and the fused score's global
+term is that cosine. photo_vectors makes all of a photo's stored vectors at once, where the photo is
+encoded (the indexer's encoding stage, a Ray worker), so every store keeps the same values.
 
 What a bundle's photos are reduced to is part of the bundle (config.json "first_stage",
 assoc.runtime.encoding.bundle.FirstStageConfig), so every store and every gallery made with one
@@ -14,12 +20,46 @@ bundle agree.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from ..encoding.bundle import FirstStageConfig
 
 BATCH_PHOTOS = 256  # photos reduced at once: bounds the (B, P, C) assignment arrays
 MEAN_VECTOR = FirstStageConfig(vectors=1)  # the reduction to a photo's pooled (normalised mean) vector
+
+
+STORED = np.float16  # how every store keeps a photo's vectors
+
+
+@dataclass(frozen=True)
+class PhotoVectors:
+    """What a store keeps of one encoded photo, all float16."""
+
+    grid: np.ndarray  # (h, w, D) patch grid
+    pooled: np.ndarray  # (D,) its global vector, unit length before rounding to float16
+    centroids: np.ndarray  # (C, D) the first stage's reduction of the grid
+
+
+def photo_vectors(
+    grids: np.ndarray, config: FirstStageConfig, globals_: np.ndarray | None = None
+) -> list[PhotoVectors]:
+    """grids (N, h, w, D) and, from a bundle with a global output, their global vectors (N, D) ->
+    each photo's stored vectors. Both reductions read the float16 grid that is stored."""
+    grids = np.asarray(grids).astype(STORED)
+    pooled = pooled_vectors(grids, globals_)
+    centroids = reduce_grids(grids, config).astype(STORED)
+    return [PhotoVectors(g, p, c) for g, p, c in zip(grids, pooled, centroids, strict=True)]
+
+
+def pooled_vectors(grids: np.ndarray, globals_: np.ndarray | None = None) -> np.ndarray:
+    """(N, D) float16 global vectors of float16 grids (N, h, w, D): the visual model's own global
+    outputs normalised, or without them each grid's normalised mean patch."""
+    if globals_ is None:
+        return reduce_grids(grids, MEAN_VECTOR)[:, 0].astype(STORED)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return _normalise(np.asarray(globals_, np.float32)).astype(STORED)
 
 
 def _regions(grid: tuple[int, int], count: int) -> list[np.ndarray]:
@@ -65,4 +105,3 @@ def _reduce(grids: np.ndarray, config: FirstStageConfig) -> np.ndarray:
             centroids = np.where(kept, centroids, _normalise(sums))
         out[start : start + len(x)] = centroids
     return out
-

@@ -23,6 +23,7 @@ from .matchmap import matchmap
 if TYPE_CHECKING:  # only for the annotation: heatmaps need no ONNX Runtime
     from ..encoding.encoders import EncodedQuery
 
+
 @dataclass(frozen=True)
 class Heatmaps:
     """Grid-resolution maps of one query over one photo's patch grid."""
@@ -58,9 +59,7 @@ def compute_heatmaps(grid: np.ndarray, query: EncodedQuery, smooth: int = 1) -> 
     """Patch grid (h, w, D) and an encoded query -> per-word and phrase maps at grid resolution,
     each word map box-smoothed over `smooth` x `smooth` cells (1 = as the matchmap has it)."""
     mm = matchmap(grid, query.vectors)  # (h, w, T)
-    raw = np.stack([mm[..., query.token_word == k].mean(axis=-1) for k in range(len(query.words))]).astype(
-        np.float32
-    )
+    raw = np.stack([mm[..., query.token_word == k].mean(axis=-1) for k in range(len(query.words))]).astype(np.float32)
     word_maps = smooth_map(raw, smooth) if smooth > 1 else raw
     return Heatmaps(
         words=list(query.words),

@@ -22,9 +22,7 @@ def matchmap(patches: np.ndarray, words: np.ndarray) -> np.ndarray:
 def score_grids(grids: np.ndarray, words: np.ndarray, kind: str = "misa") -> np.ndarray:
     """Scores of one query (T, D) against many grids (N, P, D), computed in float32 -> (N,)."""
     n, p, d = grids.shape
-    mm = (np.asarray(grids, dtype=np.float32).reshape(n * p, d) @ np.asarray(words, np.float32).T).reshape(
-        n, p, -1
-    )
+    mm = (np.asarray(grids, dtype=np.float32).reshape(n * p, d) @ np.asarray(words, np.float32).T).reshape(n, p, -1)
     if kind == "misa":
         return mm.max(axis=1).mean(axis=1)
     if kind == "sisa":

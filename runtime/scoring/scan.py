@@ -64,8 +64,9 @@ def _node(op: str, inputs: list[str], outputs: list[str], **attributes: int | li
 def scan_graph(kind: str, fused: bool = False) -> bytes:
     """The serialized ONNX model that scores float16 grids against a query for one score kind.
 
-    fused adds the global term of assoc.runtime.search.query: each grid's mean patch, normalised, dotted
-    with a second input `global_query` (D, 1) that holds the weight times the pooled query vector.
+    fused makes it the fused score of assoc.runtime.search.query: the local score times an input
+    `local_weight` (1 - λ, a scalar), plus each photo's stored global vector (input `pooled`, (N, D)
+    float16) dotted with `global_query` (1, D), λ times the query's sentence vector.
     """
     local = "local" if fused else "score"
     nodes = [_node("Cast", ["grids"], ["wide"], to=_FLOAT), _node("MatMul", ["wide", "query"], ["mm"])]
@@ -82,12 +83,11 @@ def scan_graph(kind: str, fused: bool = False) -> bytes:
         raise ValueError(f"unknown score kind {kind!r}; expected one of {SCORES}")
     if fused:
         nodes += [
-            _node("ReduceMean", ["wide"], ["mean"], axes=[1], keepdims=0),  # (N, D)
-            _node("ReduceL2", ["mean"], ["norm"], axes=[1], keepdims=1),  # (N, 1)
-            _node("MatMul", ["mean", "global_query"], ["dots"]),  # (N, 1)
-            _node("Div", ["dots", "norm"], ["cosines"]),
-            _node("ReduceMax", ["cosines"], ["global"], axes=[1], keepdims=0),  # (N,): drops the unit axis
-            _node("Add", ["local", "global"], ["score"]),
+            _node("Mul", ["local", "local_weight"], ["scaled"]),
+            _node("Cast", ["pooled"], ["pooled_wide"], to=_FLOAT),
+            _node("Mul", ["pooled_wide", "global_query"], ["products"]),  # (N, D)
+            _node("ReduceSum", ["products", "row_axis"], ["global"], keepdims=0),  # (N,)
+            _node("Add", ["scaled", "global"], ["score"]),
         ]
     # ReduceMax skips NaN; the matchmap's sum does not (nor infinities): sum - sum is 0 for a grid of
     # finite values and NaN otherwise, so a grid holding any NaN or infinity scores NaN.
@@ -97,22 +97,29 @@ def scan_graph(kind: str, fused: bool = False) -> bytes:
         _node("Add", ["score", "poison"], ["scores"]),
     ]
     graph = b"".join(_field(1, n) for n in nodes) + _field(2, f"assoc-scan-{kind}{'-fused' if fused else ''}")
-    # TensorProto { dims: 2, data_type: INT64 (7), int64_data: [1, 2], name }
-    axes = _field(1, 2) + _field(2, 7) + _field(7, 1) + _field(7, 2) + _field(8, "sum_axes")
-    graph += _field(5, axes)
+    graph += _field(5, _int64_tensor("sum_axes", [1, 2]))
+    if fused:
+        graph += _field(5, _int64_tensor("row_axis", [1]))
     graph += _field(11, _tensor_info("grids", _FLOAT16, ("N", "P", "D")))
     graph += _field(11, _tensor_info("query", _FLOAT, ("D", "T")))
     if fused:
-        graph += _field(11, _tensor_info("global_query", _FLOAT, ("D", "1")))
+        graph += _field(11, _tensor_info("pooled", _FLOAT16, ("N", "D")))
+        graph += _field(11, _tensor_info("global_query", _FLOAT, ("1", "D")))
+        graph += _field(11, _tensor_info("local_weight", _FLOAT, ()))
     graph += _field(12, _tensor_info("scores", _FLOAT, ("N",)))
     opset = _field(1, "") + _field(2, _OPSET)
     return _field(1, _IR_VERSION) + _field(8, opset) + _field(7, graph)
 
 
+def _int64_tensor(name: str, values: list[int]) -> bytes:
+    """TensorProto { dims, data_type: INT64 (7), int64_data, name }: a constant of the graph."""
+    return _field(1, len(values)) + _field(2, 7) + b"".join(_field(7, v) for v in values) + _field(8, name)
+
+
 class ScanKernel:
     """Scores float16 grids (N, P, D) against one query (T, D) for one score kind; reuse it.
 
-    A fused kernel (scan_graph) also takes the weighted pooled query and adds the global term."""
+    A fused kernel (scan_graph) also takes the photos' global vectors and the fused term's weights."""
 
     def __init__(self, kind: str, threads: int | None = None, fused: bool = False) -> None:
         import onnxruntime as ort  # here, not at import: opening a gallery to describe it needs no kernel
@@ -125,12 +132,20 @@ class ScanKernel:
         self.fused = fused
         self._session = ort.InferenceSession(scan_graph(kind, fused), options, providers=["CPUExecutionProvider"])
 
-    def scores(self, grids: np.ndarray, query_t: np.ndarray, global_query: np.ndarray | None = None) -> np.ndarray:
-        """grids (N, P, D) float16 (a memory map is read in place), query_t (D, T) float32 -> (N,) float32;
-        a fused kernel also takes global_query (D, 1) float32."""
+    def scores(
+        self,
+        grids: np.ndarray,
+        query_t: np.ndarray,
+        fused: tuple[np.ndarray, np.ndarray, np.float32] | None = None,
+    ) -> np.ndarray:
+        """grids (N, P, D) float16 (a memory map is read in place), query_t (D, T) float32 -> (N,) float32.
+        A fused kernel also takes (pooled (N, D) float16, λ * sentence vector (D, 1), 1 - λ)."""
         if len(grids) == 0:
             return np.empty(0, np.float32)
         feeds = {"grids": grids, "query": query_t}
         if self.fused:
-            feeds["global_query"] = global_query
+            pooled, global_query, local_weight = fused
+            feeds["pooled"] = pooled
+            feeds["global_query"] = np.ascontiguousarray(np.asarray(global_query, np.float32).reshape(1, -1))
+            feeds["local_weight"] = np.asarray(local_weight, np.float32)
         return self._session.run(None, feeds)[0]

@@ -1,7 +1,7 @@
 """The one exact stage every store shares: scan kernel, fused score, finite check, min score, ties, top k.
 
 A store hands over the grids of the photos a candidate source picked, a chunk at a time
-(GridChunk: float16 grids read in place and their paths); every chunk is scored
+(GridChunk: float16 grids and global vectors read in place, and their paths); every chunk is scored
 exactly (scoring/scan.py) and merged into the best k so far, so memory stays bounded by a chunk and
 k whatever the number of candidates. A score that is not a finite number (stored values that are not)
 is never a hit; equal scores are ordered by path, so every store gives the same order.
@@ -31,6 +31,7 @@ class GridChunk:
 
     paths: list[str]
     grids: np.ndarray  # (n, P, D) float16 (a memory map or a copy)
+    pooled: np.ndarray  # (n, D) float16: each photo's global vector (first_stage.PhotoVectors.pooled)
 
 
 @functools.cache
@@ -40,12 +41,12 @@ def scan_kernel(kind: str, fused: bool = False) -> ScanKernel:
 
 
 def chunk_scores(query: Query, chunk: GridChunk) -> np.ndarray:
-    """(n,) exact scores of one chunk. The global term's photo vector is the normalised mean of the very
-    grid scored (not a stored copy), so every store computes it from the same float16 values."""
+    """(n,) exact scores of one chunk (search/query.py), from the float16 values every store keeps alike."""
     if not query.global_weight:
         return scan_kernel(query.kind).scores(chunk.grids, query.transposed)
     weighted = (np.float32(query.global_weight) * query.pooled)[:, None]
-    return scan_kernel(query.kind, fused=True).scores(chunk.grids, query.transposed, weighted)
+    local = np.float32(1.0 - query.global_weight)
+    return scan_kernel(query.kind, fused=True).scores(chunk.grids, query.transposed, (chunk.pooled, weighted, local))
 
 
 def rerank(query: Query, chunks: Iterable[GridChunk], k: int, min_score: float | None = None) -> list[SearchHit]:

@@ -13,6 +13,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 from ..encoding.bundle import FirstStageConfig
+from ..scoring.first_stage import PhotoVectors
 from ..search.pipeline import StoreView
 
 
@@ -65,8 +66,10 @@ class Store(Protocol):
         """What is stored of one photo, or None; a single lookup, whatever the store's size."""
         ...
 
-    def add(self, items: list[tuple[PhotoRecord, np.ndarray]]) -> None:
-        """Insert or replace photos; each grid is (h, w, D), stored as float16. Durable on return."""
+    def add(self, items: list[tuple[PhotoRecord, PhotoVectors | np.ndarray]]) -> None:
+        """Insert or replace photos; durable on return. Each comes with the PhotoVectors made where it was
+        encoded (runtime.scoring.first_stage.photo_vectors), or a bare (h, w, D) grid of a bundle without
+        a global output, whose vectors the store makes by the same function. All kept as float16."""
         ...
 
     def remove(self, paths: list[str]) -> None:
@@ -75,6 +78,10 @@ class Store(Protocol):
 
     def get_grid(self, path: str) -> np.ndarray | None:
         """The stored (h, w, D) grid of a photo as float32, or None."""
+        ...
+
+    def get_vectors(self, path: str) -> PhotoVectors | None:
+        """Everything stored of a photo's encoding (grid, global vector, centroids), or None."""
         ...
 
     def find_by_hash(self, content_hash: str) -> str | None:

@@ -61,7 +61,7 @@ from ..errors import (
     GalleryReadOnlyError,
     NoGalleryError,
 )
-from ..scoring.first_stage import MEAN_VECTOR, reduce_grids
+from ..scoring.first_stage import PhotoVectors, photo_vectors
 from .base import CheckReport, DamagedPhoto, PhotoRecord
 from .catalogue import (
     DB_NAME,
@@ -92,6 +92,7 @@ from .shard_files import (
     SHARD_SUFFIX,
     fsync_dir,
     gather_rows,
+    layer_rows,
     row_checksums,
     unlink_quietly,
     write_at,
@@ -288,7 +289,11 @@ class Gallery:
 
     @_guarded_read
     def get_grid(self, path: str) -> np.ndarray | None:
-        def read() -> np.ndarray | None:
+        vectors = self.get_vectors(path)
+        return None if vectors is None else vectors.grid.astype(np.float32)
+
+    def get_vectors(self, path: str) -> PhotoVectors | None:
+        def read() -> PhotoVectors | None:
             row = self._db.execute(
                 "SELECT shard, row, grid_h, grid_w, checksum FROM photos WHERE path = ?", (sql_path(path),)
             ).fetchone()
@@ -305,7 +310,8 @@ class Gallery:
                     raise GalleryDamagedError(self.folder, f"shard {shard} is too short for {path}")
                 blocks.append(flat.reshape(1, vectors, self.embed_dim))
             self._verify(blocks, np.array([checksum], np.int64), [path])
-            return blocks[0].reshape(gh, gw, self.embed_dim).astype(np.float32)
+            grid, pooled, centroids = (block[0] for block in blocks)
+            return PhotoVectors(grid.reshape(gh, gw, self.embed_dim), pooled[0], centroids)
 
         return self._retrying(read)
 
@@ -361,21 +367,20 @@ class Gallery:
     # ------------------------------------------------------------------ writing
 
     @_guarded
-    def add(self, items: list[tuple[PhotoRecord, np.ndarray]]) -> None:
-        """Insert or replace photos; durable on return (bytes fsynced, then rows committed)."""
+    def add(self, items: list[tuple[PhotoRecord, PhotoVectors | np.ndarray]]) -> None:
+        """Insert or replace photos; durable on return (bytes fsynced, then rows committed).
+
+        Each photo comes with its PhotoVectors (made where it was encoded), or a bare (h, w, D) grid that
+        stands for a photo of a bundle without a global output (its vectors are made here, alike)."""
         if not items:
             return
-        by_grid: dict[tuple[int, int], list[tuple[PhotoRecord, np.ndarray]]] = {}
-        for record, grid in items:
-            grid = np.asarray(grid)
-            if grid.ndim != 3 or grid.shape[2] != self.embed_dim:
-                raise ValueError(f"{record.path}: grid of shape {grid.shape} does not fit dimension {self.embed_dim}")
-            if tuple(record.grid) != grid.shape[:2]:
-                raise ValueError(f"{record.path}: record says grid {record.grid}, the array is {grid.shape[:2]}")
-            by_grid.setdefault(grid.shape[:2], []).append((record, grid))
+        by_grid: dict[tuple[int, int], list[tuple[PhotoRecord, PhotoVectors]]] = {}
+        for record, vectors in items:
+            vectors = self._checked(record, vectors)
+            by_grid.setdefault(vectors.grid.shape[:2], []).append((record, vectors))
         with self._writing():
             for grid_shape, group in by_grid.items():
-                places = self._append(grid_shape, np.stack([g for _, g in group]))
+                places = self._append(grid_shape, [v for _, v in group])
                 self._db.executemany(
                     "INSERT OR REPLACE INTO photos VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     [
@@ -384,6 +389,25 @@ class Gallery:
                     ],
                 )
         maybe_compact(self)
+
+    def _checked(self, record: PhotoRecord, vectors: PhotoVectors | np.ndarray) -> PhotoVectors:
+        """The photo's vectors, made from a bare grid if need be, checked against this gallery's shapes."""
+        if not isinstance(vectors, PhotoVectors):
+            grid = np.asarray(vectors)
+            if grid.ndim != 3 or grid.shape[2] != self.embed_dim:
+                raise ValueError(f"{record.path}: grid of shape {grid.shape} does not fit dimension {self.embed_dim}")
+            vectors = photo_vectors(grid[None], self.first_stage)[0]
+        grid = vectors.grid
+        if grid.ndim != 3 or grid.shape[2] != self.embed_dim:
+            raise ValueError(f"{record.path}: grid of shape {grid.shape} does not fit dimension {self.embed_dim}")
+        if tuple(record.grid) != grid.shape[:2]:
+            raise ValueError(f"{record.path}: record says grid {record.grid}, the array is {grid.shape[:2]}")
+        if vectors.pooled.shape != (self.embed_dim,) or vectors.centroids.shape != (
+            self.first_stage.vectors,
+            self.embed_dim,
+        ):
+            raise ValueError(f"{record.path}: its first-stage vectors do not fit this gallery's reduction")
+        return vectors
 
     @_guarded
     def remove(self, paths: list[str]) -> None:
@@ -504,21 +528,21 @@ class Gallery:
             out.update((path_of(path), shard) for (path,) in rows)
         return out
 
-    def _append(self, grid: tuple[int, int], grids: np.ndarray) -> list[tuple[int, int, int]]:
-        """Write grids (N, h, w, D) and their first-stage vectors after the committed rows of this shape's
-        newest shard; returns each photo's (shard, row, checksum)."""
+    def _append(self, grid: tuple[int, int], photos: list[PhotoVectors]) -> list[tuple[int, int, int]]:
+        """Write photos' grids and first-stage vectors after the committed rows of this shape's newest
+        shard; returns each photo's (shard, row, checksum)."""
         per_shard = max(1, MAX_SHARD_BYTES // self._row_bytes(grid))
         row = self._db.execute(
             "SELECT id, rows FROM shards WHERE grid_h = ? AND grid_w = ? ORDER BY id DESC LIMIT 1", grid
         ).fetchone()
         shard, used = row if row is not None else (None, per_shard)
-        layers = self._derive(grids.astype(DTYPE))
+        layers = layer_rows(photos)
         sums = row_checksums(layers)
         places: list[tuple[int, int, int]] = []
-        while len(places) < len(grids):
+        while len(places) < len(photos):
             if used >= per_shard:
                 shard, used = self._new_shard(grid), 0
-            done, take = len(places), min(len(grids) - len(places), per_shard - used)
+            done, take = len(places), min(len(photos) - len(places), per_shard - used)
             for (suffix, _), data in zip(self._layers(grid), layers, strict=True):
                 offset = used * self._row_bytes(grid, suffix)
                 write_at(self._layer_path(shard, suffix), offset, data[done : done + take])
@@ -526,13 +550,6 @@ class Gallery:
             places += [(shard, used + j, int(sums[done + j])) for j in range(take)]
             used += take
         return places
-
-    def _derive(self, grids: np.ndarray) -> list[np.ndarray]:
-        """float16 grids (N, h, w, D) -> the rows of each of their files, (N, vectors, D) float16."""
-        n, h, w, d = grids.shape
-        pooled = reduce_grids(grids, MEAN_VECTOR)
-        centroids = reduce_grids(grids, self.first_stage)
-        return [grids.reshape(n, h * w, d), pooled.astype(DTYPE), centroids.astype(DTYPE)]
 
     def _new_shard(self, grid: tuple[int, int]) -> int:
         shard = self._db.execute("INSERT INTO shards (grid_h, grid_w, rows) VALUES (?, ?, 0)", grid).lastrowid

@@ -9,8 +9,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ..scoring.first_stage import photo_vectors
 from .catalogue import FORMAT_VERSION, reduction_json
-from .shard_files import DTYPE, SHARD_DIR, fsync_dir, row_checksums, write_at
+from .shard_files import DTYPE, SHARD_DIR, fsync_dir, layer_rows, row_checksums, write_at
 
 if TYPE_CHECKING:
     from .gallery import Gallery
@@ -38,7 +39,7 @@ def upgrade_format_1(gallery: Gallery) -> None:
             grids = np.memmap(path, dtype=DTYPE, mode="r", shape=(rows, *shard.grid, gallery.embed_dim))
             step = gallery._step(shard.grid)
             for start in range(0, rows, step):
-                layers = gallery._derive(np.asarray(grids[start : start + step]))
+                layers = layer_rows(photo_vectors(np.asarray(grids[start : start + step]), gallery.first_stage))
                 for (suffix, _), data in list(zip(gallery._layers(shard.grid), layers, strict=True))[1:]:
                     offset = start * gallery._row_bytes(shard.grid, suffix)
                     write_at(gallery._layer_path(shard.id, suffix), offset, data)

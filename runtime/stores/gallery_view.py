@@ -50,7 +50,7 @@ class GalleryView:
                     paths = [part.paths[i] for i in chunk]
                     blocks = [gather_rows(mm, part.rows[chunk]) for mm in layers.values()]
                     self.gallery._verify(blocks, part.sums[chunk], paths)
-                    yield GridChunk(paths, blocks[0])
+                    yield GridChunk(paths, blocks[0], blocks[1][:, 0])
 
     def confirm(self, hits: list[SearchHit]) -> None:
         """Find each hit's row again through the path index, at the place the scan read it from.
@@ -74,31 +74,33 @@ class GalleryView:
 
 
 class PooledCentroids:
-    """The gallery's first stage: pooled vectors to the shortlist, centroids to the candidates."""
+    """The gallery's first stage: pooled vectors to the shortlist, centroids to the candidates (or, for a
+    score that is the global cosine alone, pooled vectors straight to the candidates)."""
 
     def candidates(self, view: GalleryView, query: Query, plan: SearchPlan) -> Selection:
-        picks = view.everything()
-        for suffix, keep in ((POOL_SUFFIX, plan.shortlist), (CENTROIDS_SUFFIX, plan.candidates)):
-            picks = _narrow(view, picks, suffix, keep, query)
-        return picks
+        sentence = query.pooled[:, None]  # (D, 1): a one-vector query, MaxSim is its cosine
+        if query.global_only:
+            return _narrow(view, view.everything(), POOL_SUFFIX, plan.candidates, query.kind, sentence)
+        picks = _narrow(view, view.everything(), POOL_SUFFIX, plan.shortlist, query.kind, sentence)
+        return _narrow(view, picks, CENTROIDS_SUFFIX, plan.candidates, query.kind, query.transposed)
 
 
-def _narrow(view: GalleryView, picks: Selection, suffix: str, keep: int, query: Query) -> Selection:
-    """The `keep` picked rows whose first-stage vectors in `suffix` files score best, per part."""
+def _narrow(view: GalleryView, picks: Selection, suffix: str, keep: int, kind: str, query_t: np.ndarray) -> Selection:
+    """The `keep` picked rows whose first-stage vectors in `suffix` files score best against query_t
+    (D, T), per part."""
     if sum(len(rows) for rows in picks) <= keep:
         return picks
-    kernel = scan_kernel(query.kind)
+    kernel = scan_kernel(kind)
     estimates = []
     with translated_errors(view.gallery.folder):
         for layers, rows in zip(view.maps, picks, strict=True):
             mm = layers[suffix]
             step = max(1, SEARCH_CHUNK_BYTES // (mm.shape[1] * mm.shape[2] * DTYPE.itemsize))
             for i in range(0, len(rows), step):
-                estimates.append(kernel.scores(gather_rows(mm, rows[i : i + step]), query.transposed))
+                estimates.append(kernel.scores(gather_rows(mm, rows[i : i + step]), query_t))
     flat = np.concatenate(estimates)
     flat[~np.isfinite(flat)] = np.inf  # damaged first-stage values: score the photo, which verifies it
     best = np.zeros(len(flat), bool)
     best[np.argpartition(-flat, keep - 1)[:keep]] = True
     bounds = np.cumsum([0] + [len(rows) for rows in picks])
     return [rows[best[a:b]] for rows, a, b in zip(picks, bounds[:-1], bounds[1:], strict=True)]
-

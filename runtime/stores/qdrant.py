@@ -1,7 +1,8 @@
 """Qdrant as an assoc store: a server (url) or qdrant-client's local mode (path, or ":memory:").
 
 Each photo is one point with three named vectors, the built-in gallery's three layers:
-- ``pooled``: one dense vector per photo (COSINE, HNSW): the first stage's shortlist;
+- ``pooled``: the photo's global vector (float16, DOT, HNSW; COSINE float32 in collections made before
+  global vectors): the first stage's shortlist, and the fused score's global term;
 - ``centroids``: the photo's first-stage centroids as a multivector (MAX_SIM, no HNSW), which narrow
   the shortlist to the candidates, as the gallery's do (collections made before them skip this step);
 - ``patches``: the whole patch grid as a multivector (float16, no HNSW), read for the exact stage.
@@ -30,7 +31,7 @@ import numpy as np
 
 from ..encoding.bundle import FirstStageConfig
 from ..errors import AssocError, GalleryError, ModelMismatchError, NoGalleryError
-from ..scoring.first_stage import MEAN_VECTOR, reduce_grids
+from ..scoring.first_stage import PhotoVectors, photo_vectors
 from ..search.pipeline import SearchPlan
 from ..search.query import Query
 from ..search.rerank import GridChunk, SearchHit
@@ -78,13 +79,6 @@ def _payload_path(payload: dict[str, Any]) -> str:
     if "path_bytes" in payload:
         return os.fsdecode(base64.b64decode(payload["path_bytes"]))
     return payload["path"]
-
-
-def pool(vectors: np.ndarray) -> np.ndarray:
-    """The first-stage vector of a grid (h, w, D) or a query (T, D): the L2-normalised mean vector,
-    the built-in gallery's pooled vector (scoring.first_stage.reduce_grids with one vector)."""
-    flat = np.asarray(vectors, dtype=np.float32).reshape(1, 1, -1, np.shape(vectors)[-1])
-    return reduce_grids(flat, MEAN_VECTOR)[0, 0]
 
 
 def _qdrant() -> Any:
@@ -185,14 +179,15 @@ class QdrantStore:
         )
         return _record(found[0].payload) if found else None
 
-    def add(self, items: list[tuple[PhotoRecord, np.ndarray]]) -> None:
+    def add(self, items: list[tuple[PhotoRecord, PhotoVectors | np.ndarray]]) -> None:
+        """Insert or replace photos: their PhotoVectors, or bare grids (vectors made here, as the gallery does)."""
         if not items:
             return
         # Points are built batch by batch: as JSON-ready lists of floats they are large.
-        per_point = int(np.prod(np.shape(items[0][1])))
+        per_point = int(np.prod(np.shape(_grid_of(items[0][1]))))
         size = max(1, min(BATCH_POINTS, BATCH_FLOATS // per_point))
         for start in range(0, len(items), size):
-            batch = [self._point(record, grid) for record, grid in items[start : start + size]]
+            batch = [self._point(record, vectors) for record, vectors in items[start : start + size]]
             self._call("upload", lambda b=batch: self._client.upsert(self.collection, b, wait=True))
 
     def remove(self, paths: list[str]) -> None:
@@ -202,16 +197,25 @@ class QdrantStore:
             self._call("delete", lambda s=selector: self._client.delete(self.collection, s, wait=True))
 
     def get_grid(self, path: str) -> np.ndarray | None:
+        vectors = self.get_vectors(path)
+        return None if vectors is None else vectors.grid.astype(np.float32)
+
+    def get_vectors(self, path: str) -> PhotoVectors | None:
+        wanted = [PATCHES, POOLED] + ([CENTROIDS] if self.has_centroids else [])
         found = self._call(
             "read a grid",
             lambda: self._client.retrieve(
-                self.collection, [point_id(path)], with_payload=["grid"], with_vectors=[PATCHES]
+                self.collection, [point_id(path)], with_payload=["grid"], with_vectors=wanted
             ),
         )
         if not found:
             return None
         h, w = found[0].payload["grid"]
-        return np.asarray(found[0].vector[PATCHES], dtype=np.float32).reshape(h, w, self.embed_dim)
+        vectors = found[0].vector
+        grid = np.asarray(vectors[PATCHES], dtype=np.float16).reshape(h, w, self.embed_dim)
+        if CENTROIDS not in vectors:
+            return photo_vectors(grid[None], self.first_stage, np.asarray(vectors[POOLED])[None])[0]
+        return PhotoVectors(grid, np.asarray(vectors[POOLED], np.float16), np.asarray(vectors[CENTROIDS], np.float16))
 
     def find_by_hash(self, content_hash: str) -> str | None:
         points, _ = self._call(
@@ -252,9 +256,7 @@ class QdrantStore:
         if not exists:
             self._create_collection(shard_number, replication_factor, on_disk)
             return
-        found = self._call(
-            "read collection metadata", lambda: self._client.retrieve(self.collection, [META_ID])
-        )
+        found = self._call("read collection metadata", lambda: self._client.retrieve(self.collection, [META_ID]))
         if not found:
             raise GalleryError(f"{self._where}: collection {self.collection!r} was not made by assoc")
         meta = found[0].payload
@@ -268,9 +270,7 @@ class QdrantStore:
         vectors = info.config.params.vectors
         self.has_centroids = isinstance(vectors, dict) and CENTROIDS in vectors
 
-    def _create_collection(
-        self, shard_number: int | None, replication_factor: int | None, on_disk: bool
-    ) -> None:
+    def _create_collection(self, shard_number: int | None, replication_factor: int | None, on_disk: bool) -> None:
         models = self._models
         patches = models.VectorParams(
             size=self.embed_dim,
@@ -287,7 +287,11 @@ class QdrantStore:
             hnsw_config=models.HnswConfigDiff(m=0),  # ranks the shortlist only
             multivector_config=models.MultiVectorConfig(comparator=models.MultiVectorComparator.MAX_SIM),
         )
-        pooled = models.VectorParams(size=self.embed_dim, distance=models.Distance.COSINE)
+        # Unit vectors kept as they are (DOT, float16): COSINE would renormalise them, and the fused score
+        # must read the very values the built-in gallery keeps.
+        pooled = models.VectorParams(
+            size=self.embed_dim, distance=models.Distance.DOT, datatype=models.Datatype.FLOAT16
+        )
         self._call(
             "create the collection",
             lambda: self._client.create_collection(
@@ -308,9 +312,7 @@ class QdrantStore:
         meta = models.PointStruct(
             id=META_ID, vector={}, payload={"bundle_id": self.bundle_id, "embed_dim": self.embed_dim}
         )
-        self._call(
-            "write collection metadata", lambda: self._client.upsert(self.collection, [meta], wait=True)
-        )
+        self._call("write collection metadata", lambda: self._client.upsert(self.collection, [meta], wait=True))
 
     def _check_server_version(self) -> None:
         version = self._call("connect", self._client.info).version
@@ -324,13 +326,22 @@ class QdrantStore:
 
     # -- helpers -------------------------------------------------------------------------------------
 
-    def _point(self, record: PhotoRecord, grid: np.ndarray) -> Any:
-        grid = np.asarray(grid)
+    def _point(self, record: PhotoRecord, vectors: PhotoVectors | np.ndarray) -> Any:
+        if not isinstance(vectors, PhotoVectors):
+            grid = np.asarray(vectors)
+            if grid.ndim != 3 or grid.shape[2] != self.embed_dim:
+                raise ValueError(f"a grid must be (h, w, {self.embed_dim}), got {grid.shape} for {record.path}")
+            vectors = photo_vectors(grid[None], self.first_stage)[0]
+        grid = vectors.grid
         if grid.ndim != 3 or grid.shape[2] != self.embed_dim:
             raise ValueError(f"a grid must be (h, w, {self.embed_dim}), got {grid.shape} for {record.path}")
         if tuple(record.grid) != grid.shape[:2]:
             raise ValueError(f"{record.path}: record says grid {record.grid}, the array is {grid.shape[:2]}")
-        patches = grid.astype(np.float16).astype(np.float32)
+        if vectors.pooled.shape != (self.embed_dim,) or vectors.centroids.shape != (
+            self.first_stage.vectors,
+            self.embed_dim,
+        ):
+            raise ValueError(f"{record.path}: its first-stage vectors do not fit this collection's reduction")
         h, w, _ = grid.shape
         payload = {
             **_path_payload(record.path),
@@ -342,10 +353,13 @@ class QdrantStore:
             "height": record.height,
             "bundle_id": self.bundle_id,
         }
-        vectors = {POOLED: pool(patches).tolist(), PATCHES: patches.reshape(h * w, -1).tolist()}
+        wide = {
+            POOLED: vectors.pooled.astype(np.float32).tolist(),
+            PATCHES: grid.reshape(h * w, -1).astype(np.float32).tolist(),
+        }
         if self.has_centroids:
-            vectors[CENTROIDS] = reduce_grids(patches[None], self.first_stage)[0].astype(np.float16).tolist()
-        return self._models.PointStruct(id=point_id(record.path), vector=vectors, payload=payload)
+            wide[CENTROIDS] = vectors.centroids.astype(np.float32).tolist()
+        return self._models.PointStruct(id=point_id(record.path), vector=wide, payload=payload)
 
     def _match(self, key: str, value: str) -> Any:
         models = self._models
@@ -387,11 +401,11 @@ class QdrantView:
         return ServerPrefetch()
 
     def read_grids(self, selection: list[str] | None) -> Iterator[GridChunk]:
-        """The selected points' patches, a page at a time, grouped by grid shape."""
+        """The selected points' patches and global vectors, a page at a time, grouped by grid shape."""
         store = self.store
         fields = ["path", "path_bytes", "grid"]
         if selection is None:
-            for points in store._pages("read grids", BATCH_POINTS, fields, [PATCHES]):
+            for points in store._pages("read grids", BATCH_POINTS, fields, [PATCHES, POOLED]):
                 yield from _chunks(points, store.embed_dim)
             return
         for start in range(0, len(selection), BATCH_POINTS):
@@ -399,7 +413,7 @@ class QdrantView:
             points = store._call(
                 "read grids",
                 lambda i=ids: store._client.retrieve(
-                    store.collection, i, with_payload=fields, with_vectors=[PATCHES]
+                    store.collection, i, with_payload=fields, with_vectors=[PATCHES, POOLED]
                 ),
             )
             yield from _chunks(points, store.embed_dim)
@@ -415,18 +429,17 @@ class ServerPrefetch:
     def candidates(self, view: QdrantView, query: Query, plan: SearchPlan) -> list[str]:
         store = view.store
         models = store._models
-        first = models.Prefetch(query=query.pooled.tolist(), using=POOLED, limit=plan.shortlist)
-        using = CENTROIDS if store.has_centroids else PATCHES
+        pooled = query.pooled.tolist()
+        if query.global_only:  # the score is the global cosine: HNSW over pooled vectors picks the candidates
+            request: dict[str, Any] = {"query": pooled, "using": POOLED}
+        else:
+            first = models.Prefetch(query=pooled, using=POOLED, limit=plan.shortlist)
+            using = CENTROIDS if store.has_centroids else PATCHES
+            request = {"prefetch": first, "query": query.vectors.tolist(), "using": using}
         response = store._call(
             "search",
             lambda: store._client.query_points(
-                store.collection,
-                prefetch=first,
-                query=query.vectors.tolist(),
-                using=using,
-                limit=plan.candidates,
-                with_payload=False,
-                with_vectors=False,
+                store.collection, **request, limit=plan.candidates, with_payload=False, with_vectors=False
             ),
         )
         return [str(p.id) for p in response.points]
@@ -440,7 +453,12 @@ def _chunks(points: list[Any], embed_dim: int) -> Iterator[GridChunk]:
         by_shape.setdefault((int(h), int(w)), []).append(point)
     for (h, w), group in by_shape.items():
         grids = np.array([p.vector[PATCHES] for p in group], dtype=np.float16).reshape(len(group), h * w, embed_dim)
-        yield GridChunk([_payload_path(p.payload) for p in group], grids)
+        pooled = np.array([p.vector[POOLED] for p in group], dtype=np.float16).reshape(len(group), embed_dim)
+        yield GridChunk([_payload_path(p.payload) for p in group], grids, pooled)
+
+
+def _grid_of(vectors: PhotoVectors | np.ndarray) -> np.ndarray:
+    return vectors.grid if isinstance(vectors, PhotoVectors) else np.asarray(vectors)
 
 
 def _open_local(qdrant_client: Any, path: str) -> Any:

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..scoring.first_stage import PhotoVectors
+
 SHARD_DIR = "shards"
 SHARD_SUFFIX = ".f16"  # grids
 POOL_SUFFIX = ".pool"  # pooled vectors
@@ -75,3 +77,12 @@ def fsync_dir(folder: Path) -> None:
 def unlink_quietly(path: Path) -> None:
     with suppress(OSError):  # already gone, or held open on Windows: harmless either way
         path.unlink()
+
+
+def layer_rows(photos: list[PhotoVectors]) -> list[np.ndarray]:
+    """Photos' vectors as the rows of each shard file (Gallery._layers order), (N, vectors, D) float16."""
+    grids = np.stack([p.grid for p in photos])
+    n, h, w, d = grids.shape
+    pooled = np.stack([p.pooled for p in photos])[:, None]
+    centroids = np.stack([p.centroids for p in photos])
+    return [grids.reshape(n, h * w, d).astype(DTYPE), pooled.astype(DTYPE), centroids.astype(DTYPE)]
