@@ -22,6 +22,9 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .api.results import (
         BundleFacts,
+        DuplicateGroup,
+        DuplicatePhoto,
+        Duplicates,
         Hit,
         IndexReport,
         Info,
@@ -31,9 +34,10 @@ if TYPE_CHECKING:
         RegionWord,
         RegionWords,
         StoreFacts,
+        TermScore,
         WordLocalization,
     )
-    from .api.searcher import Searcher, open
+    from .api.searcher import IndexedPhoto, Searcher, open
     from .api.stores import StoreSpec
     from .runtime.errors import (
         AssocError,
@@ -52,6 +56,7 @@ if TYPE_CHECKING:
         QueryError,
         StoreConfigError,
     )
+    from .runtime.search.filters import PhotoFilter
     from .runtime.stores.base import CheckReport, DamagedPhoto, PhotoRecord
 
 __version__ = "0.1.0"
@@ -61,6 +66,9 @@ _HOMES = {
     **dict.fromkeys(
         (
             "BundleFacts",
+            "DuplicateGroup",
+            "DuplicatePhoto",
+            "Duplicates",
             "Hit",
             "IndexReport",
             "Info",
@@ -70,11 +78,13 @@ _HOMES = {
             "RegionWord",
             "RegionWords",
             "StoreFacts",
+            "TermScore",
             "WordLocalization",
         ),
         ".api.results",
     ),
-    **dict.fromkeys(("Searcher", "open"), ".api.searcher"),
+    **dict.fromkeys(("IndexedPhoto", "Searcher", "open"), ".api.searcher"),
+    "PhotoFilter": ".runtime.search.filters",
     "StoreSpec": ".api.stores",
     **dict.fromkeys(
         (
@@ -108,6 +118,9 @@ __all__ = [
     "DatabaseDamagedError",
     "DeviceError",
     "DiskFullError",
+    "DuplicateGroup",
+    "DuplicatePhoto",
+    "Duplicates",
     "GalleryBusyError",
     "GalleryDamagedError",
     "GalleryError",
@@ -115,11 +128,13 @@ __all__ = [
     "GalleryReadOnlyError",
     "Hit",
     "ImageLoadError",
+    "IndexedPhoto",
     "IndexReport",
     "Info",
     "Localization",
     "ModelMismatchError",
     "NoGalleryError",
+    "PhotoFilter",
     "PhotoLabels",
     "PhotoRecord",
     "QueryError",
@@ -130,6 +145,7 @@ __all__ = [
     "StoreConfigError",
     "StoreFacts",
     "StoreSpec",
+    "TermScore",
     "WordLocalization",
     "open",
 ]

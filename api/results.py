@@ -1,7 +1,7 @@
 """What the API returns: plain dataclasses whose to_dict() is exactly the JSON the CLI prints.
 
 Scripts parse these shapes (`assoc query --json`, `assoc localize --json`, `assoc index --json`,
-`assoc info --json`, and the web app's /api/), so they change only with care.
+`assoc info --json`, `assoc duplicates --json`, and the web app's /api/), so they change only with care.
 """
 
 from __future__ import annotations
@@ -16,17 +16,37 @@ if TYPE_CHECKING:  # for annotations only: a text query needs neither Pillow nor
 
     from ..runtime.encoding.bundle import Bundle
     from ..runtime.indexing.indexer import IndexSummary
+    from ..runtime.search.duplicates import Group
+    from ..runtime.stores.base import PhotoRecord
+
+
+@dataclass(frozen=True)
+class TermScore:
+    """One term of a combined query (assoc.runtime.search.combined) and what one photo scored for it alone."""
+
+    term: str  # the words, or the photo's path ("" for a photo given as an image in memory)
+    kind: str  # "words" | "photo"
+    weight: float  # as given, signed: a minus term's is negative
+    score: float  # the photo's score for this term alone
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"term": self.term, "kind": self.kind, "weight": self.weight, "score": self.score}
 
 
 @dataclass(frozen=True)
 class Hit:
-    """One photo a search returned: its path as indexed and its exact score."""
+    """One photo a search returned: its path as indexed and its exact score; for a combined query, each
+    term's own score too (the JSON's "terms", present only then)."""
 
     path: str
     score: float
+    terms: tuple[TermScore, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
-        return {"path": self.path, "score": self.score}
+        found: dict[str, Any] = {"path": self.path, "score": self.score}
+        if self.terms:
+            found["terms"] = [term.to_dict() for term in self.terms]
+        return found
 
 
 @dataclass(frozen=True)
@@ -41,6 +61,7 @@ class IndexReport:
     skipped: list[tuple[str, str]]  # (path, reason)
     kept_in_empty: list[tuple[str, int]]  # (empty named folder, photos kept)
     photos: int
+    dated: int = 0  # unchanged photos indexed before dates were kept whose date taken was read
 
     @classmethod
     def from_summary(cls, summary: IndexSummary, photos: int) -> IndexReport:
@@ -53,6 +74,7 @@ class IndexReport:
             list(summary.skipped),
             list(summary.kept_in_empty),
             photos,
+            summary.dated,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -62,6 +84,7 @@ class IndexReport:
             "reused": self.reused,
             "removed": self.removed,
             "unchanged": self.unchanged,
+            "dated": self.dated,
             "skipped": [{"path": path, "reason": reason} for path, reason in self.skipped],
             "kept_in_empty": [{"path": path, "photos": kept} for path, kept in self.kept_in_empty],
             "photos": self.photos,
@@ -243,3 +266,57 @@ class PhotoLabels:
 
     def to_list(self) -> list[dict[str, Any]]:
         return [label.to_dict() for label in self.labels]
+
+
+@dataclass(frozen=True)
+class DuplicatePhoto:
+    """One file of a group of duplicates, with what tells the copies apart."""
+
+    path: str
+    content_hash: str  # the photo's id (the web app's); files of one content share it
+    width: int  # as displayed
+    height: int
+    size: int  # bytes
+    similarity: float  # its best similarity to another photo of the group (1.0: the same content as another)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class DuplicateGroup:
+    """Files that show the same picture: the largest first (most pixels, then most bytes), then by path."""
+
+    similarity: float  # the weakest link holding the group together
+    photos: list[DuplicatePhoto]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"similarity": self.similarity, "photos": [photo.to_dict() for photo in self.photos]}
+
+
+@dataclass(frozen=True)
+class Duplicates:
+    """What `assoc duplicates` found (assoc.runtime.search.duplicates); to_dict() is its --json:
+    {"threshold", "photos" (files compared), "groups": [{"similarity", "photos": [{"path",
+    "content_hash", "width", "height", "size", "similarity"}]}]}."""
+
+    threshold: float
+    photos: int
+    groups: list[DuplicateGroup]
+
+    @classmethod
+    def of(cls, threshold: float, records: dict[str, PhotoRecord], groups: list[Group]) -> Duplicates:
+        """The runtime's groups with each file's record; a file the records lack is left out."""
+        found = []
+        for group in groups:
+            photos = [
+                DuplicatePhoto(m.path, r.content_hash, r.width, r.height, r.size, m.similarity)
+                for m in group.members
+                if (r := records.get(m.path)) is not None
+            ]
+            if len(photos) > 1:
+                found.append(DuplicateGroup(group.similarity, photos))
+        return cls(threshold, len(records), found)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"threshold": self.threshold, "photos": self.photos, "groups": [g.to_dict() for g in self.groups]}

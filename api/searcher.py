@@ -5,8 +5,10 @@
         hits = searcher.search("a dog on grass", k=5)
         where = searcher.localize(hits[0].path, "dog")
 
-index, search (words, a photo, or a PIL image), localize and explain (where words land), region_words
-and label (which words a region matches, what is where), check (stored bytes) and info.
+index, search (words, a photo, a PIL image, or a combined query of several weighed terms; in the
+photos that meet a PhotoFilter), localize and explain (where words land), region_words
+and label (which words a region matches, what is where), duplicates (groups of copies of one picture),
+check (stored bytes) and info.
 
 Lazy: opening a Searcher reads and verifies the bundle (its config and its files' hashes) and nothing
 else; the text encoder, the image encoder and the store are made on first use, so a search by words
@@ -26,6 +28,7 @@ import sys
 import threading
 from collections.abc import Callable, Sequence
 from contextlib import suppress
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeAlias
 
@@ -46,12 +49,26 @@ from ..runtime.scoring.regions import (
     region_scores,
     word_maps,
 )
+from ..runtime.search.combined import CombinedQuery, parse_query
+from ..runtime.search.duplicates import DEFAULT_THRESHOLD, check_threshold, find_duplicates
+from ..runtime.search.filters import PhotoFilter
 from ..runtime.search.pipeline import search
 from ..runtime.search.query import Query
 from ..runtime.stores.base import CheckReport, PhotoRecord, Store
 from . import settings
 from .recent import Recent
-from .results import Hit, IndexReport, Info, Localization, PhotoLabels, RegionLabel, RegionWord, RegionWords
+from .results import (
+    Duplicates,
+    Hit,
+    IndexReport,
+    Info,
+    Localization,
+    PhotoLabels,
+    RegionLabel,
+    RegionWord,
+    RegionWords,
+    TermScore,
+)
 from .stores import StoreSpec, describe_store, open_store
 
 if TYPE_CHECKING:  # onnxruntime loads with the encoders, Pillow with the first photo: only when first used
@@ -61,6 +78,18 @@ if TYPE_CHECKING:  # onnxruntime loads with the encoders, Pillow with the first 
 
 ProgressCallback = Callable[[int, int], None]
 PhotoQuery: TypeAlias = "str | Path | Image.Image"
+
+
+@dataclass(frozen=True)
+class IndexedPhoto:
+    """A photo the store holds, named by its content hash (PhotoRecord.content_hash), as a query term:
+    ranked by its stored vectors, so the file need not be there any more."""
+
+    content_hash: str
+
+
+QueryTerm: TypeAlias = "str | Path | Image.Image | IndexedPhoto"
+SearchQuery: TypeAlias = "str | Path | Image.Image | Sequence[tuple[QueryTerm, float]]"
 TEXT_CACHE = 64  # encoded queries kept, so explaining ten hits encodes the words once
 
 
@@ -156,60 +185,96 @@ class Searcher:
 
     def search(
         self,
-        query: PhotoQuery,
+        query: SearchQuery,
         k: int = 10,
         min_score: float | None = None,
         *,
         words: bool = False,
         exact: bool = False,
+        where: PhotoFilter | None = None,
     ) -> list[Hit]:
-        """Photos best first. A str is words, unless it names an existing photo file; a Path or a PIL
-        image is a photo query (MaxSim from its patches: an indexed photo scores best with itself, 1 plus
-        the bundle's global weight).
+        """Photos best first.
 
-        words=True takes a str as words whatever it names: a server must not let a client name files.
+        query: a str is words, unless it names an existing photo file, in the combined-query syntax
+        ("2:golden retriever + ./pool.jpg - fruit": assoc.runtime.search.combined), each of its terms
+        words unless it names a photo file; a Path or a PIL image is a photo query (MaxSim from its
+        patches: an indexed photo scores best with itself, 1 plus the bundle's global weight, mixed to
+        1); a list of (term, weight) pairs is a combined query written out, each term words (a str),
+        a photo (a Path, a str naming a file, a PIL image, or an IndexedPhoto), its weight negative for
+        a minus term. A combined query's hits carry each term's score (Hit.terms).
+
+        words=True takes every str as words whatever it names: a server must not let a client name files.
         exact=True scores every photo instead of the store's first-stage candidates (scores are exact
-        either way; see assoc.runtime.stores.gallery).
+        either way; see assoc.runtime.stores.gallery). where: only photos that meet this filter
+        (assoc.runtime.search.filters; PhotoFilter.of builds one from what a person typed).
         """
-        if _is_image(query):
-            photo: Path | Image.Image | None = query
-        else:
+        if isinstance(query, str):
             photo = None if words else query_photo(query)
-        if photo is None:
-            return self._rank(self.encode_text(str(query)), k, min_score, exact)
-        return self._rank(self._photo_vectors(photo), k, min_score, exact)
+            terms: Sequence[tuple[QueryTerm, float]] = (
+                [(photo, 1.0)] if photo is not None else [(t.text, t.weight) for t in parse_query(query)]
+            )
+        elif _is_image(query) or isinstance(query, Path):
+            terms = [(query, 1.0)]
+        else:
+            terms = _pairs(query)
+        resolved = [self._term(term, weight, words) for term, weight in terms]
+        ranked = CombinedQuery.of([(q, weight) for q, weight, _ in resolved])
+        with self._lock:
+            hits = search(self._open_store(), ranked, k, min_score, exact=exact, where=where)
+        if not isinstance(ranked, CombinedQuery):
+            return [Hit(h.path, h.score) for h in hits]
+        labels = [(label, weight) for _, weight, label in resolved]
+        return [
+            Hit(h.path, h.score, tuple(TermScore(*label, w, s) for (label, w), s in zip(labels, h.terms, strict=True)))
+            for h in hits
+        ]
 
     def search_indexed(
-        self, content_hash: str, k: int = 10, min_score: float | None = None, *, exact: bool = False
+        self,
+        content_hash: str,
+        k: int = 10,
+        min_score: float | None = None,
+        *,
+        exact: bool = False,
+        where: PhotoFilter | None = None,
     ) -> list[Hit]:
         """Photos like an indexed one, named by its content hash (PhotoRecord.content_hash): ranked by its
         stored grid, so the file need not be there any more (moved, deleted, on an unmounted disk)."""
-        with self._lock:
-            vectors = _vectors_by_hash(self._open_store(), content_hash)
-        if vectors is None:
-            raise QueryError(f"no indexed photo has the content hash {content_hash!r}")
-        return self._rank(vectors, k, min_score, exact)
+        return self.search([(IndexedPhoto(content_hash), 1.0)], k, min_score, exact=exact, where=where)
 
-    def _rank(
-        self, query: EncodedQuery | PhotoVectors, k: int, min_score: float | None, exact: bool
-    ) -> list[Hit]:
-        """The shared pipeline over the store, by the bundle's ranking (assoc.runtime.search). A photo
-        query's vectors are its patches; its global vector stands for a sentence vector."""
+    def _term(self, term: QueryTerm, weight: float, words: bool) -> tuple[Query, float, tuple[str, str]]:
+        """A query term's Query (the bundle's ranking) and its label (what it is, "words" or "photo")."""
         config = self.bundle.config
-        if isinstance(query, PhotoVectors):
-            patches = query.grid.reshape(-1, config.embed_dim).astype(np.float32)
-            ranked = Query.of(
-                patches,
-                config.embed_dim,
-                kind=config.score,
-                global_weight=config.ranking.global_weight,
-                sentence=query.pooled.astype(np.float32),
-            )
+        if isinstance(term, str):
+            photo = None if words else query_photo(term)
+            if photo is None:
+                return Query.of_text(self.encode_text(term), config), weight, (term, "words")
+            term = photo
+        if isinstance(term, IndexedPhoto):
+            with self._lock:
+                stored = _stored_by_hash(self._open_store(), term.content_hash)
+            if stored is None:
+                raise QueryError(f"no indexed photo has the content hash {term.content_hash!r}")
+            label, vectors = stored
+        elif isinstance(term, Path):
+            photo = query_photo(term)
+            label, vectors = str(photo), self._photo_vectors(photo)
+        elif _is_image(term):
+            label, vectors = "", self._photo_vectors(term)
         else:
-            ranked = Query.of_text(query, config)
-        with self._lock:
-            hits = search(self._open_store(), ranked, k, min_score, exact=exact)
-        return [Hit(h.path, h.score) for h in hits]
+            raise QueryError(f"a query term is words, a photo or an IndexedPhoto, not {type(term).__name__}")
+        return self._photo_query(vectors), weight, (label, "photo")
+
+    def _photo_query(self, vectors: PhotoVectors) -> Query:
+        """The query of a photo: its patches as query vectors, its global vector as the sentence vector."""
+        config = self.bundle.config
+        return Query.of(
+            vectors.grid.reshape(-1, config.embed_dim).astype(np.float32),
+            config.embed_dim,
+            kind=config.score,
+            global_weight=config.ranking.global_weight,
+            sentence=vectors.pooled.astype(np.float32),
+        )
 
     def localize(self, photo: str | Path | Image.Image, phrase: str) -> Localization:
         """Where each word of `phrase` lands in one photo, indexed or not, by the bundle's localize
@@ -287,6 +352,17 @@ class Searcher:
             return None
         maps = compute_heatmaps(grid, words, self.bundle.config.localize.smooth)
         return Localization.from_heatmaps(path, (record.width, record.height), maps)
+
+    def duplicates(self, threshold: float = DEFAULT_THRESHOLD) -> Duplicates:
+        """Groups of indexed photos that show the same picture (resized, re-encoded, lightly cropped or
+        recoloured copies; files of one content), read from the stored grids: see
+        assoc.runtime.search.duplicates. threshold (above 0, at most 1): the similarity a pair needs."""
+        threshold = check_threshold(threshold)
+        with self._lock:
+            store = self._open_store()
+            records = store.records()
+            groups = find_duplicates(store.open_view(), records, threshold)
+        return Duplicates.of(threshold, records, groups)
 
     def records(self, paths: Sequence[str]) -> dict[str, PhotoRecord]:
         """What the store holds of these indexed photos (its content hash, displayed size, ...), by path;
@@ -375,9 +451,9 @@ class Searcher:
             except OSError as exc:
                 raise QueryError(f"{photo}: cannot read the query photo ({exc.strerror or exc})") from None
             with self._lock:
-                stored = _vectors_by_hash(self._open_store(), digest)
+                stored = _stored_by_hash(self._open_store(), digest)
             if stored is not None:
-                return stored
+                return stored[1]
             from ..runtime.imaging.images import load_image
 
             height, width = self.bundle.config.visual.image_size
@@ -440,10 +516,22 @@ def _grid_by_hash(store: Store, content_hash: str) -> np.ndarray | None:
     return store.get_grid(known) if known is not None else None
 
 
-def _vectors_by_hash(store: Store, content_hash: str) -> PhotoVectors | None:
-    """The vectors the store holds for this content hash (under any name), or None."""
+def _pairs(query: object) -> list[tuple[QueryTerm, float]]:
+    """A combined query written out as (term, weight) pairs, checked for its shape."""
+    try:
+        pairs = [(term, weight) for term, weight in query]  # type: ignore[attr-defined]
+    except (TypeError, ValueError):
+        raise QueryError("a combined query is a list of (term, weight) pairs") from None
+    if not pairs:
+        raise QueryError("the query is empty")
+    return pairs
+
+
+def _stored_by_hash(store: Store, content_hash: str) -> tuple[str, PhotoVectors] | None:
+    """A path the store holds this content hash under, and its vectors, or None."""
     known = store.find_by_hash(content_hash)
-    return store.get_vectors(known) if known is not None else None
+    vectors = store.get_vectors(known) if known is not None else None
+    return None if vectors is None else (known, vectors)
 
 
 def query_photo(text: str | Path) -> Path | None:
@@ -488,9 +576,6 @@ def _regular_file(path: Path) -> Path:
     raise QueryError(f"{path}: not a regular file" if there else f"{path}: no such photo")
 
 
-def open(
-    model: str | Path | Bundle | None = None, store: StoreSpec | None = None, device: str = "auto"
-) -> Searcher:
+def open(model: str | Path | Bundle | None = None, store: StoreSpec | None = None, device: str = "auto") -> Searcher:
     """A Searcher (use it in a `with` block, or call close())."""
     return Searcher(model, store, device)
-

@@ -28,6 +28,7 @@ from assoc.models.datasets import five_caption_eval_set, load_split
 from assoc.runtime.encoding.bundle import load_bundle
 from assoc.runtime.encoding.encoders import ImageEncoder, TextEncoder
 from assoc.runtime.search.query import Query
+from assoc.runtime.search.rerank import scan_kernel
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = ROOT / "runtime" / "default_bundle"
@@ -74,19 +75,17 @@ def encode_split(bundle_dir: Path, data: Path, split: str, cache: Path) -> dict[
 
 
 def score_parts(enc: dict[str, np.ndarray], weighted: bool = True) -> tuple[np.ndarray, np.ndarray]:
-    """(N, C) MISA and (N, C) global cosine, in float32 as search computes them (token weights folded
-    into the word vectors when weighted)."""
-    grids = enc["grids"].astype(np.float32)  # (N, P, D)
+    """(N, C) MISA and (N, C) global cosine, as search computes them: search's scan kernel over the
+    float16 grids (token weights folded into the word vectors when weighted)."""
+    grids = enc["grids"]  # (N, P, D) float16
     words, mask = enc["words"], enc["mask"]
     if weighted:
         scale = enc["weights"] * (mask.sum(1, keepdims=True) / enc["weights"].sum(1, keepdims=True))
         words = words * scale[..., None]
-    n, p, d = grids.shape
-    misa = np.empty((n, len(words)), dtype=np.float32)
-    flat = grids.reshape(n * p, d)
+    kernel = scan_kernel("misa")
+    misa = np.empty((len(grids), len(words)), dtype=np.float32)
     for c in range(len(words)):
-        v = words[c, mask[c]]
-        misa[:, c] = (flat @ v.T).reshape(n, p, -1).max(axis=1).mean(axis=1)
+        misa[:, c] = kernel.scores(grids, np.ascontiguousarray(words[c, mask[c]].T, dtype=np.float32))
     return misa, enc["pooled"].astype(np.float32) @ enc["sentences"].T
 
 

@@ -44,6 +44,7 @@ COMMANDS = {
     "index": "index_cmd",
     "query": "query_cmd",
     "localize": "localize_cmd",
+    "duplicates": "duplicates_cmd",
     "info": "info_cmd",
     "check": "check_cmd",
     "serve": "serve_cmd",

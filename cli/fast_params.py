@@ -3,16 +3,17 @@
 Typer 0.2x converts every parameter's value with a pydantic TypeAdapter made on first use, defaults
 included: importing pydantic and building the adapters of `assoc query`'s 16 parameters was ~90 ms of a
 cold query on two busy cores, more than the search. For the plain types assoc's options use (str, bool,
-int, float, Path, an Enum; optional or not; one value each) a value that is plainly valid is converted here,
-through Typer's own path and choice helpers. Anything else goes to Typer's own conversion, made then: a
-value these rules are not sure of ("1_000", "", a number out of range), another type, a parser, a
-clamp. So what is accepted, what it becomes, and every error message stay Typer's. A Typer without these
-hooks (another version) is left as it is.
+int, float, Path, an Enum; optional or not; one value each, or a list of str or Path) a value that is
+plainly valid is converted here, through Typer's own path and choice helpers. Anything else goes to
+Typer's own conversion, made then: a value these rules are not sure of ("1_000", "", a number out of
+range), another type, a parser, a clamp. So what is accepted, what it becomes, and every error message
+stay Typer's. A Typer without these hooks (another version) is left as it is.
 """
 
 from __future__ import annotations
 
 import re
+import typing
 from enum import Enum
 from pathlib import Path
 from typing import Any
@@ -64,8 +65,8 @@ class _Conversion:
         self._typer: Any = None
 
     def coerce(self, value: Any, param: Any, ctx: Any) -> Any:
-        if value is None:  # as Typer's: a missing single value stays None
-            return None
+        if value is None:  # as Typer's: a missing single value stays None, a missing list is ()
+            return () if param.multiple or param.nargs == -1 else None
         converted = self._convert(value, param, ctx)
         if converted is not _UNSURE:
             return converted
@@ -77,9 +78,28 @@ class _Conversion:
 def _converter(descriptor: Any, param: Any, helpers: tuple[Any, Any]) -> Any:
     """The fast conversion for one parameter, or None where Typer's own is the only one."""
     info = descriptor.parameter_info
-    if param.multiple or param.nargs != 1 or descriptor.is_file or info.parser is not None or info.clamp:
+    if descriptor.is_file or info.parser is not None or info.clamp:
         return None
-    annotation = descriptor.annotation
+    if param.multiple or param.nargs == -1:  # a list of values (Typer gives a list)
+        element = typing.get_args(descriptor.annotation) if descriptor.is_list and not descriptor.is_tuple else ()
+        one = _plain(element[0], info, helpers) if len(element) == 1 and element[0] in (str, Path) else None
+        if one is None:
+            return None
+
+        def each(value: Any, param: Any, ctx: Any) -> Any:
+            if not isinstance(value, list | tuple):
+                return _UNSURE
+            out = [one(item, param, ctx) for item in value]
+            return _UNSURE if any(item is _UNSURE for item in out) else out
+
+        return each
+    if param.nargs != 1:
+        return None
+    return _plain(descriptor.annotation, info, helpers)
+
+
+def _plain(annotation: Any, info: Any, helpers: tuple[Any, Any]) -> Any:
+    """The fast conversion of one value of a plain type, or None."""
     coerce_choice, coerce_path = helpers
     if annotation in (str, bool):
         return lambda value, param, ctx: value if type(value) is annotation else _UNSURE

@@ -1,7 +1,7 @@
 """`assoc index PATH...`: bring the store in line with the photos under some files and folders.
 
 Progress (images/s, ETA) goes to stderr; the summary goes to stdout, as a table or with --json as
-{"added", "updated", "reused", "removed", "unchanged", "skipped": [{"path", "reason"}],
+{"added", "updated", "reused", "removed", "unchanged", "dated", "skipped": [{"path", "reason"}],
 "kept_in_empty": [{"path", "photos"}], "photos"}. A named folder found empty while the store holds
 photos under it (an unmounted disk?) keeps them, and a warning line on stderr says so.
 Running it again only encodes what changed: renamed and copied photos reuse their stored grids.
@@ -129,6 +129,8 @@ def _summary_table(summary: IndexReport) -> Table:
     for key, note in notes.items():
         value = len(summary.skipped) if key == "skipped" else getattr(summary, key)
         table.add_row(key, str(value), note)
+    if summary.dated:
+        table.add_row("dated", str(summary.dated), "unchanged photos indexed before dates were kept: date taken read")
     for path, reason in summary.skipped[:SKIPPED_SHOWN]:
         table.add_row("", "", Text(f"{shown(path)}: {shown(reason)}"))
     if len(summary.skipped) > SKIPPED_SHOWN:

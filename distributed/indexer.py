@@ -204,6 +204,7 @@ def _prepare_batch(batch: dict[str, np.ndarray], config: VisualConfig, stored: l
         "error": np.array([item.error or "" for item in items], dtype=object),
         "width": np.array([item.size[0] for item in items], dtype=np.int64),
         "height": np.array([item.size[1] for item in items], dtype=np.int64),
+        "taken": np.array([item.taken for item in items], dtype=object),  # None where no date was read
         "pixels": [_NONE if item.pixels is None else item.pixels for item in items],
     }
 
@@ -279,8 +280,9 @@ def _items(batch: dict[str, Any]) -> list[Prepared]:
             size=(int(width), int(height)),
             error=str(error) or None,
             vectors=PhotoVectors(*(np.asarray(v) for v in photo)) if np.size(photo[0]) else None,
+            taken=None if taken is None else int(taken),
         )
-        for path, size, mtime_ns, content_hash, width, height, error, photo in zip(
+        for path, size, mtime_ns, content_hash, width, height, error, taken, photo in zip(
             batch["path"],
             batch["size"],
             batch["mtime_ns"],
@@ -288,6 +290,7 @@ def _items(batch: dict[str, Any]) -> list[Prepared]:
             batch["width"],
             batch["height"],
             batch["error"],
+            batch["taken"],
             vectors,
             strict=True,
         )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,8 @@ import pytest
 
 from assoc.runtime.encoding.bundle import FirstStageConfig
 from assoc.runtime.errors import ModelMismatchError, QueryError
+from assoc.runtime.search.combined import CombinedQuery
+from assoc.runtime.search.filters import PhotoFilter
 from assoc.runtime.search.pipeline import search, search_plan
 from assoc.runtime.search.query import Query
 from assoc.runtime.stores.base import PhotoRecord, Store
@@ -38,9 +41,7 @@ def _open_qdrant(folder: Path, bundle: str = BUNDLE, create: bool = True) -> Sto
     pytest.importorskip("qdrant_client", reason="qdrant-client is not installed (assoc[qdrant])")
     from assoc.runtime.stores.qdrant import QdrantStore
 
-    return QdrantStore(
-        bundle, D, path=folder / "qdrant", collection="contract", create=create, first_stage=FIRST_STAGE
-    )
+    return QdrantStore(bundle, D, path=folder / "qdrant", collection="contract", create=create, first_stage=FIRST_STAGE)
 
 
 @pytest.fixture(params=[_open_builtin, _open_qdrant], ids=["builtin", "qdrant-local"])
@@ -88,8 +89,11 @@ class CountingSource:
 
     def candidates(self, view, query, plan):  # noqa: ANN001 - the pipeline's protocol
         picked = view.first_stage().candidates(view, query, plan)
-        self.kept.append(sum(len(rows) for rows in picked) if isinstance(picked, list) and picked
-                         and not isinstance(picked[0], str) else len(picked))
+        self.kept.append(
+            sum(len(rows) for rows in picked)
+            if isinstance(picked, list) and picked and not isinstance(picked[0], str)
+            else len(picked)
+        )
         return picked
 
 
@@ -114,9 +118,7 @@ def test_add_search_order_and_exact_scores(store: Store) -> None:
     np.testing.assert_allclose([h.score for h in exact], [s for _, s in expected[:5]], atol=1e-4)
     # A real threshold: between the fourth and fifth exact scores it keeps exactly the first four.
     floor = (expected[3][1] + expected[4][1]) / 2
-    assert [h.path for h in search(store, query, k=PHOTOS, min_score=floor, exact=True)] == [
-        p for p, _ in expected[:4]
-    ]
+    assert [h.path for h in search(store, query, k=PHOTOS, min_score=floor, exact=True)] == [p for p, _ in expected[:4]]
     assert all(h.score >= floor for h in search(store, query, k=10, min_score=floor))
     assert len(search(store, query, k=3)) == 3
 
@@ -234,3 +236,133 @@ def test_another_models_store_is_refused(opener: Opener, tmp_path: Path) -> None
     opener(tmp_path).close()
     with pytest.raises(ModelMismatchError, match="another-model-ffffffffffff"):
         opener(tmp_path, bundle="another-model-ffffffffffff", create=False)
+
+
+# ---------------------------------------------------------------------------------------------- filters, combined
+
+
+DAY = 86_400
+EPOCH = 1_600_000_000  # 2020-09-13
+
+
+def _filed_item(i: int) -> tuple[PhotoRecord, np.ndarray]:
+    """Photo i in one of three folders (one nested), a .jpg, .JPEG or .png, taken on day i (every
+    seventh one's date unknown, as a photo indexed before dates were kept)."""
+    folder = ("a", "b", "b/c")[i % 3]
+    suffix = (".jpg", ".JPEG", ".png", ".jpg")[i % 4]
+    taken = None if i % 7 == 0 else EPOCH + i * DAY
+    return PhotoRecord(f"/photos/{folder}/p{i:02d}{suffix}", 100 + i, 10 + i, f"hash{i}", GRID, 64, 48, taken), _grid(i)
+
+
+FILTERS = {
+    "folder": PhotoFilter.of(["/photos/b"]),  # b and b/c, never a; nor /photos/bb were there one
+    "folders": PhotoFilter.of(["/photos/a", "/photos/b/c"]),
+    "dates": PhotoFilter(since=EPOCH + 10 * DAY, until=EPOCH + 40 * DAY),
+    "since": PhotoFilter(since=EPOCH + 45 * DAY),
+    "type": PhotoFilter.of(types="jpg"),  # .jpg and .JPEG
+    "all": PhotoFilter.of(["/photos/b"], until="2020-11-01T00:00:00+00:00", types="png,jpeg"),
+}
+
+
+def _meets(record: PhotoRecord, where: PhotoFilter) -> bool:
+    """The filter rules of assoc.runtime.search.filters, written out for one photo."""
+    folders = not where.folders or any(record.path.startswith(f + "/") for f in where.folders)
+    suffix = "." + record.path.rsplit(".", 1)[1].lower()
+    types = not where.types or suffix in where.types
+    dated = record.taken is not None
+    dates = not where.dated or (
+        dated
+        and (where.since is None or record.taken >= where.since)
+        and (where.until is None or record.taken <= where.until)
+    )
+    return folders and types and dates
+
+
+@pytest.mark.parametrize("name", sorted(FILTERS))
+def test_a_filter_narrows_before_the_first_stage(store: Store, name: str) -> None:
+    """The first stage ranks only the photos that meet the filter: k of them come back when k meet it,
+    each scored exactly, the best of them first."""
+    where = FILTERS[name]
+    items = [_filed_item(i) for i in range(PHOTOS)]
+    store.add(items)
+    meeting = {r.path: g for r, g in items if _meets(r, where)}
+    assert 10 < len(meeting) < PHOTOS  # more than the first stage's candidates, fewer than all
+    query = _query(items[14][1])
+    expected = _exact({p: store.get_grid(p) for p in meeting}, query)
+    counted = CountingSource()
+    hits = search(store, query, k=10, source=counted, where=where)
+    assert counted.kept == [FIRST_STAGE.candidates]  # the first stage ran, among the photos that meet it
+    assert len(hits) == 10 and all(h.path in meeting for h in hits)
+    np.testing.assert_allclose([h.score for h in hits], [dict(expected)[h.path] for h in hits], atol=1e-4)
+    everything = search(store, query, k=PHOTOS, where=where, exact=True)
+    assert [h.path for h in everything] == [p for p, _ in expected]  # every photo that meets it, no other
+    assert search(store, query, k=PHOTOS, where=PhotoFilter()) == search(store, query, k=PHOTOS)
+
+
+def test_photos_of_unknown_date_meet_no_date_rule_until_their_dates_are_set(store: Store) -> None:
+    items = [(replace(r, taken=None), g) for r, g in (_item(i) for i in range(12))]
+    store.add(items)
+    where = PhotoFilter(since=EPOCH, until=EPOCH + 5 * DAY)
+    query = _query(items[2][1])
+    assert search(store, query, k=12, where=where) == []
+    store.set_dates({r.path: EPOCH + i * DAY for i, (r, _) in enumerate(items)} | {"/photos/absent.jpg": EPOCH})
+    assert store.record(items[3][0].path).taken == EPOCH + 3 * DAY
+    assert {p: r.taken for p, r in store.records().items()} == {
+        r.path: EPOCH + i * DAY for i, (r, _) in enumerate(items)
+    }
+    assert sorted(h.path for h in search(store, query, k=12, where=where)) == [r.path for r, _ in items[:6]]
+
+
+def test_a_combined_score_is_exactly_what_the_docs_say(store: Store) -> None:
+    """(2·s₁ + s₂ − s₃) / 3 for terms 2:q₁ + q₂ − q₃, each sᵢ the term's own fused score, against numpy
+    written out; the first stage ranks once, by the combination's estimate; a lone plus term is itself."""
+    items = [_filed_item(i) for i in range(PHOTOS)]
+    store.add(items)
+    stored = {r.path: store.get_vectors(r.path) for r, _ in items}
+    vectors = [_query(items[i][1], seed=i) for i in (4, 9, 4)]
+    terms = [(Query.of(v, D, global_weight=0.3), w) for v, w in zip(vectors, (2.0, 1.0, -1.0), strict=True)]
+    combined = CombinedQuery.of(terms)
+
+    def fused(photo, v: np.ndarray) -> float:  # noqa: ANN001 - PhotoVectors
+        g = photo.grid.reshape(-1, D).astype(np.float64)
+        pooled = v.astype(np.float64).mean(0)
+        pooled /= np.linalg.norm(pooled)
+        return float(0.7 * (g @ v.T.astype(np.float64)).max(0).mean() + 0.3 * photo.pooled.astype(np.float64) @ pooled)
+
+    own = {p: [fused(photo, v) for v in vectors] for p, photo in stored.items()}
+    score = {p: (2 * s[0] + s[1] - s[2]) / 3 for p, s in own.items()}
+    expected = sorted(score.items(), key=lambda ps: (-ps[1], ps[0]))
+    hits = search(store, combined, k=5, exact=True)
+    assert [h.path for h in hits] == [p for p, _ in expected[:5]]
+    np.testing.assert_allclose([h.score for h in hits], [s for _, s in expected[:5]], atol=1e-4)
+    for hit in hits:
+        np.testing.assert_allclose(hit.terms, own[hit.path], atol=1e-4)
+    counted = CountingSource()
+    first = search(store, combined, k=5, source=counted)
+    assert counted.kept == [FIRST_STAGE.candidates]  # one first stage, by the combination's estimate
+    np.testing.assert_allclose([h.score for h in first], [score[h.path] for h in first], atol=1e-4)
+    assert CombinedQuery.of([terms[0]]) is terms[0][0]  # one plus term, whatever its weight: its own query
+    with pytest.raises(QueryError, match="look for"):
+        CombinedQuery.of([(terms[0][0], -1.0)])
+
+
+def test_both_stores_filter_and_combine_alike_exactly(tmp_path: Path) -> None:
+    """The same filters and combined queries, the same hits to the last bit in both stores."""
+    items = [_filed_item(i) for i in range(PHOTOS)]
+    builtin, qdrant = _open_builtin(tmp_path), _open_qdrant(tmp_path)
+    try:
+        builtin.add(items)
+        qdrant.add(items)
+        plain = Query.of(_query(items[17][1]), D, global_weight=0.3)
+        combined = CombinedQuery.of(
+            [(plain, 1.0), (Query.of(_query(items[5][1]), D), 0.5), (Query.of(_query(items[8][1]), D), -2.0)]
+        )
+        for where in [None, *FILTERS.values()]:
+            for query in (plain, combined):
+                for exact in (False, True):
+                    ours = search(builtin, query, 8, exact=exact, where=where)
+                    assert ours == search(qdrant, query, 8, exact=exact, where=where)
+                    assert len(ours) == 8
+    finally:
+        builtin.close()
+        qdrant.close()

@@ -37,11 +37,11 @@ def paths(result) -> list[str]:
 def test_photos_by_suffix_sorted_absolute_with_stat(
     tmp_path: Path, photo: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    for name in ("b/z.JPG", "a.jpeg", "b/a.png", "c.Webp", "notes.txt", "raw.cr2", "b/c/d/e.tif"):
+    for name in ("b/z.JPG", "a.jpeg", "b/a.png", "c.Webp", "notes.txt", "raw.CR2", "b/c/d/e.tif", "x.dng.txt"):
         put(tmp_path, name, photo)
     monkeypatch.chdir(tmp_path)
     result = walk(["."])
-    expected = [str(tmp_path / p) for p in ("a.jpeg", "b/a.png", "b/c/d/e.tif", "b/z.JPG", "c.Webp")]
+    expected = [str(tmp_path / p) for p in ("a.jpeg", "b/a.png", "b/c/d/e.tif", "b/z.JPG", "c.Webp", "raw.CR2")]
     assert paths(result) == expected
     st = os.stat(tmp_path / "a.jpeg")
     assert (result.files[0].size, result.files[0].mtime_ns) == (st.st_size, st.st_mtime_ns)

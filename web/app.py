@@ -4,8 +4,10 @@
     GET  /static/FILE                                its script, style sheet and icon
     GET  /api/info                                   `assoc info --json`
     GET  /api/search?q=WORDS[&k=&offset=&min_score=]  `assoc query --json`, each hit with its photo's "id"
-                                                     (or like=ID: searching with a photo, gallery or upload)
-    POST /api/search[?k=&offset=&min_score=]         the same, with a photo as the request body
+                                                     (or like=ID: searching with a photo, gallery or upload;
+                                                     both: the photo as a plus term beside the words')
+         [&in=FOLDER...&since=DATE&until=DATE&type=TYPES]  only the photos that meet these (`assoc query --in`...)
+    POST /api/search[?k=&offset=&min_score=&q=...]   the same, with a photo as the request body
     GET  /api/localize?id=ID&q=WORDS                 `assoc localize --json`
     POST /api/localize?q=WORDS                       the same, for a photo in the request body
     POST /api/uploads                                keep a photo (the body) in memory: {"id", "width", "height"}
@@ -13,6 +15,11 @@
     GET  /api/photos/ID/photo.jpg                    the photo as shown large
     GET  /api/photos/ID/heatmap.png?q=WORDS[&word=N]  the phrase's map (or its word N's) to lay over it
     GET  /api/photos/ID/words?fx=X&fy=Y[&q=WORDS]     the words matching a point (fractions of the photo's size)
+    GET  /duplicates[?threshold=T]                   the page of groups of photos that show one picture
+    GET  /api/duplicates[?threshold=T]               `assoc duplicates --json` (each photo's id: its content_hash)
+
+q takes the combined-query syntax (assoc.runtime.search.combined), every term words: a client names no
+file. A folder to search in is only compared with indexed paths (never opened), and must be absolute.
 
 Errors are {"error": "one line"} with a 4xx/5xx status, never a traceback. Searches and pictures run
 in Starlette's thread pool (they are CPU work); the Searcher is thread-safe. Numbers the page needs
@@ -24,6 +31,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -39,6 +47,8 @@ from starlette.staticfiles import StaticFiles
 
 from ..api.json_text import dumps
 from ..runtime.errors import AssocError, GalleryError, ImageLoadError, NoGalleryError, QueryError
+from ..runtime.search.duplicates import DEFAULT_THRESHOLD
+from ..runtime.search.filters import PhotoFilter
 from .photos import PhotoNotFound, Photos, TooManyPixels
 from .security import Guard
 
@@ -77,6 +87,20 @@ def create_app(photos: Photos, *, token: str | None, loopback_only: bool, page_s
     async def page(request: Request) -> Response:
         return HTMLResponse(html, headers={"cache-control": "no-cache"})
 
+    duplicates_html = (STATIC / "duplicates.html").read_text(encoding="utf-8")
+    duplicates_html = duplicates_html.replace("{{threshold}}", f"{DEFAULT_THRESHOLD:g}")
+
+    async def duplicates_page(request: Request) -> Response:
+        return HTMLResponse(duplicates_html, headers={"cache-control": "no-cache"})
+
+    def duplicates(request: Request) -> Response:
+        raw = request.query_params.get("threshold")
+        try:
+            threshold = float(raw) if raw else DEFAULT_THRESHOLD
+        except ValueError:
+            raise BadRequest(400, f"threshold must be a number above 0 and at most 1, not {raw!r}") from None
+        return JSONResponse(photos.searcher.duplicates(threshold).to_dict())
+
     def info(request: Request) -> Response:
         return JSONResponse(photos.searcher.info().to_dict())
 
@@ -87,14 +111,18 @@ def create_app(photos: Photos, *, token: str | None, loopback_only: bool, page_s
         if like is None and text is None:
             raise BadRequest(400, "give q=WORDS or like=PHOTO_ID")
         offset, end, min_score = _page(params)
-        return JSONResponse(photos.hits(photos.search(text, like, end, min_score)[offset:]))
+        return JSONResponse(photos.hits(photos.search(text, like, end, min_score, _filter(params))[offset:]))
 
     async def search_with_body(request: Request) -> Response:
         data = await _body(request, photos.upload_bytes)
-        offset, end, min_score = _page(request.query_params)
+        params = request.query_params
+        offset, end, min_score = _page(params)
+        where, text = _filter(params), params.get("q")
 
         def run() -> Response:
-            return JSONResponse(photos.hits(photos.search(None, photos.upload(data).id, end, min_score)[offset:]))
+            return JSONResponse(
+                photos.hits(photos.search(text, photos.upload(data).id, end, min_score, where)[offset:])
+            )
 
         return await run_in_threadpool(run)
 
@@ -148,6 +176,8 @@ def create_app(photos: Photos, *, token: str | None, loopback_only: bool, page_s
         Route("/api/photos/{id}/photo.jpg", photo),
         Route("/api/photos/{id}/heatmap.png", heatmap),
         Route("/api/photos/{id}/words", words_at),
+        Route("/duplicates", duplicates_page),
+        Route("/api/duplicates", duplicates),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
     handlers: dict[Any, Any] = {
@@ -182,6 +212,16 @@ def _page(params: Any) -> tuple[int, int, float | None]:
         if not math.isfinite(min_score):
             raise BadRequest(400, f"min_score must be a number, not {raw!r}")
     return offset, offset + k, min_score
+
+
+def _filter(params: Any) -> PhotoFilter:
+    """The photos a search may return (in=, since=, until=, type=; each optional): a QueryError (400) for
+    what is not a date, a type or an absolute folder."""
+    folders = [folder for folder in params.getlist("in") if folder]
+    for folder in folders:
+        if not os.path.isabs(folder):
+            raise BadRequest(400, f"in must name an absolute folder, not {folder!r}")
+    return PhotoFilter.of(folders, params.get("since") or None, params.get("until") or None, params.get("type"))
 
 
 def _int(raw: str | None, name: str, lo: int, hi: int, default: int | None = None) -> int:

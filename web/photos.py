@@ -39,14 +39,24 @@ from PIL import Image
 from ..api.recent import Recent
 from ..api.render import heat_image
 from ..api.results import Hit, Localization, RegionWords
-from ..api.searcher import Searcher
+from ..api.searcher import IndexedPhoto, Searcher
 from ..api.stores import StoreSpec
 from ..runtime.errors import ImageLoadError, QueryError
 from ..runtime.imaging.files import open_regular
-from ..runtime.imaging.images import DECODE_PEAK_BYTES, MAX_MEGAPIXELS, LoadedImage, load_image, open_guarded
+from ..runtime.imaging.images import (
+    DECODE_PEAK_BYTES,
+    MAX_MEGAPIXELS,
+    RAW_SUFFIXES,
+    LoadedImage,
+    load_image,
+    open_guarded,
+)
+from ..runtime.imaging.raw import decode_pixels as raw_decode_pixels
 from ..runtime.indexing.indexer import available_memory
+from ..runtime.search.combined import parse_query
 
 if TYPE_CHECKING:
+    from ..runtime.search.filters import PhotoFilter
     from ..runtime.stores.base import PhotoRecord
 
 GALLERY_ID = re.compile(r"[0-9a-f]{32}")
@@ -195,16 +205,22 @@ class Photos:
 
     # ------------------------------------------------------------------ asking
 
-    def search(self, text: str | None, like: str | None, k: int, min_score: float | None) -> list[Hit]:
-        """Photos best first for words, or for a photo (by id): the gallery's own grid when it has one."""
+    def search(
+        self, text: str | None, like: str | None, k: int, min_score: float | None, where: PhotoFilter | None = None
+    ) -> list[Hit]:
+        """Photos best first for words in the combined-query syntax (assoc.runtime.search.combined; every
+        term words), for a photo (by id: the gallery's own grid when it has one), or for the photo as a
+        plus term and the words' terms; only those that meet `where`."""
+        terms: list[tuple[str | IndexedPhoto | Image.Image, float]] = []
         if like is not None:
             photo = self.get(like)
-            if photo.image is None:  # a gallery photo: its stored grid, whether or not its file is still there
-                return self.searcher.search_indexed(photo.id, k=k, min_score=min_score)
-            return self.searcher.search(photo.image, k=k, min_score=min_score)
-        if not text or not text.strip():
+            # a gallery photo: its stored grid, whether or not its file is still there
+            terms.append((IndexedPhoto(photo.id) if photo.image is None else photo.image, 1.0))
+        if text and text.strip():
+            terms += [(term.text, term.weight) for term in parse_query(text)]
+        elif like is None:
             raise QueryError("type some words to search for")
-        return self.searcher.search(text, k=k, min_score=min_score, words=True)
+        return self.searcher.search(terms, k=k, min_score=min_score, words=True, where=where)
 
     def version(self, photo: Photo) -> str:
         """What names this photo's present pixels: an upload's id; for a gallery photo its id and its
@@ -331,7 +347,9 @@ class Photos:
     def _pixels(source: Path | bytes, min_size: tuple[int, int] | None) -> int:
         """How many pixels decoding the photo at min_size (None: whole) takes, from its header (JPEGs
         after DCT scaling, as load_image decodes them); 0 when the header cannot be read, which leaves
-        the reason to load_image."""
+        the reason to load_image. A RAW file counts its demosaic's pixels, the most its decode holds."""
+        if isinstance(source, Path) and source.suffix.lower() in RAW_SUFFIXES:
+            return raw_decode_pixels(source)
         try:
             with open_regular(source) if isinstance(source, Path) else io.BytesIO(source) as fh:
                 image = open_guarded(fh)

@@ -11,6 +11,7 @@ once, from the window where it sits furthest from an edge, and indexes the whole
 
 from __future__ import annotations
 
+import functools
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,34 +40,40 @@ class QueryTokenizer:
 
     def __init__(self, path: str | Path, max_length: int, source: str = "") -> None:
         """source, when given, says where max_length comes from in a message ("model bundle X: config.json")."""
+        self._path = str(path)
         try:
-            self._tok = Tokenizer.from_file(str(path))
+            self._windowed = Tokenizer.from_file(self._path)
         except Exception as exc:  # the tokenizers library raises plain Exception subclasses
             raise BundleError(f"tokenizer {path} cannot be read ({exc})") from None
-        specials = self._tok.num_special_tokens_to_add(False)
+        specials = self._windowed.num_special_tokens_to_add(False)
         if max_length <= specials:
             raise BundleError(
                 f"{source + ' ' if source else ''}textual max_length {max_length} leaves no room for words beside"
                 f" the tokenizer's {specials} special tokens"
             )
         self.max_length = max_length
-        self._tok.no_padding()
-        self._tok.enable_truncation(max_length)
-        self.pad_id = self._tok.token_to_id("[PAD]") or 0
-        # A second tokenizer for windows: truncation settings are the tokenizer's state, and one
-        # QueryTokenizer may serve many threads.
+        self.pad_id = self._windowed.token_to_id("[PAD]") or 0
         self.overlap = (max_length - specials) // 4  # content tokens each window repeats from the last
-        self._windowed = Tokenizer.from_file(str(path))
         self._windowed.no_padding()
         self._windowed.enable_truncation(max_length, stride=self.overlap)
+
+    @functools.cached_property
+    def _cutting(self) -> Tokenizer:
+        """A second tokenizer that cuts at max_length (training's captions): truncation settings are a
+        tokenizer's state, and one QueryTokenizer may serve many threads. Made on first use, so that a
+        search (windows only) reads the file once."""
+        tok = Tokenizer.from_file(self._path)
+        tok.no_padding()
+        tok.enable_truncation(self.max_length)
+        return tok
 
     @property
     def vocab_size(self) -> int:
         """Token ids run from 0 to vocab_size - 1."""
-        return self._tok.get_vocab_size(with_added_tokens=True)
+        return self._windowed.get_vocab_size(with_added_tokens=True)
 
     def __call__(self, texts: list[str]) -> TokenBatch:
-        encodings = self._tok.encode_batch(list(texts))
+        encodings = self._cutting.encode_batch(list(texts))
         length = max(1, max(len(e.ids) for e in encodings))
         n = len(encodings)
         ids = np.full((n, length), self.pad_id, dtype=np.int64)

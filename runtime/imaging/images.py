@@ -10,6 +10,8 @@
 - Only regular files are read (a named pipe or a device named like a photo is refused, never read).
 - HEIC/HEIF open through pillow-heif when it is installed (assoc[heic]), AVIF through Pillow itself
   where it was built with libavif (its wheels are); a message names what is missing.
+- RAW camera files (RAW_SUFFIXES) open through rawpy when it is installed (assoc[raw]): their embedded
+  preview or a half-size demosaic, under the same cap and orientation rules (assoc.runtime.imaging.raw).
 - Pillow's warnings about a file (corrupt EXIF, odd chunks) are not printed by the CLI and the web
   server (assoc.runtime.imaging.quiet_pillow_warnings): a damaged part either still decodes, or the
   load fails with a reason.
@@ -40,9 +42,13 @@ DECODE_PEAK_BYTES = int(MAX_MEGAPIXELS * 1e6 * 4 * 2)  # the most one load_image
 # Set only while assoc opens a photo (open_guarded), never for the rest of the user's process.
 PILLOW_GUARD_PIXELS = int(MAX_MEGAPIXELS * 1e6 * 64 / 2)
 _GUARD_LOCK = threading.Lock()
+# Camera RAW formats LibRaw reads (Sony, Canon, Canon CR3, Nikon, Nikon Coolpix, Adobe DNG, Olympus, Fujifilm,
+# Panasonic, Pentax, Samsung); decoded by assoc.runtime.imaging.raw.
+RAW_SUFFIXES = frozenset({".arw", ".cr2", ".cr3", ".nef", ".nrw", ".dng", ".orf", ".raf", ".rw2", ".pef", ".srw"})
 PHOTO_SUFFIXES = frozenset(
     {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".jp2", ".j2k"}
     | {".heic", ".heif", ".avif"}
+    | RAW_SUFFIXES
 )
 _WIDE_GREY = ("I;16", "I;16B", "I;16L", "I", "F")  # more than 8 bits per pixel, one channel
 _STRIP_PIXELS = 1 << 22  # wide greyscale is converted this many pixels at a time
@@ -93,6 +99,7 @@ def load_image(
     max_megapixels: float = MAX_MEGAPIXELS,
     *,
     min_size_if_large: tuple[int, int] | None = None,
+    orientation: int | None = None,
 ) -> LoadedImage:
     """Open a photo as RGB, oriented as a viewer shows it.
 
@@ -102,15 +109,21 @@ def load_image(
     the full photo. min_size_if_large is min_size for a photo over max_megapixels only: one that
     fits is decoded whole (to be drawn over at its own size), a larger one as indexing decodes it,
     at a reduced scale, so whatever index accepts opens here too. path may also be an open binary
-    file (a photo held in memory, such as an upload); messages then call it "the photo".
+    file (a photo held in memory, such as an upload); messages then call it "the photo". orientation
+    (an EXIF orientation, 1-8) replaces the photo's own where the caller knows better (a RAW file's
+    preview, assoc.runtime.imaging.raw).
     """
     source: Path | BinaryIO = path if hasattr(path, "read") else Path(path)
     name = source if isinstance(source, Path) else "the photo"
     try:
+        if isinstance(source, Path) and source.suffix.lower() in RAW_SUFFIXES:
+            from .raw import load_raw  # rawpy loads with the first RAW file, never before
+
+            return load_raw(source, min_size, max_megapixels, min_size_if_large=min_size_if_large)
         with open_regular(source) if isinstance(source, Path) else nullcontext(source) as fh:
             img = open_guarded(fh)
             width, height = img.size
-            orientation = _orientation(img)
+            orientation = _orientation(img) if orientation is None else orientation
             if orientation in (5, 6, 7, 8):
                 width, height = height, width
             want = None  # min_size in the photo's stored frame (before the EXIF turn)

@@ -14,6 +14,9 @@ global vector and first-stage centroids: photo_encoder) -> store.add, one durabl
   Nor under a named folder that is suddenly empty (an unmounted disk, a disconnected share): its
   photos stay and the summary names it in `kept_in_empty`. A named folder that still holds anything
   (a file of any kind, a subfolder) counts as looked at, and photos gone from it are removed.
+- Each photo's date taken (EXIF, else its file time: assoc.runtime.imaging.dates) is read with its hash
+  and stored with its record. Unchanged photos stored before dates were kept have theirs read (the
+  file's header only, never decoded or encoded) and recorded, DATE_BATCH to a commit (set_dates).
 - A killed run loses at most the batch in flight; the next run starts where it stopped.
 - One run at a time writes a gallery (lock.py): a second one at once is refused, not run twice over.
 
@@ -29,7 +32,7 @@ import os
 from collections import deque
 from collections.abc import Callable, Container, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -37,6 +40,7 @@ import numpy as np
 
 from ..encoding.bundle import FirstStageConfig, VisualConfig
 from ..errors import DiskFullError, ImageLoadError
+from ..imaging.dates import date_taken
 from ..imaging.files import NotRegularFileError
 from ..imaging.images import DECODE_PEAK_BYTES, load_image
 from ..imaging.preprocess import preprocess
@@ -52,6 +56,7 @@ if TYPE_CHECKING:  # onnxruntime loads with the encoder, which the caller makes
 ProgressCallback = Callable[[int, int], None]
 MAX_WORKERS = 8  # decoding threads by default; more rarely helps the encoder that they feed
 EncodePhotos = Callable[[np.ndarray], list[PhotoVectors]]  # (N, 3, H, W) pixels -> what a store keeps of each
+DATE_BATCH = 500  # dates of unchanged photos recorded per commit
 
 
 @dataclass
@@ -61,6 +66,7 @@ class IndexSummary:
     reused: int = 0  # new or changed paths whose content was already stored (renames, copies, touches)
     removed: int = 0  # records dropped: photos gone, or changed into something unreadable
     unchanged: int = 0
+    dated: int = 0  # of the unchanged, photos stored before dates were kept whose date taken was read
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
     kept_in_empty: list[tuple[str, int]] = field(default_factory=list)  # (empty named folder, photos kept)
 
@@ -76,6 +82,7 @@ class Prepared:
     size: tuple[int, int] = (0, 0)  # (width, height) of the photo as displayed
     error: str | None = None
     vectors: PhotoVectors | None = None
+    taken: int | None = None  # Unix seconds (assoc.runtime.imaging.dates)
 
 
 @dataclass
@@ -86,6 +93,7 @@ class IndexPlan:
     todo: list[PhotoFile]  # new and changed files, sorted by path
     gone: list[str]  # stored photos no longer on disk under the walked folders
     summary: IndexSummary  # so far: the walk's skipped entries, unchanged, kept_in_empty
+    undated: list[PhotoFile] = field(default_factory=list)  # unchanged files stored without a date taken
 
 
 def index_paths(
@@ -177,11 +185,13 @@ def plan_index(store: Store, paths: Sequence[str | Path], exclude: Sequence[str]
     found = walk(paths, exclude)
     known = store.records()
     summary = IndexSummary(skipped=list(found.skipped))
-    todo = []
+    todo, undated = [], []
     for file in found.files:
         record = known.get(file.path)
         if record is not None and (record.size, record.mtime_ns) == (file.size, file.mtime_ns):
             summary.unchanged += 1
+            if record.taken is None:
+                undated.append(file)
         else:
             todo.append(file)
     present = {file.path for file in found.files}
@@ -196,12 +206,13 @@ def plan_index(store: Store, paths: Sequence[str | Path], exclude: Sequence[str]
         else:
             kept[empty] = kept.get(empty, 0) + 1
     summary.kept_in_empty = sorted(kept.items())
-    return IndexPlan(known, todo, gone, summary)
+    return IndexPlan(known, todo, gone, summary, undated)
 
 
 def prepare(file: PhotoFile, config: VisualConfig, stored: Container[str]) -> Prepared:
-    """Hash a file; unless `stored` holds that content hash (its grid will be taken from the store),
-    decode and preprocess it. Never raises for a bad file: the reason is in `error`."""
+    """Hash a file and read its date taken; unless `stored` holds that content hash (its grid will be
+    taken from the store), decode and preprocess it. Never raises for a bad file: the reason is in
+    `error`."""
     if file.size == 0:
         return Prepared(file, error="empty file")
     try:
@@ -210,9 +221,10 @@ def prepare(file: PhotoFile, config: VisualConfig, stored: Container[str]) -> Pr
         return Prepared(file, error=str(exc))
     except OSError as exc:
         return Prepared(file, error=f"cannot read ({exc.strerror or exc})")
+    taken = date_taken(file.path, file.mtime_ns)
     if content_hash in stored:
-        return Prepared(file, content_hash)
-    return decode(file, content_hash, config)
+        return Prepared(file, content_hash, taken=taken)
+    return replace(decode(file, content_hash, config), taken=taken)
 
 
 def decode(file: PhotoFile, content_hash: str, config: VisualConfig) -> Prepared:
@@ -249,6 +261,7 @@ class IndexWriter:
         self.encode = encode
         self.known = plan.known
         self.gone = list(plan.gone)
+        self.undated = list(plan.undated)
         self.summary = plan.summary
         self.by_hash: dict[str, PhotoRecord] = {}
         for record in sorted(self.known.values(), key=lambda r: r.path):
@@ -264,10 +277,25 @@ class IndexWriter:
             self.gone.append(item.file.path)
 
     def finish(self) -> IndexSummary:
-        """Remove the photos that are gone (after renames have taken their grids)."""
+        """Record the dates of unchanged photos stored without one, then remove the photos that are gone
+        (after renames have taken their grids)."""
+        self.learn_dates()
         self.store.remove(sorted(self.gone))
         self.summary.removed = len(self.gone)
         return self.summary
+
+    def learn_dates(self) -> None:
+        """The dates taken of the plan's undated photos, read in a thread pool (headers only) and
+        recorded DATE_BATCH to a commit: a killed run keeps what it committed."""
+        if not self.undated:
+            return
+        with ThreadPoolExecutor(max_workers=default_workers()) as pool:
+            for start in range(0, len(self.undated), DATE_BATCH):
+                files = self.undated[start : start + DATE_BATCH]
+                taken = pool.map(lambda f: date_taken(f.path, f.mtime_ns), files)
+                self.store.set_dates({f.path: t for f, t in zip(files, taken, strict=True)})
+                self.summary.dated += len(files)
+        self.undated = []
 
     def store_batch(self, batch: list[Prepared]) -> None:
         """Take stored vectors for known content, encode the rest (unless encoded elsewhere), and add the
@@ -287,7 +315,7 @@ class IndexWriter:
                 encoded.append((item, item.vectors))
                 continue
             if item.pixels is None:  # its stored twin was removed by someone else meanwhile
-                item = decode(item.file, item.content_hash, self.config)
+                item = replace(decode(item.file, item.content_hash, self.config), taken=item.taken)
                 if item.error is not None:
                     self.skip(item)
                     continue
@@ -333,6 +361,7 @@ def _record(item: Prepared, grid: tuple[int, int], size: tuple[int, int]) -> Pho
         grid=(int(grid[0]), int(grid[1])),
         width=size[0],
         height=size[1],
+        taken=item.taken,
     )
 
 

@@ -14,6 +14,10 @@
   recorded in `skipped` with a reason, and the walk goes on.
 - A named folder with nothing visible in it (no entry but dot-names) is listed in `empty`: that is what
   an unmounted mount point or a disconnected share looks like, and the indexer keeps its photos.
+- A RAW file (images.RAW_SUFFIXES) with a photo of another kind and the same name beside it (IMG_1.CR2
+  and IMG_1.JPG, as cameras shooting RAW+JPEG write them) is left out, as rclip does: the JPEG is the
+  photo as developed, and indexing both would list every such photo twice. Like the rules above, this
+  applies below the named paths only.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..imaging.files import kind_of
-from ..imaging.images import PHOTO_SUFFIXES
+from ..imaging.images import PHOTO_SUFFIXES, RAW_SUFFIXES
 from ..stores.catalogue import DB_NAME
 
 GALLERY_REASON = "an assoc gallery: its files are not photos"
@@ -139,8 +143,11 @@ def _walk_folder(
                 skipped.append((folder, GALLERY_REASON))
             continue
         subfolders = []
+        developed = _developed_stems(entries, exclude, include_hidden)
         for entry in entries:
             if _ignored(entry.name, entry.path, exclude, include_hidden):
+                continue
+            if _is_raw_name(entry.name) and os.path.splitext(entry.name)[0] in developed:
                 continue
             try:
                 if entry.is_dir():
@@ -197,6 +204,23 @@ def _ignored(name: str, path: str, exclude: Sequence[str], include_hidden: bool)
 
 def _is_photo_name(name: str) -> bool:
     return os.path.splitext(name)[1].lower() in PHOTO_SUFFIXES
+
+
+def _is_raw_name(name: str) -> bool:
+    return os.path.splitext(name)[1].lower() in RAW_SUFFIXES
+
+
+def _developed_stems(entries: list[os.DirEntry], exclude: Sequence[str], include_hidden: bool) -> set[str]:
+    """The names (without suffix) of the photos in one folder that are not RAW files, where the walk
+    takes them: a RAW file named like one of them is left out."""
+    return {
+        os.path.splitext(entry.name)[0]
+        for entry in entries
+        if _is_photo_name(entry.name)
+        and not _is_raw_name(entry.name)
+        and not _ignored(entry.name, entry.path, exclude, include_hidden)
+        and _is_file(entry)
+    }
 
 
 def _inside(path: str, folder: str) -> bool:

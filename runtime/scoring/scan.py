@@ -8,7 +8,9 @@ buffer each, so the same work takes a fraction of the time (bench/query_latency.
 The graph is built here as ONNX protobuf bytes (the `onnx` package is a training-side dependency):
     grids (N, P, D) float16 -> Cast float32 -> MatMul query (D, T) -> (N, P, T) -> score (N,)
 with the reduction of the score kind (MISA: max over patches, mean over words; SISA: mean of all;
-MIMA: max of all). Scores equal matchmap.score_grids on the same float32 values up to float32
+MIMA: max of all). A per-vector kernel stops after the reduction over patches, (N, T): one pass over
+the grids serves several queries' vectors at once (a combined query's terms), each query's score
+then reduce_words of its columns. Scores equal matchmap.score_grids on the same float32 values up to float32
 summation order; a grid holding NaN or infinity scores NaN (numpy's max would say so; ONNX
 Runtime's skips NaN), which the stores never return.
 """
@@ -61,13 +63,16 @@ def _node(op: str, inputs: list[str], outputs: list[str], **attributes: int | li
     return body
 
 
-def scan_graph(kind: str, fused: bool = False) -> bytes:
+def scan_graph(kind: str, fused: bool = False, per_vector: bool = False) -> bytes:
     """The serialized ONNX model that scores float16 grids against a query for one score kind.
 
     fused makes it the fused score of assoc.runtime.search.query: the local score times an input
     `local_weight` (1 - λ, a scalar), plus each photo's stored global vector (input `pooled`, (N, D)
-    float16) dotted with `global_query` (1, D), λ times the query's sentence vector.
+    float16) dotted with `global_query` (1, D), λ times the query's sentence vector. per_vector (not
+    fused) makes its output each query vector's reduction over the patches, (N, T).
     """
+    if per_vector:
+        return _per_vector_graph(kind)
     local = "local" if fused else "score"
     nodes = [_node("Cast", ["grids"], ["wide"], to=_FLOAT), _node("MatMul", ["wide", "query"], ["mm"])]
     if kind == "misa":
@@ -111,6 +116,34 @@ def scan_graph(kind: str, fused: bool = False) -> bytes:
     return _field(1, _IR_VERSION) + _field(8, opset) + _field(7, graph)
 
 
+def _per_vector_graph(kind: str) -> bytes:
+    """grids (N, P, D) float16 -> Cast -> MatMul query (D, T) -> (N, P, T) -> over the patches, the max
+    (MISA, MIMA) or the mean (SISA) -> (N, T); NaN in a column whose products are not all finite."""
+    if kind not in SCORES:
+        raise ValueError(f"unknown score kind {kind!r}; expected one of {SCORES}")
+    reduce = "ReduceMean" if kind == "sisa" else "ReduceMax"
+    nodes = [
+        _node("Cast", ["grids"], ["wide"], to=_FLOAT),
+        _node("MatMul", ["wide", "query"], ["mm"]),
+        _node(reduce, ["mm"], ["best"], axes=[1], keepdims=0),
+        _node("ReduceSum", ["mm", "patch_axis"], ["total"], keepdims=0),  # the poison, as scan_graph's
+        _node("Sub", ["total", "total"], ["poison"]),
+        _node("Add", ["best", "poison"], ["scores"]),
+    ]
+    graph = b"".join(_field(1, n) for n in nodes) + _field(2, f"assoc-scan-{kind}-per-vector")
+    graph += _field(5, _int64_tensor("patch_axis", [1]))
+    graph += _field(11, _tensor_info("grids", _FLOAT16, ("N", "P", "D")))
+    graph += _field(11, _tensor_info("query", _FLOAT, ("D", "T")))
+    graph += _field(12, _tensor_info("scores", _FLOAT, ("N", "T")))
+    opset = _field(1, "") + _field(2, _OPSET)
+    return _field(1, _IR_VERSION) + _field(8, opset) + _field(7, graph)
+
+
+def reduce_words(kind: str, best: np.ndarray) -> np.ndarray:
+    """(N,) scores from a per-vector kernel's (N, T) columns of one query: the rest of the kind's reduction."""
+    return best.max(axis=1) if kind == "mima" else best.mean(axis=1)
+
+
 def _int64_tensor(name: str, values: list[int]) -> bytes:
     """TensorProto { dims, data_type: INT64 (7), int64_data, name }: a constant of the graph."""
     return _field(1, len(values)) + _field(2, 7) + b"".join(_field(7, v) for v in values) + _field(8, name)
@@ -121,7 +154,7 @@ class ScanKernel:
 
     A fused kernel (scan_graph) also takes the photos' global vectors and the fused term's weights."""
 
-    def __init__(self, kind: str, threads: int | None = None, fused: bool = False) -> None:
+    def __init__(self, kind: str, threads: int | None = None, fused: bool = False, per_vector: bool = False) -> None:
         import onnxruntime as ort  # here, not at import: opening a gallery to describe it needs no kernel
 
         options = ort.SessionOptions()
@@ -130,7 +163,9 @@ class ScanKernel:
             options.intra_op_num_threads = threads
         self.kind = kind
         self.fused = fused
-        self._session = ort.InferenceSession(scan_graph(kind, fused), options, providers=["CPUExecutionProvider"])
+        self.per_vector = per_vector
+        graph = scan_graph(kind, fused, per_vector)
+        self._session = ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
 
     def scores(
         self,
@@ -138,10 +173,11 @@ class ScanKernel:
         query_t: np.ndarray,
         fused: tuple[np.ndarray, np.ndarray, np.float32] | None = None,
     ) -> np.ndarray:
-        """grids (N, P, D) float16 (a memory map is read in place), query_t (D, T) float32 -> (N,) float32.
-        A fused kernel also takes (pooled (N, D) float16, λ * sentence vector (D, 1), 1 - λ)."""
+        """grids (N, P, D) float16 (a memory map is read in place), query_t (D, T) float32 -> (N,) float32
+        ((N, T) for a per-vector kernel). A fused kernel also takes (pooled (N, D) float16, λ * sentence
+        vector (D, 1), 1 - λ)."""
         if len(grids) == 0:
-            return np.empty(0, np.float32)
+            return np.empty((0, query_t.shape[1]) if self.per_vector else 0, np.float32)
         feeds = {"grids": grids, "query": query_t}
         if self.fused:
             pooled, global_query, local_weight = fused

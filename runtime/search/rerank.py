@@ -4,7 +4,8 @@ A store hands over the grids of the photos a candidate source picked, a chunk at
 (GridChunk: float16 grids and global vectors read in place, and their paths); every chunk is scored
 exactly (scoring/scan.py) and merged into the best k so far, so memory stays bounded by a chunk and
 k whatever the number of candidates. A score that is not a finite number (stored values that are not)
-is never a hit; equal scores are ordered by path, so every store gives the same order.
+is never a hit; equal scores are ordered by path, so every store gives the same order. A combined
+query (combined.py) is scored term by term on each chunk, and its hits carry each term's score.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..scoring.scan import ScanKernel
+from ..scoring.scan import ScanKernel, reduce_words
+from .combined import CombinedQuery
 from .query import Query
 
 
@@ -23,6 +25,7 @@ from .query import Query
 class SearchHit:
     path: str
     score: float
+    terms: tuple[float, ...] = ()  # a combined query's: each term's own score, in the terms' order
 
 
 @dataclass(frozen=True)
@@ -35,9 +38,9 @@ class GridChunk:
 
 
 @functools.cache
-def scan_kernel(kind: str, fused: bool = False) -> ScanKernel:
+def scan_kernel(kind: str, fused: bool = False, per_vector: bool = False) -> ScanKernel:
     """One kernel per score kind for the process (its ONNX Runtime session is made once)."""
-    return ScanKernel(kind, fused=fused)
+    return ScanKernel(kind, fused=fused, per_vector=per_vector)
 
 
 def chunk_scores(query: Query, chunk: GridChunk) -> np.ndarray:
@@ -49,20 +52,50 @@ def chunk_scores(query: Query, chunk: GridChunk) -> np.ndarray:
     return scan_kernel(query.kind, fused=True).scores(chunk.grids, query.transposed, (chunk.pooled, weighted, local))
 
 
-def rerank(query: Query, chunks: Iterable[GridChunk], k: int, min_score: float | None = None) -> list[SearchHit]:
+def term_scores(query: CombinedQuery, chunk: GridChunk) -> np.ndarray:
+    """(n, terms) exact scores of each term of a combined query, as chunk_scores gives each term's Query
+    alone (up to float32 rounding): one pass of the per-vector kernel over the chunk's grids for every
+    term's vectors (widening the float16 grids is most of a scan), then per term its reduction over
+    its vectors and its fused global term."""
+    best = scan_kernel(query.kind, per_vector=True).scores(chunk.grids, query.transposed)
+    pooled = chunk.pooled.astype(np.float32) if any(t.query.global_weight for t in query.terms) else None
+    out = np.empty((len(chunk.paths), len(query.terms)), np.float32)
+    for i, (term, columns) in enumerate(zip(query.terms, query.columns, strict=True)):
+        local = reduce_words(query.kind, best[:, columns])
+        weight = np.float32(term.query.global_weight)
+        if weight:  # row by row, the same sums whatever else is in the chunk: every store alike
+            glob = (pooled * term.query.pooled).sum(axis=1, dtype=np.float32)
+            local = np.float32(1 - weight) * local + weight * glob
+        out[:, i] = local
+    return out
+
+
+def rerank(
+    query: Query | CombinedQuery, chunks: Iterable[GridChunk], k: int, min_score: float | None = None
+) -> list[SearchHit]:
     """The k best hits of all chunks, best first, ties by path."""
     if k <= 0:
         return []
+    combined = isinstance(query, CombinedQuery)
     best_scores = np.empty(0, np.float32)
+    best_terms = np.empty((0, len(query.terms) if combined else 0), np.float32)
     best_paths: list[str] = []
     for chunk in chunks:
         if not chunk.paths:
             continue
-        scores = np.concatenate([best_scores, chunk_scores(query, chunk)])
+        if combined:
+            terms = term_scores(query, chunk)
+            found = query.combine(terms)
+        else:
+            terms, found = np.empty((len(chunk.paths), 0), np.float32), chunk_scores(query, chunk)
+        scores, per_term = np.concatenate([best_scores, found]), np.concatenate([best_terms, terms])
         paths = best_paths + list(chunk.paths)
         keep = _best(scores, paths, k, min_score)
-        best_scores, best_paths = scores[keep], [paths[i] for i in keep]
-    return [SearchHit(p, float(s)) for s, p in zip(best_scores, best_paths, strict=True)]
+        best_scores, best_terms, best_paths = scores[keep], per_term[keep], [paths[i] for i in keep]
+    return [
+        SearchHit(p, float(s), tuple(float(t) for t in terms))
+        for s, terms, p in zip(best_scores, best_terms, best_paths, strict=True)
+    ]
 
 
 def _best(scores: np.ndarray, paths: list[str], k: int, min_score: float | None) -> list[int]:

@@ -14,6 +14,7 @@ import numpy as np
 
 from ..encoding.bundle import FirstStageConfig
 from ..scoring.first_stage import PhotoVectors
+from ..search.filters import PhotoFilter
 from ..search.pipeline import StoreView
 
 
@@ -28,6 +29,7 @@ class PhotoRecord:
     grid: tuple[int, int]  # (h, w)
     width: int  # the photo's displayed width (after EXIF orientation)
     height: int
+    taken: int | None = None  # when it was taken, Unix seconds (assoc.runtime.imaging.dates); None: unknown
 
 
 @dataclass(frozen=True)
@@ -76,6 +78,11 @@ class Store(Protocol):
         """Forget these photos (paths not present are ignored)."""
         ...
 
+    def set_dates(self, dates: dict[str, int]) -> None:
+        """Record when photos stored before dates were kept were taken (path -> Unix seconds), with
+        whatever else their filters need; durable on return. Paths not present are ignored."""
+        ...
+
     def get_grid(self, path: str) -> np.ndarray | None:
         """The stored (h, w, D) grid of a photo as float32, or None."""
         ...
@@ -88,8 +95,9 @@ class Store(Protocol):
         """A path already indexed with this content hash (renames and duplicates reuse its grid)."""
         ...
 
-    def open_view(self) -> StoreView:
-        """A consistent snapshot to search (assoc.runtime.search.pipeline reads it; a store never ranks)."""
+    def open_view(self, where: PhotoFilter | None = None) -> StoreView:
+        """A consistent snapshot to search (assoc.runtime.search.pipeline reads it; a store never ranks),
+        holding only the photos that meet `where` (assoc.runtime.search.filters) when it is given."""
         ...
 
     def __len__(self) -> int: ...

@@ -28,8 +28,10 @@ from ..errors import (
 from .shard_files import NO_ROOM, SHARD_DIR, fsync_dir
 
 FORMAT = "assoc-gallery"
-FORMAT_VERSION = 2
-UPGRADABLE_VERSIONS = ("1",)  # read by upgrading in place on first writable open
+FORMAT_VERSION = 3
+# Upgraded in place on the first writable open (gallery_upgrade.py); a format 2 gallery that cannot be
+# written is searched as it is, its photos' dates unknown.
+UPGRADABLE_VERSIONS = ("1", "2")
 DB_NAME = "gallery.sqlite"
 BUSY_TIMEOUT_S = 60.0
 _SCHEMA = """
@@ -51,7 +53,8 @@ CREATE TABLE photos (
     height INTEGER NOT NULL,
     shard INTEGER NOT NULL,
     row INTEGER NOT NULL,
-    checksum INTEGER NOT NULL
+    checksum INTEGER NOT NULL,
+    taken INTEGER
 );
 CREATE INDEX photos_hash ON photos (content_hash);
 CREATE INDEX photos_place ON photos (shard, row);

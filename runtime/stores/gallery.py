@@ -17,8 +17,12 @@ Each photo's row carries a checksum of its bytes in all three files (row_checksu
 grid is read for a search is verified first, and a mismatch is a GalleryDamagedError naming the photo,
 never a silently different answer. `check` verifies every row (and the database's own integrity).
 
-Format 2 added the first-stage files and the checksums; a format 1 gallery is upgraded in place, from
-its stored grids, the first time it is opened with write access.
+Format 2 added the first-stage files and the checksums, format 3 each photo's date taken (the
+photos table's `taken`, Unix seconds, for date filters; NULL until an index run reads it); an older
+gallery is upgraded in place the first time it is opened with write access (gallery_upgrade.py),
+and a format 2 gallery that cannot be written is searched as it is, its dates unknown. A search's
+filter (assoc.runtime.search.filters) picks rows of the view's snapshot, which holds every row's
+path and date.
 
 Crash safety rests on one write order, always inside SQLite's write lock (BEGIN IMMEDIATE): grid
 and first-stage bytes go to the shard files at their committed end and are fsynced, and only then are
@@ -62,6 +66,7 @@ from ..errors import (
     NoGalleryError,
 )
 from ..scoring.first_stage import PhotoVectors, photo_vectors
+from ..search.filters import NO_DATE, PhotoFilter, photo_type
 from .base import CheckReport, DamagedPhoto, PhotoRecord
 from .catalogue import (
     DB_NAME,
@@ -80,7 +85,7 @@ from .catalogue import (
     translated_errors,
 )
 from .gallery_compaction import compact_shards, maybe_compact
-from .gallery_upgrade import upgrade_format_1
+from .gallery_upgrade import upgrade
 from .gallery_view import GalleryView
 from .shard_files import (
     CENTROIDS_SUFFIX,
@@ -123,6 +128,12 @@ class _Part:
     rows: np.ndarray
     paths: list[str]
     sums: np.ndarray  # each row's stored checksum (int64)
+    taken: np.ndarray  # each row's date taken (int64 Unix seconds; NO_DATE: unknown)
+
+    @functools.cached_property
+    def types(self) -> np.ndarray:
+        """Each row's photo_type (what a filter by type compares), worked out once per snapshot."""
+        return np.array([photo_type(path) for path in self.paths], dtype=str)
 
 
 def _guarded(method: Callable[Concatenate[Gallery, P], T]) -> Callable[Concatenate[Gallery, P], T]:
@@ -162,6 +173,7 @@ class Gallery:
         self._cleaned = False
         self.read_only = False  # set by open: a gallery this process may search but not change
         self.first_stage = FirstStageConfig()  # set by open: the reduction stored, the search's candidates
+        self._taken = "taken"  # the column of dates taken; NULL in a format 2 gallery read as it is
 
     # ------------------------------------------------------------------ opening
 
@@ -255,23 +267,26 @@ class Gallery:
         """Every photo whose bytes are all on disk (one whose shard file was cut short is left out, so
         that an index run encodes it again)."""
         missing = self._missing()
-        rows = self._db.execute("SELECT path, size, mtime_ns, content_hash, grid_h, grid_w, width, height FROM photos")
+        rows = self._db.execute(
+            f"SELECT path, size, mtime_ns, content_hash, grid_h, grid_w, width, height, {self._taken} FROM photos"
+        )
         records = (
-            PhotoRecord(path_of(path), size, mtime, digest, (gh, gw), width, height)
-            for path, size, mtime, digest, gh, gw, width, height in rows
+            PhotoRecord(path_of(path), size, mtime, digest, (gh, gw), width, height, taken)
+            for path, size, mtime, digest, gh, gw, width, height, taken in rows
         )
         return {r.path: r for r in records if r.path not in missing}
 
     @_guarded_read
     def record(self, path: str) -> PhotoRecord | None:
         row = self._db.execute(
-            "SELECT size, mtime_ns, content_hash, grid_h, grid_w, width, height FROM photos WHERE path = ?",
+            f"SELECT size, mtime_ns, content_hash, grid_h, grid_w, width, height, {self._taken} FROM photos"
+            " WHERE path = ?",
             (sql_path(path),),
         ).fetchone()
         if row is None:
             return None
-        size, mtime, digest, gh, gw, width, height = row
-        return PhotoRecord(path, size, mtime, digest, (gh, gw), width, height)
+        size, mtime, digest, gh, gw, width, height, taken = row
+        return PhotoRecord(path, size, mtime, digest, (gh, gw), width, height, taken)
 
     @_guarded_read
     def find_by_hash(self, content_hash: str) -> str | None:
@@ -316,10 +331,11 @@ class Gallery:
         return self._retrying(read)
 
     @_guarded_read
-    def open_view(self) -> GalleryView:
-        """A snapshot of the committed photos for one search (assoc.runtime.search.pipeline)."""
+    def open_view(self, where: PhotoFilter | None = None) -> GalleryView:
+        """A snapshot of the committed photos for one search (assoc.runtime.search.pipeline), of those
+        that meet `where` when it is given (its rows picked from the snapshot's paths and dates)."""
         parts, maps = self._retrying(self._snapshot)
-        return GalleryView(self, parts, maps)
+        return GalleryView(self, parts, maps, where)
 
     @_guarded_read
     def check(self, repair: bool = False) -> CheckReport:
@@ -382,9 +398,11 @@ class Gallery:
             for grid_shape, group in by_grid.items():
                 places = self._append(grid_shape, [v for _, v in group])
                 self._db.executemany(
-                    "INSERT OR REPLACE INTO photos VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "INSERT OR REPLACE INTO photos (path, size, mtime_ns, content_hash, grid_h, grid_w, width,"
+                    " height, shard, row, checksum, taken) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     [
-                        (sql_path(r.path), r.size, r.mtime_ns, r.content_hash, *grid_shape, r.width, r.height, *place)
+                        (sql_path(r.path), r.size, r.mtime_ns, r.content_hash, *grid_shape, r.width, r.height)
+                        + (*place, r.taken)
                         for (r, _), place in zip(group, places, strict=True)
                     ],
                 )
@@ -408,6 +426,16 @@ class Gallery:
         ):
             raise ValueError(f"{record.path}: its first-stage vectors do not fit this gallery's reduction")
         return vectors
+
+    @_guarded
+    def set_dates(self, dates: dict[str, int]) -> None:
+        """Record photos' dates taken in one commit (rows only: no shard byte changes)."""
+        if not dates:
+            return
+        with self._writing():
+            self._db.executemany(
+                "UPDATE photos SET taken = ? WHERE path = ?", [(int(t), sql_path(p)) for p, t in dates.items()]
+            )
 
     @_guarded
     def remove(self, paths: list[str]) -> None:
@@ -595,7 +623,7 @@ class Gallery:
         self._db.execute("SAVEPOINT load_parts")  # both reads from one snapshot, whoever commits meanwhile
         try:
             rows = self._db.execute(
-                "SELECT p.shard, s.grid_h, s.grid_w, s.rows, p.row, p.path, p.checksum FROM photos p"
+                f"SELECT p.shard, s.grid_h, s.grid_w, s.rows, p.row, p.path, p.checksum, {self._taken} FROM photos p"
                 " JOIN shards s ON s.id = p.shard ORDER BY p.shard, p.row"
             ).fetchall()
             photos = self._db.execute("SELECT COUNT(*) FROM photos").fetchone()[0]
@@ -612,7 +640,8 @@ class Gallery:
                 paths = [path_of(r[5]) for r in chunk]
                 places = np.array([r[4] for r in chunk], np.int64)
                 sums = np.array([r[6] for r in chunk], np.int64)
-                parts.append(_Part(shard, (gh, gw), committed, places, paths, sums))
+                taken = np.array([NO_DATE if r[7] is None else r[7] for r in chunk], np.int64)
+                parts.append(_Part(shard, (gh, gw), committed, places, paths, sums, taken))
                 start = end
         return parts
 
@@ -627,13 +656,17 @@ class Gallery:
             raise GalleryDamagedError(self.folder, f"its first-stage settings cannot be read ({exc})") from None
         search = given or reduction
         self.first_stage = replace(search, vectors=reduction.vectors, iterations=reduction.iterations)
-        if meta["format_version"] in UPGRADABLE_VERSIONS:
-            if self.read_only:
+        version = meta["format_version"]
+        if version in UPGRADABLE_VERSIONS:
+            if self.read_only and version == "2":
+                self._taken = "NULL"  # searched as it is: every date unknown
+            elif self.read_only:
                 raise GalleryError(
-                    f"gallery {self.folder} has format version {meta['format_version']}; it is upgraded to "
+                    f"gallery {self.folder} has format version {version}; it is upgraded to "
                     f"{FORMAT_VERSION} in place the first time it is opened with permission to write to it"
                 )
-            upgrade_format_1(self)
+            else:
+                upgrade(self, version)
 
     def _retrying(self, read: Callable[[], T]) -> T:
         """Run a read again if a compaction in another process deleted a shard file under it."""

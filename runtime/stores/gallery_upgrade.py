@@ -1,6 +1,10 @@
-"""Format 1 -> 2 of the built-in gallery, in place: first-stage files and per-row checksums.
+"""The built-in gallery's format upgrades, in place, each in one transaction (a kill leaves the
+format before it, which the next writable open upgrades again):
 
-Run by Gallery.open on a format 1 gallery opened with write access.
+    1 -> 2   first-stage files and per-row checksums, derived from the stored grids
+    2 -> 3   a column for each photo's date taken (NULL: unknown, read by the next index run)
+
+Run by Gallery.open on an older gallery opened with write access, one step after another.
 """
 
 from __future__ import annotations
@@ -10,11 +14,31 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..scoring.first_stage import photo_vectors
-from .catalogue import FORMAT_VERSION, reduction_json
+from .catalogue import reduction_json
 from .shard_files import DTYPE, SHARD_DIR, fsync_dir, layer_rows, row_checksums, write_at
 
 if TYPE_CHECKING:
     from .gallery import Gallery
+
+
+def upgrade(gallery: Gallery, version: str) -> None:
+    """Every step from `version` to the present format."""
+    if version == "1":
+        upgrade_format_1(gallery)
+    upgrade_format_2(gallery)
+
+
+def upgrade_format_2(gallery: Gallery) -> None:
+    """Format 2 -> 3: the dates column, empty (an ALTER TABLE: nothing is read or rewritten)."""
+    with gallery._writing(upgrading=True):
+        if _version(gallery) != "2":
+            return  # another process upgraded it first
+        gallery._db.execute("ALTER TABLE photos ADD COLUMN taken INTEGER")
+        gallery._db.execute("INSERT OR REPLACE INTO meta VALUES ('format_version', '3')")
+
+
+def _version(gallery: Gallery) -> str:
+    return gallery._db.execute("SELECT value FROM meta WHERE key = 'format_version'").fetchone()[0]
 
 
 def upgrade_format_1(gallery: Gallery) -> None:
@@ -22,9 +46,7 @@ def upgrade_format_1(gallery: Gallery) -> None:
     into new files, checksum each row. Rows whose grid bytes are gone are dropped (indexed again
     by the next run). A kill leaves format 1 (the new files are rewritten by the next attempt)."""
     with gallery._writing(upgrading=True):
-        if gallery._db.execute("SELECT value FROM meta WHERE key = 'format_version'").fetchone()[0] == str(
-            FORMAT_VERSION
-        ):
+        if _version(gallery) != "1":
             return  # another process upgraded it first
         gallery._db.execute("ALTER TABLE photos ADD COLUMN checksum INTEGER NOT NULL DEFAULT 0")
         for shard in gallery._shards():
@@ -51,5 +73,5 @@ def upgrade_format_1(gallery: Gallery) -> None:
         fsync_dir(gallery.folder / SHARD_DIR)
         gallery._db.executemany(
             "INSERT OR REPLACE INTO meta VALUES (?, ?)",
-            [("format_version", str(FORMAT_VERSION)), ("first_stage", reduction_json(gallery.first_stage))],
+            [("format_version", "2"), ("first_stage", reduction_json(gallery.first_stage))],
         )

@@ -5,6 +5,8 @@ one committed snapshot. A selection is, per shard, the sorted rows of the photos
 stage (PooledCentroids) ranks every photo by its pooled vector, keeps the plan's shortlist, ranks
 those by MaxSim against their centroids and keeps the plan's candidates. Every row whose grid is
 read is verified against its checksum first: a mismatch is a GalleryDamagedError naming the photo.
+A view opened with a filter (assoc.runtime.search.filters) holds only the rows that meet it: its
+`everything` is those rows, and its first stage ranks among them alone.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..errors import DatabaseDamagedError
+from ..search.filters import PhotoFilter
 from ..search.pipeline import SearchPlan
 from ..search.query import Query
 from ..search.rerank import GridChunk, SearchHit, scan_kernel
@@ -28,14 +31,20 @@ Selection = list[np.ndarray]  # per part of the view, the rows picked (sorted, a
 
 
 class GalleryView:
-    def __init__(self, gallery: Gallery, parts: list[_Part], maps: list[dict[str, np.memmap]]) -> None:
+    def __init__(
+        self, gallery: Gallery, parts: list[_Part], maps: list[dict[str, np.memmap]], where: PhotoFilter | None = None
+    ) -> None:
         self.gallery = gallery
         self.parts = parts
         self.maps = maps
-        self.photos = sum(len(part.rows) for part in parts)
+        if where:
+            self.rows = [part.rows[where.mask(part.paths, part.types, part.taken)] for part in parts]
+        else:
+            self.rows = [part.rows for part in parts]
+        self.photos = sum(len(rows) for rows in self.rows)
 
     def everything(self) -> Selection:
-        return [part.rows for part in self.parts]
+        return self.rows
 
     def first_stage(self) -> PooledCentroids:
         return PooledCentroids()

@@ -13,6 +13,13 @@ stores give the same scores in the same order.
 Point ids are uuid5 of the path, so indexing a path again replaces its point. One extra point with no
 vectors holds the collection's metadata (bundle id, embed dim): a collection is tied to one model.
 
+What filters read (assoc.runtime.search.filters) is each point's payload: ``taken`` (the date taken,
+Unix seconds), ``folders`` (every folder above the path) and ``type`` (its suffix); a filter becomes
+payload conditions inside the prefetch, the query and the scroll, so the first stage ranks only
+photos that meet it, and on a server each field has a payload index (made with the collection, or
+by the first index run that opens a collection made before them). Points stored before these fields
+get them from the next index run, without their vectors being sent again (set_dates).
+
 qdrant-client is an optional dependency (``assoc[qdrant]``), imported only when a store is opened.
 """
 
@@ -32,6 +39,7 @@ import numpy as np
 from ..encoding.bundle import FirstStageConfig
 from ..errors import AssocError, GalleryError, ModelMismatchError, NoGalleryError
 from ..scoring.first_stage import PhotoVectors, photo_vectors
+from ..search.filters import PhotoFilter, ancestors, photo_type
 from ..search.pipeline import SearchPlan
 from ..search.query import Query
 from ..search.rerank import GridChunk, SearchHit
@@ -72,6 +80,15 @@ def _path_payload(path: str) -> dict[str, str]:
         return {"path": raw.decode("utf-8")}
     except UnicodeDecodeError:
         return {"path": raw.decode("utf-8", "replace"), "path_bytes": base64.b64encode(raw).decode("ascii")}
+
+
+def _filter_payload(path: str, taken: int | None) -> dict[str, Any]:
+    """The fields filters read: the date taken (when known), the folders above the path (as its
+    payload text), the suffix."""
+    fields: dict[str, Any] = {"folders": ancestors(_path_payload(path)["path"]), "type": photo_type(path)}
+    if taken is not None:
+        fields["taken"] = int(taken)
+    return fields
 
 
 def _payload_path(payload: dict[str, Any]) -> str:
@@ -153,15 +170,17 @@ class QdrantStore:
         records = (_record(point.payload) for page in self._pages("list photos", PAGE, True, False) for point in page)
         return {record.path: record for record in records}
 
-    def _pages(self, what: str, limit: int, with_payload: Any, with_vectors: Any) -> Iterator[list[Any]]:
-        """Every photo's point (never the metadata point), a page of `limit` at a time."""
+    def _pages(
+        self, what: str, limit: int, with_payload: Any, with_vectors: Any, where: PhotoFilter | None = None
+    ) -> Iterator[list[Any]]:
+        """Every photo's point (never the metadata point) that meets `where`, a page of `limit` at a time."""
         offset = None
         while True:
             points, offset = self._call(
                 what,
                 lambda o=offset: self._client.scroll(
                     self.collection,
-                    scroll_filter=self._photos_only(),
+                    scroll_filter=self._photos_only(where),
                     limit=limit,
                     offset=o,
                     with_payload=with_payload,
@@ -189,6 +208,28 @@ class QdrantStore:
         for start in range(0, len(items), size):
             batch = [self._point(record, vectors) for record, vectors in items[start : start + size]]
             self._call("upload", lambda b=batch: self._client.upsert(self.collection, b, wait=True))
+
+    def set_dates(self, dates: dict[str, int]) -> None:
+        """Set the filter fields (date taken, folders, type) of points stored before them (those still
+        there); their vectors stay where they are."""
+        models = self._models
+        paths = list(dates)
+        for start in range(0, len(paths), PAGE):
+            ids = {point_id(path): path for path in paths[start : start + PAGE]}
+            found = self._call(
+                "read records",
+                lambda i=list(ids): self._client.retrieve(self.collection, i, with_payload=False, with_vectors=False),
+            )
+            operations = [
+                models.SetPayloadOperation(
+                    set_payload=models.SetPayload(payload=_filter_payload(path, dates[path]), points=[point])
+                )
+                for point, path in ((str(p.id), ids[str(p.id)]) for p in found)
+            ]
+            if operations:
+                self._call(
+                    "record dates", lambda o=operations: self._client.batch_update_points(self.collection, o, wait=True)
+                )
 
     def remove(self, paths: list[str]) -> None:
         ids = [point_id(p) for p in paths]
@@ -230,13 +271,16 @@ class QdrantStore:
         )
         return _payload_path(points[0].payload) if points else None
 
-    def open_view(self) -> QdrantView:
-        return QdrantView(self, len(self))
+    def open_view(self, where: PhotoFilter | None = None) -> QdrantView:
+        return QdrantView(self, self._count(where), where or None)
 
     def __len__(self) -> int:
+        return self._count(None)
+
+    def _count(self, where: PhotoFilter | None) -> int:
         counted = self._call(
             "count photos",
-            lambda: self._client.count(self.collection, count_filter=self._photos_only(), exact=True),
+            lambda: self._client.count(self.collection, count_filter=self._photos_only(where), exact=True),
         )
         return counted.count
 
@@ -269,6 +313,8 @@ class QdrantStore:
         info = self._call("read the collection", lambda: self._client.get_collection(self.collection))
         vectors = info.config.params.vectors
         self.has_centroids = isinstance(vectors, dict) and CENTROIDS in vectors
+        if self._remote and create:  # an index run: the payload indexes of a collection made before some
+            self._index_payload(set(info.payload_schema or {}))
 
     def _create_collection(self, shard_number: int | None, replication_factor: int | None, on_disk: bool) -> None:
         models = self._models
@@ -302,17 +348,29 @@ class QdrantStore:
             ),
         )
         if self._remote:  # local mode ignores payload indexes (and warns)
-            for field in ("content_hash", "path"):
-                self._call(
-                    "index payload",
-                    lambda f=field: self._client.create_payload_index(
-                        self.collection, f, models.PayloadSchemaType.KEYWORD, wait=True
-                    ),
-                )
+            self._index_payload(set())
         meta = models.PointStruct(
             id=META_ID, vector={}, payload={"bundle_id": self.bundle_id, "embed_dim": self.embed_dim}
         )
         self._call("write collection metadata", lambda: self._client.upsert(self.collection, [meta], wait=True))
+
+    def _index_payload(self, existing: set[str]) -> None:
+        """Payload indexes for the fields lookups and filters read, those not in `existing`: keywords,
+        and the date taken as an integer with ranges."""
+        models = self._models
+        schemas = {
+            "content_hash": models.PayloadSchemaType.KEYWORD,
+            "path": models.PayloadSchemaType.KEYWORD,
+            "folders": models.PayloadSchemaType.KEYWORD,
+            "type": models.PayloadSchemaType.KEYWORD,
+            "taken": models.IntegerIndexParams(type=models.IntegerIndexType.INTEGER, lookup=False, range=True),
+        }
+        for field, schema in schemas.items():
+            if field not in existing:
+                self._call(
+                    "index payload",
+                    lambda f=field, s=schema: self._client.create_payload_index(self.collection, f, s, wait=True),
+                )
 
     def _check_server_version(self) -> None:
         version = self._call("connect", self._client.info).version
@@ -352,6 +410,7 @@ class QdrantStore:
             "width": record.width,
             "height": record.height,
             "bundle_id": self.bundle_id,
+            **_filter_payload(record.path, record.taken),
         }
         wide = {
             POOLED: vectors.pooled.astype(np.float32).tolist(),
@@ -365,8 +424,18 @@ class QdrantStore:
         models = self._models
         return models.Filter(must=[models.FieldCondition(key=key, match=models.MatchValue(value=value))])
 
-    def _photos_only(self) -> Any:
-        return self._models.Filter(must_not=[self._models.HasIdCondition(has_id=[META_ID])])
+    def _photos_only(self, where: PhotoFilter | None = None) -> Any:
+        """Every photo's point (never the metadata point) that meets `where`, as a Qdrant filter."""
+        models = self._models
+        must: list[Any] = []
+        if where is not None and where.dated:
+            must.append(models.FieldCondition(key="taken", range=models.Range(gte=where.since, lte=where.until)))
+        if where is not None and where.types:
+            must.append(models.FieldCondition(key="type", match=models.MatchAny(any=sorted(where.types))))
+        if where is not None and where.folders:
+            folders = [_path_payload(folder)["path"] for folder in where.folders]  # as "folders" holds them
+            must.append(models.FieldCondition(key="folders", match=models.MatchAny(any=folders)))
+        return models.Filter(must=must or None, must_not=[models.HasIdCondition(has_id=[META_ID])])
 
     def _call(self, what: str, fn: Callable[[], T]) -> T:
         """Run one client call; on a server, retry transient failures with exponential backoff."""
@@ -388,11 +457,13 @@ class QdrantStore:
 
 class QdrantView:
     """A search's view of a collection (assoc.runtime.search.pipeline.StoreView): a selection is a list
-    of point ids, or None for every photo."""
+    of point ids, or None for every photo (that meets the view's filter)."""
 
-    def __init__(self, store: QdrantStore, photos: int) -> None:
+    def __init__(self, store: QdrantStore, photos: int, where: PhotoFilter | None = None) -> None:
         self.store = store
         self.photos = photos
+        self.where = where
+        self.condition = store._photos_only(where)  # the payload filter every request of the search carries
 
     def everything(self) -> None:
         return None
@@ -405,7 +476,7 @@ class QdrantView:
         store = self.store
         fields = ["path", "path_bytes", "grid"]
         if selection is None:
-            for points in store._pages("read grids", BATCH_POINTS, fields, [PATCHES, POOLED]):
+            for points in store._pages("read grids", BATCH_POINTS, fields, [PATCHES, POOLED], self.where):
                 yield from _chunks(points, store.embed_dim)
             return
         for start in range(0, len(selection), BATCH_POINTS):
@@ -433,13 +504,18 @@ class ServerPrefetch:
         if query.global_only:  # the score is the global cosine: HNSW over pooled vectors picks the candidates
             request: dict[str, Any] = {"query": pooled, "using": POOLED}
         else:
-            first = models.Prefetch(query=pooled, using=POOLED, limit=plan.shortlist)
+            first = models.Prefetch(query=pooled, using=POOLED, limit=plan.shortlist, filter=view.condition)
             using = CENTROIDS if store.has_centroids else PATCHES
             request = {"prefetch": first, "query": query.vectors.tolist(), "using": using}
         response = store._call(
             "search",
             lambda: store._client.query_points(
-                store.collection, **request, limit=plan.candidates, with_payload=False, with_vectors=False
+                store.collection,
+                **request,
+                query_filter=view.condition,
+                limit=plan.candidates,
+                with_payload=False,
+                with_vectors=False,
             ),
         )
         return [str(p.id) for p in response.points]
@@ -482,6 +558,7 @@ def _record(payload: dict[str, Any]) -> PhotoRecord:
         grid=(int(h), int(w)),
         width=int(payload["width"]),
         height=int(payload["height"]),
+        taken=int(payload["taken"]) if payload.get("taken") is not None else None,
     )
 
 

@@ -12,7 +12,8 @@ const el = {
   form: $("search"), q: $("q"), file: $("file"), useMin: $("use-min"), min: $("min"), facts: $("facts"),
   message: $("message"), grid: $("grid"), more: $("more"),
   queryPhoto: $("query-photo"), queryPhotoOpen: $("query-photo-open"), queryPhotoImg: $("query-photo-img"),
-  queryPhotoName: $("query-photo-name"),
+  queryPhotoName: $("query-photo-name"), queryPhotoWords: $("query-photo-words"), queryPhotoClear: $("query-photo-clear"),
+  inFolder: $("in"), since: $("since"), until: $("until"), type: $("type"), terms: $("terms"),
   viewer: $("viewer"), frame: $("frame"), photo: $("photo"), heat: $("heat"), peak: $("peak"),
   close: $("close"), viewerName: $("viewer-name"), viewerPath: $("viewer-path"), viewerScore: $("viewer-score"), phraseForm: $("phrase-form"),
   phrase: $("phrase"), chips: $("chips"), opacity: $("opacity"), viewerMessage: $("viewer-message"),
@@ -20,13 +21,13 @@ const el = {
 };
 
 const state = {
-  query: null, // {q: words} or {like: photo id}
+  query: null, // {q: words}, {like: photo id}, or both (the photo a plus term beside the words' terms)
   hits: [],
   done: true, // no more pages
   loading: false,
   generation: 0, // bumped by each new search: answers to an older one are dropped
   open: -1, // index in hits of the photo shown large (-1: the query photo or none)
-  viewer: null, // {id, name, score} of the photo shown large
+  viewer: null, // {id, name, score, terms} of the photo shown large
   loc: null, // its localization: the API's shape plus the phrase
   names: new Map(), // photo id -> what to call it (a path, or an uploaded file's name)
   empty: null, // what to say when the gallery holds no photos (or does not exist yet)
@@ -48,6 +49,30 @@ const photoUrl = (id, what) => `/api/photos/${encodeURIComponent(id)}/${what}`;
 const baseName = (path) => path.split(/[\\/]/).filter(Boolean).pop() || path;
 const minScore = () => (el.useMin.checked && el.min.value !== "" ? Number(el.min.value) : null);
 
+// The filters, as the API and the address bar name them (assoc.web.app: in, since, until, type).
+const FILTERS = [["in", "inFolder"], ["since", "since"], ["until", "until"], ["type", "type"]];
+
+function setFilters(params) {
+  for (const [name, field] of FILTERS) {
+    el[field].value = params.get(name) || "";
+  }
+}
+
+function addFilters(params) {
+  for (const [name, field] of FILTERS) {
+    const value = el[field].value.trim();
+    if (value) params.set(name, value);
+  }
+}
+
+// A term of a combined query as people read it: its sign and weight, then its words or its photo's name.
+function termLabel(term) {
+  const sign = term.weight < 0 ? "\u2212" : "+";
+  const weight = Math.abs(term.weight) === 1 ? "" : `${Math.abs(term.weight)}:`;
+  const what = term.kind === "words" ? term.term : baseName(term.term) || "photo";
+  return `${sign}${weight}${what}`;
+}
+
 function setMessage(text, isError = false) {
   el.message.textContent = text;
   el.message.classList.toggle("error", isError);
@@ -66,18 +91,21 @@ function readUrl() {
   el.useMin.checked = min !== null && min !== "" && Number.isFinite(Number(min));
   if (el.useMin.checked) el.min.value = min;
   el.min.disabled = !el.useMin.checked;
+  setFilters(params);
   const q = params.get("q");
   const like = params.get("like");
   el.q.value = q || "";
-  if (like) return { like };
-  if (q && q.trim()) return { q };
-  return null;
+  const query = {};
+  if (like) query.like = like;
+  if (q && q.trim()) query.q = q;
+  return query.like || query.q ? query : null;
 }
 
 function writeUrl(push) {
   const params = new URLSearchParams();
   if (state.query && state.query.q) params.set("q", state.query.q);
   if (state.query && state.query.like) params.set("like", state.query.like);
+  addFilters(params);
   const min = minScore();
   if (min !== null) params.set("min", String(min));
   const url = params.toString() ? `?${params}` : location.pathname;
@@ -108,7 +136,8 @@ async function loadMore() {
   const generation = state.generation;
   const params = new URLSearchParams({ k: String(PAGE), offset: String(state.hits.length) });
   if (state.query.q) params.set("q", state.query.q);
-  else params.set("like", state.query.like);
+  if (state.query.like) params.set("like", state.query.like);
+  addFilters(params);
   const min = minScore();
   if (min !== null) params.set("min_score", String(min));
   if (state.hits.length === 0) setMessage("Searching…");
@@ -179,6 +208,8 @@ function showQueryPhoto() {
   const name = state.names.get(like) || "this photo";
   el.queryPhotoName.textContent = baseName(name);
   el.queryPhotoImg.alt = baseName(name);
+  el.queryPhotoWords.textContent = state.query.q ? ` with ${state.query.q}` : "";
+  el.queryPhotoClear.hidden = !state.query.q;
 }
 
 // ------------------------------------------------------------------ one photo, large, with its heatmaps
@@ -187,7 +218,7 @@ function openHit(index) {
   const hit = state.hits[index];
   if (!hit) return;
   state.open = index;
-  showPhoto({ id: hit.id, name: hit.path, score: hit.score });
+  showPhoto({ id: hit.id, name: hit.path, score: hit.score, terms: hit.terms || [] });
 }
 
 function showPhoto(photo) {
@@ -208,7 +239,14 @@ function showPhoto(photo) {
   document.body.classList.add("viewing");
   el.viewerScore.textContent = photo.score == null ? "" : `score ${photo.score.toFixed(4)}`;
   setViewerMessage("");
-  const words = state.query && state.query.q ? state.query.q : el.phrase.value.trim();
+  const terms = photo.terms || [];
+  el.terms.replaceChildren(...terms.map(termChip));
+  el.terms.hidden = terms.length === 0;
+  // A combined query's first plus term of words (each term's heatmap is a click away); else the words asked.
+  const wordTerms = terms.filter((t) => t.kind === "words");
+  const first = wordTerms.find((t) => t.weight > 0) || wordTerms[0];
+  const asked = state.query && state.query.q && !terms.length ? state.query.q : "";
+  const words = first ? first.term : asked || el.phrase.value.trim();
   el.phrase.value = words;
   if (words) localize(words);
   else setViewerMessage("Type words to see where they land in this photo.");
@@ -241,6 +279,29 @@ async function localize(phrase) {
   } catch (error) {
     if (state.viewer === photo) setViewerMessage(error.message, true);
   }
+}
+
+// One term of a combined query with the photo's score for it alone; a term of words shows its heatmap.
+function termChip(term) {
+  const button = document.createElement("button");
+  button.type = "button";
+  button.className = "chip term";
+  button.dataset.kind = term.kind;
+  button.append(document.createTextNode(`${termLabel(term)} `));
+  const value = document.createElement("span");
+  value.className = "chip-score";
+  value.textContent = term.score.toFixed(3);
+  button.append(value);
+  if (term.kind === "words") {
+    button.title = "Show where these words land";
+    button.addEventListener("click", () => {
+      el.phrase.value = term.term;
+      localize(term.term);
+    });
+  } else {
+    button.disabled = true;
+  }
+  return button;
 }
 
 function renderChips() {
@@ -410,8 +471,20 @@ async function loadFacts() {
 el.form.addEventListener("submit", (event) => {
   event.preventDefault();
   const q = el.q.value.trim();
-  if (q) startSearch({ q }, true);
+  const like = state.query && state.query.like; // the photo shown above the results stays a term
+  if (q && like) startSearch({ like, q }, true);
+  else if (q) startSearch({ q }, true);
+  else if (like) startSearch({ like }, true);
 });
+el.queryPhotoClear.addEventListener("click", () => {
+  if (state.query && state.query.q) startSearch({ q: state.query.q }, true);
+});
+for (const [, field] of FILTERS) {
+  el[field].addEventListener("change", () => {
+    if (state.query) startSearch(state.query, false);
+    else writeUrl(false);
+  });
+}
 el.file.addEventListener("change", () => {
   searchWithFile(el.file.files[0]);
   el.file.value = "";
@@ -427,7 +500,7 @@ el.queryPhotoOpen.addEventListener("click", () => {
   const like = state.query && state.query.like;
   if (!like) return;
   state.open = -1;
-  showPhoto({ id: like, name: state.names.get(like) || "this photo", score: null });
+  showPhoto({ id: like, name: state.names.get(like) || "this photo", score: null, terms: [] });
 });
 el.close.addEventListener("click", closeViewer);
 el.like.addEventListener("click", () => {
