@@ -62,6 +62,7 @@ class IndexReport:
     kept_in_empty: list[tuple[str, int]]  # (empty named folder, photos kept)
     photos: int
     dated: int = 0  # unchanged photos indexed before dates were kept whose date taken was read
+    seconds: dict[str, float] = field(default_factory=dict)  # per stage (runtime.indexing.indexer.STAGES)
 
     @classmethod
     def from_summary(cls, summary: IndexSummary, photos: int) -> IndexReport:
@@ -75,6 +76,7 @@ class IndexReport:
             list(summary.kept_in_empty),
             photos,
             summary.dated,
+            dict(summary.seconds),
         )
 
     def to_dict(self) -> dict[str, Any]:

@@ -93,6 +93,8 @@ def main() -> None:
         ("index (index_paths -> Gallery)", index_rate),
     ):
         print(f"{name:36s} {value:9.1f} {value / encode_rate:11.2f}")
+    # Inside one index run (the last one timed): seconds per stage, as `assoc index --verbose` prints them.
+    print("index run, " + ", ".join(f"{stage} {sec:.2f} s" for stage, sec in summary.seconds.items()))
     write_json(
         args.json,
         {

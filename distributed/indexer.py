@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterator, Sequence
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,7 @@ from ..runtime.indexing.indexer import (
     photo_encoder,
     plan_index,
     prepare,
+    timed,
 )
 from ..runtime.indexing.lock import index_lock
 from ..runtime.indexing.walk import PhotoFile
@@ -111,18 +113,24 @@ def _index_on_cluster(
         with connect(cluster):
             done = 0
             stages = (bundle, store.first_stage)
-            for items in _encoded(plan.todo, writer.by_hash, stages, device, workers, worker_cpus, batch_size):
-                for item in items:
-                    if item.error is not None:
-                        writer.skip(item)
-                try:
-                    writer.store_batch([item for item in items if item.error is None])
-                except DiskFullError as exc:  # what was stored stays: say how far the run got
-                    stored = writer.summary.added + writer.summary.updated + writer.summary.reused
-                    raise DiskFullError(exc.where, stored, total) from None
-                done += len(items)
-                if on_progress:
-                    on_progress(done, total)
+            work = _encoded(plan.todo, writer.by_hash, stages, device, workers, worker_cpus, batch_size)
+            with closing(work) as batches:  # an interrupted run stops the cluster's work at once
+                while True:
+                    with timed(writer.summary, "cluster"):
+                        items = next(batches, None)
+                    if items is None:
+                        break
+                    for item in items:
+                        if item.error is not None:
+                            writer.skip(item)
+                    try:
+                        writer.store_batch([item for item in items if item.error is None])
+                    except DiskFullError as exc:  # what was stored stays: say how far the run got
+                        stored = writer.summary.added + writer.summary.updated + writer.summary.reused
+                        raise DiskFullError(exc.where, stored, total) from None
+                    done += len(items)
+                    if on_progress:
+                        on_progress(done, total)
     writer.summary.skipped[first_skip:] = sorted(writer.summary.skipped[first_skip:])  # path order, as locally
     return writer.finish()
 

@@ -100,3 +100,22 @@ def test_missing_path_is_one_line_error(tmp_path: Path) -> None:
     result = assoc("index", tmp_path / "nowhere", "--gallery", tmp_path / "g", "--device", "cpu")
     assert_one_line_error(result, "no such file or folder", "nowhere")
     assert not (tmp_path / "g").exists()
+
+
+def test_verbose_prints_each_stage_time_on_stderr(tmp_path: Path, sources: list[Path]) -> None:
+    """--verbose: one stderr line with the seconds of walk, read, encode and write, in that order; the
+    API's report holds the same stages. A second run encodes nothing, so it has no encode stage."""
+    import assoc as api
+
+    library, gallery = tmp_path / "library", tmp_path / "gallery"
+    copy_photos(sources[:4], library)
+    result = ok("index", library, "--gallery", gallery, "--device", "cpu", "--verbose")
+    (line,) = [text for text in result.stderr.splitlines() if "stages:" in text]
+    stages = [part.split()[0] for part in line.split("stages: ")[1].split(", ")]
+    assert stages == ["walk", "read", "encode", "write"]
+    seconds = {part.split()[0]: float(part.split()[1]) for part in line.split("stages: ")[1].split(", ")}
+    assert seconds["encode"] > 0 and all(value >= 0 for value in seconds.values())
+    assert "stages:" not in ok("index", library, "--gallery", gallery, "--device", "cpu").stderr
+    with api.Searcher(store=api.StoreSpec.builtin(gallery), device="cpu") as searcher:
+        again = searcher.index([library])
+    assert again.unchanged == 4 and "encode" not in again.seconds and again.seconds["walk"] >= 0

@@ -122,6 +122,9 @@ def test_a_cluster_run_makes_the_one_machine_gallery(
     assert (summary.added, summary.skipped) == (PHOTOS, [not_a_photo])
     assert progress[0] == (0, PHOTOS + 1) and progress[-1] == (PHOTOS + 1, PHOTOS + 1)
     assert [done for done, _ in progress] == sorted(done for done, _ in progress)
+    # The driver times its own stages; reading and encoding happen on the cluster, which it waits for.
+    assert {"walk", "cluster", "write"} <= set(summary.seconds) and "encode" not in summary.seconds
+    assert {"walk", "read", "encode", "write"} <= set(expected.seconds)
     assert_same_gallery(store, reference, bundle)
 
     # The next run: a rename, a copy, a change in place, a deletion, and a photo that turned unreadable.

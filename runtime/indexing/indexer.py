@@ -29,9 +29,12 @@ commit per batch, removals last).
 from __future__ import annotations
 
 import os
+import threading
+import time
 from collections import deque
 from collections.abc import Callable, Container, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -57,6 +60,20 @@ ProgressCallback = Callable[[int, int], None]
 MAX_WORKERS = 8  # decoding threads by default; more rarely helps the encoder that they feed
 EncodePhotos = Callable[[np.ndarray], list[PhotoVectors]]  # (N, 3, H, W) pixels -> what a store keeps of each
 DATE_BATCH = 500  # dates of unchanged photos recorded per commit
+STAGES = ("walk", "read", "encode", "write", "cluster")  # reader -> mapper -> writer, as IndexSummary.seconds has them
+_STAGE_LOCK = threading.Lock()  # pool threads add their read time to one summary
+
+
+@contextmanager
+def timed(summary: IndexSummary, stage: str) -> Iterator[None]:
+    """Add the time the block takes to summary.seconds[stage] (any thread)."""
+    started = time.perf_counter()
+    try:
+        yield
+    finally:
+        elapsed = time.perf_counter() - started
+        with _STAGE_LOCK:
+            summary.seconds[stage] = summary.seconds.get(stage, 0.0) + elapsed
 
 
 @dataclass
@@ -68,6 +85,9 @@ class IndexSummary:
     unchanged: int = 0
     dated: int = 0  # of the unchanged, photos stored before dates were kept whose date taken was read
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+    # Seconds spent in each stage (STAGES); "read" (hashing, decoding) is summed over the pool's threads,
+    # "cluster" is the driver's wait for a Ray cluster's read and encode.
+    seconds: dict[str, float] = field(default_factory=dict)
     kept_in_empty: list[tuple[str, int]] = field(default_factory=list)  # (empty named folder, photos kept)
 
 
@@ -182,6 +202,7 @@ def available_memory() -> int | None:
 
 def plan_index(store: Store, paths: Sequence[str | Path], exclude: Sequence[str] = ()) -> IndexPlan:
     """Walk `paths` and diff the photos found with the store's records by (size, mtime_ns)."""
+    started = time.perf_counter()
     found = walk(paths, exclude)
     known = store.records()
     summary = IndexSummary(skipped=list(found.skipped))
@@ -206,6 +227,7 @@ def plan_index(store: Store, paths: Sequence[str | Path], exclude: Sequence[str]
         else:
             kept[empty] = kept.get(empty, 0) + 1
     summary.kept_in_empty = sorted(kept.items())
+    summary.seconds["walk"] = time.perf_counter() - started
     return IndexPlan(known, todo, gone, summary, undated)
 
 
@@ -268,7 +290,8 @@ class IndexWriter:
             self.by_hash.setdefault(record.content_hash, record)
 
     def prepare(self, file: PhotoFile) -> Prepared:
-        return prepare(file, self.config, self.by_hash)
+        with timed(self.summary, "read"):
+            return prepare(file, self.config, self.by_hash)
 
     def skip(self, item: Prepared) -> None:
         """Set aside a file that could not be read or decoded."""
@@ -279,8 +302,9 @@ class IndexWriter:
     def finish(self) -> IndexSummary:
         """Record the dates of unchanged photos stored without one, then remove the photos that are gone
         (after renames have taken their grids)."""
-        self.learn_dates()
-        self.store.remove(sorted(self.gone))
+        with timed(self.summary, "write"):
+            self.learn_dates()
+            self.store.remove(sorted(self.gone))
         self.summary.removed = len(self.gone)
         return self.summary
 
@@ -321,11 +345,14 @@ class IndexWriter:
                     continue
             to_encode.append(item)
         if to_encode:
-            encoded += zip(to_encode, self.encode(np.stack([item.pixels for item in to_encode])), strict=True)
+            with timed(self.summary, "encode"):
+                made = self.encode(np.stack([item.pixels for item in to_encode]))
+            encoded += zip(to_encode, made, strict=True)
         for item, vectors in encoded:
             items.append((_record(item, vectors.grid.shape[:2], item.size), vectors))
         if items:
-            self.store.add(items)
+            with timed(self.summary, "write"):
+                self.store.add(items)
         updated = sum(item.file.path in self.known for item, _ in encoded)
         self.summary.reused += reused
         self.summary.updated += updated
