@@ -13,7 +13,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 from ..encoding.bundle import FirstStageConfig
-from ..scoring.first_stage import PhotoVectors
+from ..scoring.first_stage import PhotoVectors, photo_vectors
 from ..search.filters import PhotoFilter
 from ..search.pipeline import StoreView
 
@@ -50,6 +50,26 @@ class CheckReport:
         """The JSON `assoc check --json` prints."""
         damaged = [{"path": d.path, "reason": d.reason} for d in self.damaged]
         return {"photos": self.photos, "damaged": damaged, "dropped": self.dropped}
+
+
+def checked_vectors(
+    record: PhotoRecord, vectors: PhotoVectors | np.ndarray, embed_dim: int, first_stage: FirstStageConfig
+) -> PhotoVectors:
+    """What Store.add stores of one photo: its vectors (made from a bare grid by photo_vectors, as where
+    photos are encoded), checked against the store's dimension, the record's grid and the reduction."""
+    if not isinstance(vectors, PhotoVectors):
+        grid = np.asarray(vectors)
+        if grid.ndim != 3 or grid.shape[2] != embed_dim:
+            raise ValueError(f"{record.path}: grid of shape {grid.shape} does not fit dimension {embed_dim}")
+        vectors = photo_vectors(grid[None], first_stage)[0]
+    grid = vectors.grid
+    if grid.ndim != 3 or grid.shape[2] != embed_dim:
+        raise ValueError(f"{record.path}: grid of shape {grid.shape} does not fit dimension {embed_dim}")
+    if tuple(record.grid) != grid.shape[:2]:
+        raise ValueError(f"{record.path}: record says grid {record.grid}, the array is {grid.shape[:2]}")
+    if vectors.pooled.shape != (embed_dim,) or vectors.centroids.shape != (first_stage.vectors, embed_dim):
+        raise ValueError(f"{record.path}: its first-stage vectors do not fit the store's reduction")
+    return vectors
 
 
 @runtime_checkable

@@ -65,9 +65,9 @@ from ..errors import (
     GalleryReadOnlyError,
     NoGalleryError,
 )
-from ..scoring.first_stage import PhotoVectors, photo_vectors
+from ..scoring.first_stage import PhotoVectors
 from ..search.filters import NO_DATE, PhotoFilter, photo_type
-from .base import CheckReport, DamagedPhoto, PhotoRecord
+from .base import CheckReport, DamagedPhoto, PhotoRecord, checked_vectors
 from .catalogue import (
     DB_NAME,
     FORMAT_VERSION,
@@ -392,7 +392,7 @@ class Gallery:
             return
         by_grid: dict[tuple[int, int], list[tuple[PhotoRecord, PhotoVectors]]] = {}
         for record, vectors in items:
-            vectors = self._checked(record, vectors)
+            vectors = checked_vectors(record, vectors, self.embed_dim, self.first_stage)
             by_grid.setdefault(vectors.grid.shape[:2], []).append((record, vectors))
         with self._writing():
             for grid_shape, group in by_grid.items():
@@ -407,25 +407,6 @@ class Gallery:
                     ],
                 )
         maybe_compact(self)
-
-    def _checked(self, record: PhotoRecord, vectors: PhotoVectors | np.ndarray) -> PhotoVectors:
-        """The photo's vectors, made from a bare grid if need be, checked against this gallery's shapes."""
-        if not isinstance(vectors, PhotoVectors):
-            grid = np.asarray(vectors)
-            if grid.ndim != 3 or grid.shape[2] != self.embed_dim:
-                raise ValueError(f"{record.path}: grid of shape {grid.shape} does not fit dimension {self.embed_dim}")
-            vectors = photo_vectors(grid[None], self.first_stage)[0]
-        grid = vectors.grid
-        if grid.ndim != 3 or grid.shape[2] != self.embed_dim:
-            raise ValueError(f"{record.path}: grid of shape {grid.shape} does not fit dimension {self.embed_dim}")
-        if tuple(record.grid) != grid.shape[:2]:
-            raise ValueError(f"{record.path}: record says grid {record.grid}, the array is {grid.shape[:2]}")
-        if vectors.pooled.shape != (self.embed_dim,) or vectors.centroids.shape != (
-            self.first_stage.vectors,
-            self.embed_dim,
-        ):
-            raise ValueError(f"{record.path}: its first-stage vectors do not fit this gallery's reduction")
-        return vectors
 
     @_guarded
     def set_dates(self, dates: dict[str, int]) -> None:

@@ -43,7 +43,7 @@ from ..search.filters import PhotoFilter, ancestors, photo_type
 from ..search.pipeline import SearchPlan
 from ..search.query import Query
 from ..search.rerank import GridChunk, SearchHit
-from .base import PhotoRecord
+from .base import PhotoRecord, checked_vectors
 
 POOLED = "pooled"
 CENTROIDS = "centroids"
@@ -385,21 +385,8 @@ class QdrantStore:
     # -- helpers -------------------------------------------------------------------------------------
 
     def _point(self, record: PhotoRecord, vectors: PhotoVectors | np.ndarray) -> Any:
-        if not isinstance(vectors, PhotoVectors):
-            grid = np.asarray(vectors)
-            if grid.ndim != 3 or grid.shape[2] != self.embed_dim:
-                raise ValueError(f"a grid must be (h, w, {self.embed_dim}), got {grid.shape} for {record.path}")
-            vectors = photo_vectors(grid[None], self.first_stage)[0]
+        vectors = checked_vectors(record, vectors, self.embed_dim, self.first_stage)
         grid = vectors.grid
-        if grid.ndim != 3 or grid.shape[2] != self.embed_dim:
-            raise ValueError(f"a grid must be (h, w, {self.embed_dim}), got {grid.shape} for {record.path}")
-        if tuple(record.grid) != grid.shape[:2]:
-            raise ValueError(f"{record.path}: record says grid {record.grid}, the array is {grid.shape[:2]}")
-        if vectors.pooled.shape != (self.embed_dim,) or vectors.centroids.shape != (
-            self.first_stage.vectors,
-            self.embed_dim,
-        ):
-            raise ValueError(f"{record.path}: its first-stage vectors do not fit this collection's reduction")
         h, w, _ = grid.shape
         payload = {
             **_path_payload(record.path),
