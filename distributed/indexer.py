@@ -5,8 +5,9 @@ driver: plan_index (walk + diff with the store, once) -> Ray Data over the new a
           the local indexer runs in its thread pool, so a bad file gets the same reason;
   actors: a pool of ONNX Runtime sessions (ImageEncoder, loaded once per actor; `cuda` actors ask Ray
           for a GPU) encodes the pixels;
--> driver: IndexWriter, the local indexer's writer: stored grids for known content (renames,
-   copies), the cluster's grids for the rest, one durable store.add per batch, removals last.
+-> driver: run_stages, the local indexer's own loop, into its IndexWriter: stored grids for known
+   content (renames, copies), the cluster's grids for the rest, one durable store.add per batch,
+   removals last.
 
 - One writer: the driver. Qdrant local mode locks its folder, and a store keeps one point layout,
   so a gallery indexed here is the one `index_paths` would have made.
@@ -31,8 +32,8 @@ import ray.data
 
 from ..runtime.encoding.bundle import Bundle, FirstStageConfig, VisualConfig, load_bundle
 from ..runtime.encoding.default_model import shipped_bundle_path
-from ..runtime.errors import AssocError, BundleError, DiskFullError
-from ..runtime.imaging.images import DECODE_PEAK_BYTES
+from ..runtime.errors import AssocError, BundleError
+from ..runtime.imaging.pillow_decode import DECODE_PEAK_BYTES
 from ..runtime.indexing.indexer import (
     IndexSummary,
     IndexWriter,
@@ -41,6 +42,7 @@ from ..runtime.indexing.indexer import (
     photo_encoder,
     plan_index,
     prepare,
+    run_stages,
     timed,
 )
 from ..runtime.indexing.lock import index_lock
@@ -80,7 +82,7 @@ def index_on_cluster(
     encoder actor asks Ray for one GPU) or "auto" (cuda when the cluster has GPUs). workers: encoder
     actors (default: one per GPU, or ENCODE_SHARE of the cluster's CPUs over worker_cpus), each with
     worker_cpus Ray CPUs and as many ONNX Runtime threads. on_progress(done, total) counts the new and
-    changed files; it is called once with done=0, then after each batch written.
+    changed files; it is called once with done=0, then after each file taken (as index_paths).
     """
     check_address(cluster)
     if bundle.config.embed_dim != store.embed_dim or bundle.bundle_id != store.bundle_id:
@@ -104,35 +106,25 @@ def _index_on_cluster(
     on_progress: ProgressCallback | None,
 ) -> IndexSummary:
     plan = plan_index(store, paths, exclude)
-    first_skip = len(plan.summary.skipped)
     writer = IndexWriter(store, plan, bundle.config.visual, _DriverEncoder(bundle, store.first_stage))
-    total = len(plan.todo)
-    if on_progress:
-        on_progress(0, total)
-    if total:
-        with connect(cluster):
-            done = 0
-            stages = (bundle, store.first_stage)
-            work = _encoded(plan.todo, writer.by_hash, stages, device, workers, worker_cpus, batch_size)
-            with closing(work) as batches:  # an interrupted run stops the cluster's work at once
-                while True:
-                    with timed(writer.summary, "cluster"):
-                        items = next(batches, None)
-                    if items is None:
-                        break
-                    for item in items:
-                        if item.error is not None:
-                            writer.skip(item)
-                    try:
-                        writer.store_batch([item for item in items if item.error is None])
-                    except DiskFullError as exc:  # what was stored stays: say how far the run got
-                        stored = writer.summary.added + writer.summary.updated + writer.summary.reused
-                        raise DiskFullError(exc.where, stored, total) from None
-                    done += len(items)
-                    if on_progress:
-                        on_progress(done, total)
-    writer.summary.skipped[first_skip:] = sorted(writer.summary.skipped[first_skip:])  # path order, as locally
-    return writer.finish()
+    if not plan.todo:
+        return run_stages(writer, [], 0, batch_size, on_progress)
+    with connect(cluster):
+        stages = (bundle, store.first_stage)
+        work = _encoded(plan.todo, writer.by_hash, stages, device, workers, worker_cpus, batch_size)
+        with closing(work) as batches:  # an interrupted run stops the cluster's work at once
+            prepared = _timed_items(batches, writer.summary)
+            return run_stages(writer, prepared, len(plan.todo), batch_size, on_progress)
+
+
+def _timed_items(batches: Iterator[list[Prepared]], summary: IndexSummary) -> Iterator[Prepared]:
+    """The cluster's batches as one stream of files, the driver's wait for each counted as "cluster"."""
+    while True:
+        with timed(summary, "cluster"):
+            items = next(batches, None)
+        if items is None:
+            return
+        yield from items
 
 
 def _encoded(

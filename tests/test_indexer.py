@@ -9,15 +9,24 @@ import struct
 import subprocess
 import sys
 import zlib
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from assoc.runtime.encoding.bundle import Bundle
+from assoc.runtime.encoding.bundle import Bundle, FirstStageConfig
 from assoc.runtime.encoding.encoders import ImageEncoder, TextEncoder
 from assoc.runtime.imaging.images import load_image
-from assoc.runtime.indexing.indexer import IndexSummary, index_paths
+from assoc.runtime.indexing.indexer import (
+    IndexSummary,
+    IndexWriter,
+    index_paths,
+    photo_encoder,
+    plan_index,
+    prepare,
+    run_stages,
+)
 from assoc.runtime.search.pipeline import search
 from assoc.runtime.stores.gallery import Gallery
 
@@ -214,6 +223,39 @@ def test_bad_files_are_skipped_and_never_shift_a_grid(
         summary = index_paths(g, encoder, [library], batch_size=3, workers=2)
         assert counts(summary) == (1, 1, 0, 1, 2, 3)
         assert str(good[1]) not in g.records() and str(library / "0-truncated.jpg") in g.records()
+
+
+def test_files_prepared_and_encoded_elsewhere_go_through_the_same_loop(
+    tmp_path: Path, sources: list[Path], bundle: Bundle, encoder: ImageEncoder
+) -> None:
+    """run_stages as a Ray executor drives it: files prepared and encoded away from the writer, handed
+    over out of order in batches of another size, make the gallery index_paths makes."""
+    library = tmp_path / "library"
+    for i, src in enumerate(sources[:6]):
+        copy(src, library / f"{i}.jpg")
+    (library / "bad.jpg").write_text("not a photo")
+    with open_gallery(tmp_path / "local", bundle) as g:
+        local = index_paths(g, encoder, [library], batch_size=4, workers=2)
+        local_vectors = {path: g.get_vectors(path) for path in g.records()}
+
+    encode = photo_encoder(encoder, FirstStageConfig())
+    with open_gallery(tmp_path / "remote", bundle) as g:
+        plan = plan_index(g, [library])
+        writer = IndexWriter(g, plan, bundle.config.visual, encode=lambda pixels: pytest.fail("encoded twice"))
+        prepared = [prepare(file, bundle.config.visual, {}) for file in reversed(plan.todo)]
+        made = iter(encode(np.stack([p.pixels for p in prepared if p.error is None])))
+        remote = [replace(p, pixels=None, vectors=next(made)) if p.error is None else p for p in prepared]
+        progress: list[tuple[int, int]] = []
+        summary = run_stages(writer, remote, len(remote), 3, lambda d, t: progress.append((d, t)))
+        assert counts(summary) == counts(local) == (6, 0, 0, 0, 0, 1)
+        assert summary.skipped == local.skipped
+        assert progress == [(i, 7) for i in range(8)]
+        assert set(g.records()) == set(local_vectors)
+        for path, vectors in local_vectors.items():
+            stored = g.get_vectors(path)
+            for field in ("grid", "pooled", "centroids"):
+                # encoded in other batches: equal up to float16 rounding of batch-dependent sums
+                np.testing.assert_allclose(getattr(stored, field), getattr(vectors, field), atol=2e-3)
 
 
 CHILD = """

@@ -20,10 +20,11 @@ global vector and first-stage centroids: photo_encoder) -> store.add, one durabl
 - A killed run loses at most the batch in flight; the next run starts where it stopped.
 - One run at a time writes a gallery (lock.py): a second one at once is refused, not run twice over.
 
-The steps are public so that other executors share them (assoc.distributed encodes on a Ray cluster):
-`plan_index` (walk and diff, once), `prepare` (hash, then decode unless the content is stored: the
-per-file work) and `IndexWriter` (reuse stored grids, encode or take grids encoded elsewhere, one
-commit per batch, removals last).
+The stages are public so that other executors share them (assoc.distributed encodes on a Ray cluster):
+`plan_index` (walk and diff, once), the reader `prepare` (hash, then decode unless the content is
+stored: the per-file work), the mapper `photo_encoder` and the writer `IndexWriter` (reuse stored
+grids, encode or take grids encoded elsewhere, one commit per batch, removals last); `run_stages` is
+the one loop that drives them, whichever executor prepared the files.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ import os
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Container, Iterator, Sequence
+from collections.abc import Callable, Container, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -45,7 +46,8 @@ from ..encoding.bundle import FirstStageConfig, VisualConfig
 from ..errors import DiskFullError, ImageLoadError
 from ..imaging.dates import date_taken
 from ..imaging.files import NotRegularFileError
-from ..imaging.images import DECODE_PEAK_BYTES, load_image
+from ..imaging.images import load_image
+from ..imaging.pillow_decode import DECODE_PEAK_BYTES
 from ..imaging.preprocess import preprocess
 from ..scoring.first_stage import PhotoVectors, photo_vectors
 from ..stores.base import PhotoRecord, Store
@@ -147,15 +149,34 @@ def _index_paths(
 ) -> IndexSummary:
     plan = plan_index(store, paths, exclude)
     writer = IndexWriter(store, plan, encoder.config, photo_encoder(encoder, store.first_stage))
-    todo = plan.todo
-    if on_progress:
-        on_progress(0, len(todo))
     workers = workers or default_workers()
     pool = ThreadPoolExecutor(max_workers=workers)
     try:
-        batch: list[Prepared] = []
         window = batch_size + 2 * workers  # decoded ahead: the next batch and then some
-        for done, item in enumerate(_in_order(pool, writer.prepare, todo, window), 1):
+        prepared = _in_order(pool, writer.prepare, plan.todo, window)
+        return run_stages(writer, prepared, len(plan.todo), batch_size, on_progress)
+    finally:
+        pool.shutdown(cancel_futures=True)
+
+
+def run_stages(
+    writer: IndexWriter,
+    prepared: Iterable[Prepared],
+    total: int,
+    batch_size: int,
+    on_progress: ProgressCallback | None = None,
+) -> IndexSummary:
+    """The one loop of every executor: files prepared by the reader stage (and encoded by the mapper
+    stage when that ran elsewhere) go to the writer, batch_size to a commit; unreadable ones are set
+    aside; removals come last (IndexWriter.finish). Here (a thread pool) and on a Ray cluster alike.
+
+    on_progress(done, total) is called once with done=0, then after each file taken."""
+    if on_progress:
+        on_progress(0, total)
+    first_skip = len(writer.summary.skipped)  # the walk's, in its own order
+    batch: list[Prepared] = []
+    try:
+        for done, item in enumerate(prepared, 1):
             if item.error is None:
                 batch.append(item)
             else:
@@ -164,14 +185,13 @@ def _index_paths(
                 writer.store_batch(batch)
                 batch = []
             if on_progress:
-                on_progress(done, len(todo))
+                on_progress(done, total)
         writer.store_batch(batch)
-        return writer.finish()
     except DiskFullError as exc:  # what was stored stays: say how far the run got
         stored = writer.summary.added + writer.summary.updated + writer.summary.reused
-        raise DiskFullError(exc.where, stored, len(todo)) from None
-    finally:
-        pool.shutdown(cancel_futures=True)
+        raise DiskFullError(exc.where, stored, total) from None
+    writer.summary.skipped[first_skip:] = sorted(writer.summary.skipped[first_skip:])  # path order, any executor
+    return writer.finish()
 
 
 def default_workers() -> int:
