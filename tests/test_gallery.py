@@ -18,7 +18,7 @@ from assoc.runtime.errors import GalleryDamagedError, GalleryError, NoGalleryErr
 from assoc.runtime.scoring.matchmap import score_grids
 from assoc.runtime.search.pipeline import search
 from assoc.runtime.stores import gallery as gallery_module
-from assoc.runtime.stores import gallery_compaction
+from assoc.runtime.stores import gallery_compaction, gallery_files
 from assoc.runtime.stores.base import PhotoRecord
 from assoc.runtime.stores.gallery import Gallery
 
@@ -82,7 +82,7 @@ def test_search_equals_brute_force_over_shards_shapes_and_chunks(
     gallery: Gallery, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(gallery_module, "MAX_SHARD_BYTES", 4 * 4 * DIM * 2 * 50)  # 50 rows a shard
-    monkeypatch.setattr(gallery_module, "SEARCH_CHUNK_BYTES", 4 * 4 * DIM * 2 * 7)  # 7 photos a chunk
+    monkeypatch.setattr(gallery_files, "SEARCH_CHUNK_BYTES", 4 * 4 * DIM * 2 * 7)  # 7 photos a chunk
     shapes = [(4, 4), (3, 5), (1, 1)]
     gallery.add([item(f"/photos/{i:04d}.jpg", f"h{i}", shapes[i % 3]) for i in range(240)])
     gallery.remove([f"/photos/{i:04d}.jpg" for i in range(0, 240, 5)])  # holes: rows no longer contiguous
@@ -126,7 +126,7 @@ def test_search_scores_equal_float32_scoring_of_the_stored_values(
 ) -> None:
     """Chunking and the scan kernel's widening change a score by float32 rounding at most, even for
     float16's odd values."""
-    monkeypatch.setattr(gallery_module, "SEARCH_CHUNK_BYTES", 4 * 4 * DIM * 2 * 5)  # 5 photos a chunk
+    monkeypatch.setattr(gallery_files, "SEARCH_CHUNK_BYTES", 4 * 4 * DIM * 2 * 5)  # 5 photos a chunk
     items = [item(f"/p/{i:03d}.jpg", f"h{i}", ((4, 4), (2, 3))[i % 2]) for i in range(60)]
     record, grid = items[0]
     grid = grid.copy()

@@ -68,11 +68,11 @@ def _vm_steps(gallery: Gallery, call) -> int:  # noqa: ANN001
         steps[0] += 1
         return 0
 
-    gallery._db.set_progress_handler(count, 100)
+    gallery.db.set_progress_handler(count, 100)
     try:
         call()
     finally:
-        gallery._db.set_progress_handler(None, 100)
+        gallery.db.set_progress_handler(None, 100)
     return steps[0]
 
 

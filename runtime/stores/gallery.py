@@ -7,11 +7,14 @@ for the patch grids and their first-stage vectors.
     shards/00001.pool   row for row, the photo's pooled vector (1, D), float16
     shards/00001.cent   row for row, its first-stage centroids (C, D), float16 (scoring/first_stage.py)
 
-The database side lives in catalogue.py, the file side in shard_files.py; what a search reads (a
-snapshot of the shards and the pooled -> centroid first stage) in gallery_view.py, which
-assoc.runtime.search ranks through, as it ranks every store; compaction in gallery_compaction.py and
-the format 1 upgrade in gallery_upgrade.py. This module is the Gallery that holds them to one write
-order: opening, records, adding and removing, checking, and recovery after a killed writer.
+The database side lives in catalogue.py, the file side in shard_files.py. Beneath Gallery lies
+gallery_files.py (GalleryFiles): the folder's connection, its shard files' layout, its shard listing
+and the write transaction, whose first of a session recovers after a killed writer. The jobs run on
+those GalleryFiles: what a search reads (a snapshot of the shards and the pooled -> centroid first
+stage) in gallery_view.py, which assoc.runtime.search ranks through, as it ranks every store;
+compaction in gallery_compaction.py and the format upgrades in gallery_upgrade.py. This module is
+the Gallery that builds on them and holds them to one write order: opening, records, adding and
+removing, checking, and loading the snapshot a search reads.
 
 Each photo's row carries a checksum of its bytes in all three files (row_checksums); every row whose
 grid is read for a search is verified first, and a mismatch is a GalleryDamagedError naming the photo,
@@ -28,12 +31,11 @@ Crash safety rests on one write order, always inside SQLite's write lock (BEGIN 
 and first-stage bytes go to the shard files at their committed end and are fsynced, and only then are
 the rows that point at them committed. A kill at any moment leaves committed rows pointing at written
 bytes; what a killed writer left past a shard's committed end is overwritten by the next write and
-truncated by the first write of the next session, which also deletes shard files that no committed
-row names. Because bytes are only written under the write lock, that cleanup never races another
-writer. Shard files shorter
-than their committed rows (truncated or deleted by something else) lose the photos whose bytes are
-gone: records() stops listing them at once, so the next index run encodes them again, and its first
-write drops their rows.
+truncated by the first write of the next session (GalleryFiles.writing), which also deletes shard
+files that no committed row names. Because bytes are only written under the write lock, that cleanup
+never races another writer. Shard files shorter than their committed rows (truncated or deleted by
+something else) lose the photos whose bytes are gone: records() stops listing them at once, so the
+next index run encodes them again, and its first write drops their rows.
 
 Replaced and removed photos leave dead rows behind; gallery_compaction.py gives their bytes back.
 
@@ -49,24 +51,17 @@ from __future__ import annotations
 import functools
 import os
 import sqlite3
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager, suppress
-from dataclasses import dataclass, replace
+from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Concatenate, ParamSpec, TypeVar
 
 import numpy as np
 
 from ..encoding.bundle import FirstStageConfig
-from ..errors import (
-    DatabaseDamagedError,
-    GalleryDamagedError,
-    GalleryError,
-    GalleryReadOnlyError,
-    NoGalleryError,
-)
+from ..errors import DatabaseDamagedError, GalleryDamagedError, GalleryError, NoGalleryError
 from ..scoring.first_stage import PhotoVectors
-from ..search.filters import NO_DATE, PhotoFilter, photo_type
+from ..search.filters import NO_DATE, PhotoFilter
 from .base import CheckReport, DamagedPhoto, PhotoRecord, checked_vectors
 from .catalogue import (
     DB_NAME,
@@ -85,21 +80,17 @@ from .catalogue import (
     translated_errors,
 )
 from .gallery_compaction import compact_shards, maybe_compact
+from .gallery_files import GalleryFiles, Part, Shard
 from .gallery_upgrade import upgrade
 from .gallery_view import GalleryView
 from .shard_files import (
-    CENTROIDS_SUFFIX,
     DTYPE,
     LAYER_SUFFIXES,
-    POOL_SUFFIX,
-    SEARCH_CHUNK_BYTES,
     SHARD_DIR,
     SHARD_SUFFIX,
-    fsync_dir,
     gather_rows,
     layer_rows,
     row_checksums,
-    unlink_quietly,
     write_at,
 )
 
@@ -108,32 +99,6 @@ MAX_SHARD_BYTES = 256 << 20  # a new shard file is started past this size
 
 T = TypeVar("T")
 P = ParamSpec("P")
-
-
-@dataclass(frozen=True)
-class _Shard:
-    id: int
-    grid: tuple[int, int]
-    rows: int  # committed rows
-    live: int  # rows that a photo points at
-
-
-@dataclass(frozen=True)
-class _Part:
-    """The live rows of one shard, in row order, as a search reads them."""
-
-    shard: int
-    grid: tuple[int, int]
-    committed: int
-    rows: np.ndarray
-    paths: list[str]
-    sums: np.ndarray  # each row's stored checksum (int64)
-    taken: np.ndarray  # each row's date taken (int64 Unix seconds; NO_DATE: unknown)
-
-    @functools.cached_property
-    def types(self) -> np.ndarray:
-        """Each row's photo_type (what a filter by type compares), worked out once per snapshot."""
-        return np.array([photo_type(path) for path in self.paths], dtype=str)
 
 
 def _guarded(method: Callable[Concatenate[Gallery, P], T]) -> Callable[Concatenate[Gallery, P], T]:
@@ -158,21 +123,13 @@ def _guarded_read(method: Callable[Concatenate[Gallery, P], T]) -> Callable[Conc
     return guarded
 
 
-class Gallery:
+class Gallery(GalleryFiles):
     """A gallery folder for one model bundle; implements assoc.runtime.stores.base.Store."""
 
     def __init__(self, folder: Path, conn: sqlite3.Connection, bundle_id: str, embed_dim: int) -> None:
         """Use Gallery.open."""
-        self.folder = folder
+        super().__init__(folder, conn, embed_dim)
         self.bundle_id = bundle_id
-        self.embed_dim = embed_dim
-        self._conn: sqlite3.Connection | None = conn
-        self._parts: list[_Part] | None = None
-        self._data_version = -1
-        self._maps: dict[tuple[int, str], np.memmap] = {}
-        self._cleaned = False
-        self.read_only = False  # set by open: a gallery this process may search but not change
-        self.first_stage = FirstStageConfig()  # set by open: the reduction stored, the search's candidates
         self._taken = "taken"  # the column of dates taken; NULL in a format 2 gallery read as it is
 
     # ------------------------------------------------------------------ opening
@@ -244,12 +201,6 @@ class Gallery:
             raise
         return gallery
 
-    def close(self) -> None:
-        self._maps.clear()
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
-
     def __enter__(self) -> Gallery:
         return self
 
@@ -260,14 +211,14 @@ class Gallery:
 
     @_guarded_read
     def __len__(self) -> int:
-        return self._db.execute("SELECT COUNT(*) FROM photos").fetchone()[0]
+        return self.db.execute("SELECT COUNT(*) FROM photos").fetchone()[0]
 
     @_guarded_read
     def records(self) -> dict[str, PhotoRecord]:
         """Every photo whose bytes are all on disk (one whose shard file was cut short is left out, so
         that an index run encodes it again)."""
         missing = self._missing()
-        rows = self._db.execute(
+        rows = self.db.execute(
             f"SELECT path, size, mtime_ns, content_hash, grid_h, grid_w, width, height, {self._taken} FROM photos"
         )
         records = (
@@ -278,7 +229,7 @@ class Gallery:
 
     @_guarded_read
     def record(self, path: str) -> PhotoRecord | None:
-        row = self._db.execute(
+        row = self.db.execute(
             f"SELECT size, mtime_ns, content_hash, grid_h, grid_w, width, height, {self._taken} FROM photos"
             " WHERE path = ?",
             (sql_path(path),),
@@ -292,13 +243,13 @@ class Gallery:
     def find_by_hash(self, content_hash: str) -> str | None:
         """Through the hash index, and a stat of the shard files of the photos found: a web app asks this
         for every thumbnail, so it never looks at the whole gallery."""
-        rows = self._db.execute(
+        rows = self.db.execute(
             "SELECT p.path, p.row, s.id, s.grid_h, s.grid_w, s.rows FROM photos p JOIN shards s ON s.id = p.shard"
             " WHERE p.content_hash = ? ORDER BY p.path",
             (content_hash,),
         ).fetchall()
         for path, row, shard, gh, gw, committed in rows:
-            if row < self._whole_rows([_Shard(shard, (gh, gw), committed, 0)])[shard]:
+            if row < self.whole_rows([Shard(shard, (gh, gw), committed, 0)])[shard]:
                 return path_of(path)
         return None
 
@@ -309,22 +260,22 @@ class Gallery:
 
     def get_vectors(self, path: str) -> PhotoVectors | None:
         def read() -> PhotoVectors | None:
-            row = self._db.execute(
+            row = self.db.execute(
                 "SELECT shard, row, grid_h, grid_w, checksum FROM photos WHERE path = ?", (sql_path(path),)
             ).fetchone()
             if row is None:
                 return None
             shard, index, gh, gw, checksum = row
             blocks = []
-            for suffix, vectors in self._layers((gh, gw)):
+            for suffix, vectors in self.layers((gh, gw)):
                 count = vectors * self.embed_dim
                 flat = np.fromfile(
-                    self._layer_path(shard, suffix), dtype=DTYPE, count=count, offset=index * count * DTYPE.itemsize
+                    self.layer_path(shard, suffix), dtype=DTYPE, count=count, offset=index * count * DTYPE.itemsize
                 )
                 if flat.size != count:
                     raise GalleryDamagedError(self.folder, f"shard {shard} is too short for {path}")
                 blocks.append(flat.reshape(1, vectors, self.embed_dim))
-            self._verify(blocks, np.array([checksum], np.int64), [path])
+            self.verify(blocks, np.array([checksum], np.int64), [path])
             grid, pooled, centroids = (block[0] for block in blocks)
             return PhotoVectors(grid.reshape(gh, gw, self.embed_dim), pooled[0], centroids)
 
@@ -343,7 +294,7 @@ class Gallery:
         drop the rows of damaged photos so that the next index run encodes them again. The database
         itself is checked first (SQLite's integrity check): damage there is a DatabaseDamagedError,
         which dropping photos cannot mend."""
-        found = [row[0] for row in self._db.execute("PRAGMA integrity_check").fetchall()]
+        found = [row[0] for row in self.db.execute("PRAGMA integrity_check").fetchall()]
         if found != ["ok"]:
             more = f" (and {len(found) - 1} more problems)" if len(found) > 1 else ""
             raise DatabaseDamagedError(self.folder, f"SQLite's integrity check says: {found[0]}{more}")
@@ -351,8 +302,8 @@ class Gallery:
         missing = {d.path for d in damaged}
         parts, maps = self._retrying(lambda: self._snapshot(tolerant=True))
         for part, layers in zip(parts, maps, strict=True):
-            for start in range(0, len(part.rows), self._step(part.grid)):
-                rows = part.rows[start : start + self._step(part.grid)]
+            for start in range(0, len(part.rows), self.step(part.grid)):
+                rows = part.rows[start : start + self.step(part.grid)]
                 paths = part.paths[start : start + len(rows)]
                 present = rows < min((mm.shape[0] for mm in layers.values()), default=0)
                 blocks = [gather_rows(mm, rows[present]) for mm in layers.values()]
@@ -370,8 +321,8 @@ class Gallery:
         photos = len(self)
         if not (repair and damaged):
             return CheckReport(photos, damaged, 0)
-        with self._writing():
-            self._db.executemany("DELETE FROM photos WHERE path = ?", [(sql_path(d.path),) for d in damaged])
+        with self.writing():
+            self.db.executemany("DELETE FROM photos WHERE path = ?", [(sql_path(d.path),) for d in damaged])
         return CheckReport(photos, damaged, len(damaged))
 
     def size_on_disk(self) -> int:
@@ -394,10 +345,10 @@ class Gallery:
         for record, vectors in items:
             vectors = checked_vectors(record, vectors, self.embed_dim, self.first_stage)
             by_grid.setdefault(vectors.grid.shape[:2], []).append((record, vectors))
-        with self._writing():
+        with self.writing():
             for grid_shape, group in by_grid.items():
                 places = self._append(grid_shape, [v for _, v in group])
-                self._db.executemany(
+                self.db.executemany(
                     "INSERT OR REPLACE INTO photos (path, size, mtime_ns, content_hash, grid_h, grid_w, width,"
                     " height, shard, row, checksum, taken) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     [
@@ -413,8 +364,8 @@ class Gallery:
         """Record photos' dates taken in one commit (rows only: no shard byte changes)."""
         if not dates:
             return
-        with self._writing():
-            self._db.executemany(
+        with self.writing():
+            self.db.executemany(
                 "UPDATE photos SET taken = ? WHERE path = ?", [(int(t), sql_path(p)) for p, t in dates.items()]
             )
 
@@ -422,8 +373,8 @@ class Gallery:
     def remove(self, paths: list[str]) -> None:
         if not paths:
             return
-        with self._writing():
-            self._db.executemany("DELETE FROM photos WHERE path = ?", [(sql_path(p),) for p in paths])
+        with self.writing():
+            self.db.executemany("DELETE FROM photos WHERE path = ?", [(sql_path(p),) for p in paths])
         maybe_compact(self)
 
     @_guarded
@@ -433,115 +384,22 @@ class Gallery:
 
     # ------------------------------------------------------------------ internals
 
-    @property
-    def _db(self) -> sqlite3.Connection:
-        if self._conn is None:
-            raise GalleryError(f"gallery {self.folder} is closed")
-        return self._conn
-
-    def _shard_path(self, shard: int) -> Path:
-        return self._layer_path(shard, SHARD_SUFFIX)
-
-    def _layer_path(self, shard: int, suffix: str) -> Path:
-        return self.folder / SHARD_DIR / f"{shard:05d}{suffix}"
-
-    def _layers(self, grid: tuple[int, int]) -> tuple[tuple[str, int], ...]:
-        """(file suffix, vectors per row) of a shard's files, the grids first."""
-        return (SHARD_SUFFIX, grid[0] * grid[1]), (POOL_SUFFIX, 1), (CENTROIDS_SUFFIX, self.first_stage.vectors)
-
-    def _row_bytes(self, grid: tuple[int, int], suffix: str = SHARD_SUFFIX) -> int:
-        vectors = dict(self._layers(grid))[suffix]
-        return vectors * self.embed_dim * DTYPE.itemsize
-
-    def _step(self, grid: tuple[int, int]) -> int:
-        """Rows of this grid shape scored in one chunk."""
-        return max(1, SEARCH_CHUNK_BYTES // self._row_bytes(grid))
-
-    def _verify(self, blocks: list[np.ndarray], sums: np.ndarray, paths: list[str]) -> None:
-        """Raise GalleryDamagedError naming the first photo whose rows (in blocks) do not match its checksum."""
-        bad = np.flatnonzero(row_checksums(blocks) != sums)
-        if len(bad):
-            raise GalleryDamagedError(
-                self.folder, f"the stored data of {paths[bad[0]]} does not match its checksum ({len(bad)} photos)"
-            )
-
-    def _shards(self) -> list[_Shard]:
-        rows = self._db.execute(
-            "SELECT s.id, s.grid_h, s.grid_w, s.rows, COUNT(p.path) FROM shards s"
-            " LEFT JOIN photos p ON p.shard = s.id GROUP BY s.id ORDER BY s.id"
-        )
-        return [_Shard(i, (gh, gw), n, live) for i, gh, gw, n, live in rows]
-
-    @contextmanager
-    def _writing(self, upgrading: bool = False) -> Iterator[None]:
-        """A write transaction under SQLite's write lock; grid bytes are written only inside one.
-        The first of a session cleans up after killed writers, except the format upgrade's (the files
-        it cleans up are made by the upgrade)."""
-        if self.read_only:
-            raise GalleryReadOnlyError(self.folder)
-        self._db.execute("BEGIN IMMEDIATE")
-        self._parts = None
-        try:
-            if not self._cleaned and not upgrading:
-                self._drop_orphans()
-            yield
-        except BaseException:
-            with suppress(sqlite3.Error):  # a failed rollback leaves the transaction to SQLite's recovery
-                self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
-        self._cleaned = self._cleaned or not upgrading
-
-    def _drop_orphans(self) -> None:
-        """Delete shard files no row names, drop the photos whose bytes a shard file lost (and its
-        rows past them), and truncate bytes past each shard's committed end."""
-        shards = {s.id: s for s in self._shards()}
-        for path in (self.folder / SHARD_DIR).iterdir():
-            if not path.stem.isdigit() or int(path.stem) not in shards or path.suffix not in LAYER_SUFFIXES:
-                unlink_quietly(path)
-        whole = self._whole_rows(shards.values())
-        for shard in shards.values():
-            rows = min(shard.rows, whole[shard.id])
-            if rows < shard.rows:
-                self._db.execute("DELETE FROM photos WHERE shard = ? AND row >= ?", (shard.id, rows))
-                self._db.execute("UPDATE shards SET rows = ? WHERE id = ?", (rows, shard.id))
-            for suffix, _ in self._layers(shard.grid):
-                path = self._layer_path(shard.id, suffix)
-                expected = rows * self._row_bytes(shard.grid, suffix)
-                if not path.is_file():  # deleted: made again, empty (its photos were dropped above)
-                    path.touch()
-                if path.stat().st_size != expected:
-                    with suppress(OSError):  # mapped by another process on Windows: the bytes stay harmless
-                        os.truncate(path, expected)
-
-    def _whole_rows(self, shards: Iterable[_Shard]) -> dict[int, int]:
-        """Rows of each shard whose bytes are all on disk, in every one of its files (a stat per file)."""
-        out = {}
-        for shard in shards:
-            whole = shard.rows
-            for suffix, _ in self._layers(shard.grid):
-                path = self._layer_path(shard.id, suffix)
-                size = path.stat().st_size if path.is_file() else 0
-                whole = min(whole, size // self._row_bytes(shard.grid, suffix))
-            out[shard.id] = whole
-        return out
-
     def _missing(self) -> dict[str, int]:
         """Photos whose rows lie past the bytes their shard files hold, with their shard."""
-        rows = self._db.execute("SELECT id, grid_h, grid_w, rows FROM shards")  # live counts are not needed
-        shards = [_Shard(i, (gh, gw), n, 0) for i, gh, gw, n in rows]
-        short = [(s.id, n) for s in shards if (n := self._whole_rows([s])[s.id]) < s.rows]
+        rows = self.db.execute("SELECT id, grid_h, grid_w, rows FROM shards")  # live counts are not needed
+        shards = [Shard(i, (gh, gw), n, 0) for i, gh, gw, n in rows]
+        short = [(s.id, n) for s in shards if (n := self.whole_rows([s])[s.id]) < s.rows]
         out: dict[str, int] = {}
         for shard, whole in short:
-            rows = self._db.execute("SELECT path FROM photos WHERE shard = ? AND row >= ?", (shard, whole))
+            rows = self.db.execute("SELECT path FROM photos WHERE shard = ? AND row >= ?", (shard, whole))
             out.update((path_of(path), shard) for (path,) in rows)
         return out
 
     def _append(self, grid: tuple[int, int], photos: list[PhotoVectors]) -> list[tuple[int, int, int]]:
         """Write photos' grids and first-stage vectors after the committed rows of this shape's newest
         shard; returns each photo's (shard, row, checksum)."""
-        per_shard = max(1, MAX_SHARD_BYTES // self._row_bytes(grid))
-        row = self._db.execute(
+        per_shard = max(1, MAX_SHARD_BYTES // self.row_bytes(grid))
+        row = self.db.execute(
             "SELECT id, rows FROM shards WHERE grid_h = ? AND grid_w = ? ORDER BY id DESC LIMIT 1", grid
         ).fetchone()
         shard, used = row if row is not None else (None, per_shard)
@@ -550,44 +408,37 @@ class Gallery:
         places: list[tuple[int, int, int]] = []
         while len(places) < len(photos):
             if used >= per_shard:
-                shard, used = self._new_shard(grid), 0
+                shard, used = self.new_shard(grid), 0
             done, take = len(places), min(len(photos) - len(places), per_shard - used)
-            for (suffix, _), data in zip(self._layers(grid), layers, strict=True):
-                offset = used * self._row_bytes(grid, suffix)
-                write_at(self._layer_path(shard, suffix), offset, data[done : done + take])
-            self._db.execute("UPDATE shards SET rows = ? WHERE id = ?", (used + take, shard))
+            for (suffix, _), data in zip(self.layers(grid), layers, strict=True):
+                offset = used * self.row_bytes(grid, suffix)
+                write_at(self.layer_path(shard, suffix), offset, data[done : done + take])
+            self.db.execute("UPDATE shards SET rows = ? WHERE id = ?", (used + take, shard))
             places += [(shard, used + j, int(sums[done + j])) for j in range(take)]
             used += take
         return places
 
-    def _new_shard(self, grid: tuple[int, int]) -> int:
-        shard = self._db.execute("INSERT INTO shards (grid_h, grid_w, rows) VALUES (?, ?, 0)", grid).lastrowid
-        for suffix, _ in self._layers(grid):
-            self._layer_path(shard, suffix).write_bytes(b"")  # truncates what a killed writer left under this id
-        fsync_dir(self.folder / SHARD_DIR)
-        return shard
-
-    def _snapshot(self, tolerant: bool = False) -> tuple[list[_Part], list[dict[str, np.memmap]]]:
+    def _snapshot(self, tolerant: bool = False) -> tuple[list[Part], list[dict[str, np.memmap]]]:
         """The live rows of every shard and a map of each of its files, reloaded after any commit.
 
         A file shorter than its committed rows is a GalleryDamagedError, or, when tolerant, mapped only
         as far as its whole rows go.
         """
-        version = self._db.execute("PRAGMA data_version").fetchone()[0]
-        if self._parts is None or version != self._data_version:
-            self._parts, self._data_version = self._load_parts(), version
-            keep = {p.shard for p in self._parts}
-            self._maps = {key: m for key, m in self._maps.items() if key[0] in keep}
+        version = self.db.execute("PRAGMA data_version").fetchone()[0]
+        if self.parts is None or version != self.data_version:
+            self.parts, self.data_version = self._load_parts(), version
+            keep = {p.shard for p in self.parts}
+            self.maps = {key: m for key, m in self.maps.items() if key[0] in keep}
         maps = []
-        for part in self._parts:
+        for part in self.parts:
             layers = {}
-            for suffix, vectors in self._layers(part.grid):
-                mm = self._maps.get((part.shard, suffix))
+            for suffix, vectors in self.layers(part.grid):
+                mm = self.maps.get((part.shard, suffix))
                 if mm is None or mm.shape[0] < part.committed:
-                    path = self._layer_path(part.shard, suffix)
+                    path = self.layer_path(part.shard, suffix)
                     rows = part.committed
                     if tolerant:
-                        rows = min(rows, path.stat().st_size // self._row_bytes(part.grid, suffix))
+                        rows = min(rows, path.stat().st_size // self.row_bytes(part.grid, suffix))
                     try:
                         mm = np.memmap(path, dtype=DTYPE, mode="r", shape=(rows, vectors, self.embed_dim))
                     except ValueError:  # numpy's word for a file shorter than the map (or an empty one)
@@ -595,24 +446,24 @@ class Gallery:
                             detail = f"{path.name} is shorter than its rows (photos there need indexing again)"
                             raise GalleryDamagedError(self.folder, detail) from None
                         mm = np.zeros((0, vectors, self.embed_dim), DTYPE)
-                    self._maps[(part.shard, suffix)] = mm
+                    self.maps[(part.shard, suffix)] = mm
                 layers[suffix] = mm
             maps.append(layers)
-        return self._parts, maps
+        return self.parts, maps
 
-    def _load_parts(self) -> list[_Part]:
-        self._db.execute("SAVEPOINT load_parts")  # both reads from one snapshot, whoever commits meanwhile
+    def _load_parts(self) -> list[Part]:
+        self.db.execute("SAVEPOINT load_parts")  # both reads from one snapshot, whoever commits meanwhile
         try:
-            rows = self._db.execute(
+            rows = self.db.execute(
                 f"SELECT p.shard, s.grid_h, s.grid_w, s.rows, p.row, p.path, p.checksum, {self._taken} FROM photos p"
                 " JOIN shards s ON s.id = p.shard ORDER BY p.shard, p.row"
             ).fetchall()
-            photos = self._db.execute("SELECT COUNT(*) FROM photos").fetchone()[0]
+            photos = self.db.execute("SELECT COUNT(*) FROM photos").fetchone()[0]
         finally:
-            self._db.execute("RELEASE load_parts")
+            self.db.execute("RELEASE load_parts")
         if photos != len(rows):  # a photo pointing at no shard, or an index that lost or doubled a row
             raise DatabaseDamagedError(self.folder, f"it lists {photos} photos, but {len(rows)} in its shards")
-        parts: list[_Part] = []
+        parts: list[Part] = []
         start = 0
         for end in range(1, len(rows) + 1):
             if end == len(rows) or rows[end][0] != rows[start][0]:
@@ -622,7 +473,7 @@ class Gallery:
                 places = np.array([r[4] for r in chunk], np.int64)
                 sums = np.array([r[6] for r in chunk], np.int64)
                 taken = np.array([NO_DATE if r[7] is None else r[7] for r in chunk], np.int64)
-                parts.append(_Part(shard, (gh, gw), committed, places, paths, sums, taken))
+                parts.append(Part(shard, (gh, gw), committed, places, paths, sums, taken))
                 start = end
         return parts
 
@@ -655,6 +506,6 @@ class Gallery:
             try:
                 return read()
             except FileNotFoundError as exc:
-                self._parts = None
+                self.parts = None
                 missing = exc.filename
         raise GalleryDamagedError(self.folder, f"{missing} is missing")

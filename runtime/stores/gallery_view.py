@@ -1,10 +1,11 @@
 """What one search reads of the built-in gallery: a snapshot of its shards and its own first stage.
 
 GalleryView implements assoc.runtime.search.pipeline.StoreView over the memory-mapped shard files of
-one committed snapshot. A selection is, per shard, the sorted rows of the photos picked. Its first
-stage (PooledCentroids) ranks every photo by its pooled vector, keeps the plan's shortlist, ranks
-those by MaxSim against their centroids and keeps the plan's candidates. Every row whose grid is
-read is verified against its checksum first: a mismatch is a GalleryDamagedError naming the photo.
+one committed snapshot, which Gallery loads; it reads the folder through the gallery's GalleryFiles
+(gallery_files.py). A selection is, per shard, the sorted rows of the photos picked. Its first stage
+(PooledCentroids) ranks every photo by its pooled vector, keeps the plan's shortlist, ranks those by
+MaxSim against their centroids and keeps the plan's candidates. Every row whose grid is read is
+verified against its checksum first: a mismatch is a GalleryDamagedError naming the photo.
 A view opened with a filter (assoc.runtime.search.filters) holds only the rows that meet it: its
 `everything` is those rows, and its first stage ranks among them alone.
 """
@@ -12,7 +13,6 @@ A view opened with a filter (assoc.runtime.search.filters) holds only the rows t
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -22,19 +22,17 @@ from ..search.pipeline import SearchPlan
 from ..search.query import Query
 from ..search.rerank import GridChunk, SearchHit, scan_kernel
 from .catalogue import sql_path, translated_errors
+from .gallery_files import GalleryFiles, Part
 from .shard_files import CENTROIDS_SUFFIX, DTYPE, POOL_SUFFIX, SEARCH_CHUNK_BYTES, gather_rows
-
-if TYPE_CHECKING:
-    from .gallery import Gallery, _Part
 
 Selection = list[np.ndarray]  # per part of the view, the rows picked (sorted, a subset of part.rows)
 
 
 class GalleryView:
     def __init__(
-        self, gallery: Gallery, parts: list[_Part], maps: list[dict[str, np.memmap]], where: PhotoFilter | None = None
+        self, files: GalleryFiles, parts: list[Part], maps: list[dict[str, np.memmap]], where: PhotoFilter | None = None
     ) -> None:
-        self.gallery = gallery
+        self.files = files
         self.parts = parts
         self.maps = maps
         if where:
@@ -50,15 +48,15 @@ class GalleryView:
         return PooledCentroids()
 
     def read_grids(self, selection: Selection) -> Iterator[GridChunk]:
-        with translated_errors(self.gallery.folder):
+        with translated_errors(self.files.folder):
             for part, layers, rows in zip(self.parts, self.maps, selection, strict=True):
                 where = np.searchsorted(part.rows, rows)  # rows are sorted, as part.rows are
-                step = self.gallery._step(part.grid)
+                step = self.files.step(part.grid)
                 for start in range(0, len(rows), step):
                     chunk = where[start : start + step]
                     paths = [part.paths[i] for i in chunk]
                     blocks = [gather_rows(mm, part.rows[chunk]) for mm in layers.values()]
-                    self.gallery._verify(blocks, part.sums[chunk], paths)
+                    self.files.verify(blocks, part.sums[chunk], paths)
                     yield GridChunk(paths, blocks[0], blocks[1][:, 0])
 
     def confirm(self, hits: list[SearchHit]) -> None:
@@ -68,18 +66,18 @@ class GalleryView:
         against the other, so a flipped bit in a path, or in an index entry, would otherwise pair a
         photo with another's name or place in silence.
         """
-        db = self.gallery._db
+        db = self.files.db
         by_shard = {part.shard: part for part in self.parts}
-        with translated_errors(self.gallery.folder):
+        with translated_errors(self.files.folder):
             for hit in hits:
                 place = db.execute("SELECT shard, row FROM photos WHERE path = ?", (sql_path(hit.path),)).fetchone()
                 part = by_shard.get(place[0]) if place is not None else None
                 i = int(np.searchsorted(part.rows, place[1])) if part is not None else 0
                 if part is None or i >= len(part.rows) or part.rows[i] != place[1] or part.paths[i] != hit.path:
-                    if db.execute("PRAGMA data_version").fetchone()[0] != self.gallery._data_version:
+                    if db.execute("PRAGMA data_version").fetchone()[0] != self.files.data_version:
                         return  # another process committed since the snapshot: that explains it
                     detail = f"its database disagrees with itself about {hit.path}"
-                    raise DatabaseDamagedError(self.gallery.folder, detail)
+                    raise DatabaseDamagedError(self.files.folder, detail)
 
 
 class PooledCentroids:
@@ -101,7 +99,7 @@ def _narrow(view: GalleryView, picks: Selection, suffix: str, keep: int, kind: s
         return picks
     kernel = scan_kernel(kind)
     estimates = []
-    with translated_errors(view.gallery.folder):
+    with translated_errors(view.files.folder):
         for layers, rows in zip(view.maps, picks, strict=True):
             mm = layers[suffix]
             step = max(1, SEARCH_CHUNK_BYTES // (mm.shape[1] * mm.shape[2] * DTYPE.itemsize))

@@ -80,7 +80,7 @@ def unlink_quietly(path: Path) -> None:
 
 
 def layer_rows(photos: list[PhotoVectors]) -> list[np.ndarray]:
-    """Photos' vectors as the rows of each shard file (Gallery._layers order), (N, vectors, D) float16."""
+    """Photos' vectors as the rows of each shard file (GalleryFiles.layers order), (N, vectors, D) float16."""
     grids = np.stack([p.grid for p in photos])
     n, h, w, d = grids.shape
     pooled = np.stack([p.pooled for p in photos])[:, None]
