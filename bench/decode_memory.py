@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
-from assoc.runtime.imaging.images import MAX_MEGAPIXELS
+from assoc.runtime.imaging.pillow_decode import MAX_MEGAPIXELS
 
 HOSTILE = [  # (file name, (width, height), mode): flat images, so each file is small on disk
     ("huge_16bit_a.png", (11000, 10000), "I;16"),  # 110 MP in a file of ~240 KB

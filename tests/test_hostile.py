@@ -38,7 +38,8 @@ from assoc.runtime.errors import (
     GalleryReadOnlyError,
     ImageLoadError,
 )
-from assoc.runtime.imaging.images import DECODE_PEAK_BYTES, load_image
+from assoc.runtime.imaging.images import load_image
+from assoc.runtime.imaging.pillow_decode import DECODE_PEAK_BYTES
 from assoc.runtime.imaging.preprocess import preprocess
 from assoc.runtime.indexing.indexer import available_memory, default_workers, index_paths
 from assoc.runtime.indexing.walk import walk

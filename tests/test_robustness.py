@@ -25,7 +25,8 @@ from assoc.api.stores import StoreSpec
 from assoc.runtime.encoding.bundle import CONFIG_NAME, Bundle, load_bundle
 from assoc.runtime.encoding.encoders import MAX_QUERY_TOKENS, ImageEncoder, TextEncoder
 from assoc.runtime.errors import BundleError, GalleryIndexingError, QueryError
-from assoc.runtime.imaging.images import MAX_MEGAPIXELS, load_image
+from assoc.runtime.imaging.images import load_image
+from assoc.runtime.imaging.pillow_decode import MAX_MEGAPIXELS
 from assoc.runtime.indexing.indexer import index_paths
 from assoc.runtime.indexing.lock import index_lock
 from assoc.runtime.indexing.walk import GALLERY_REASON, walk

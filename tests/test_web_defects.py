@@ -160,7 +160,7 @@ def huge_png(seed: int, side: int = 7000) -> bytes:
 
 @pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="reads peak memory from Linux's /proc")
 def test_concurrent_huge_pixel_uploads_are_decoded_within_a_budget(gallery: tuple[Path, Path], tmp_path: Path) -> None:
-    from assoc.runtime.imaging.images import DECODE_PEAK_BYTES, MAX_MEGAPIXELS
+    from assoc.runtime.imaging.pillow_decode import DECODE_PEAK_BYTES, MAX_MEGAPIXELS
     from assoc.web.photos import VIEW_PIXELS
 
     pngs = [huge_png(seed) for seed in range(5)]
@@ -313,8 +313,6 @@ def test_the_module_docstring_lists_every_route(local: tuple[LocalServer, Any]) 
 
 
 # ---------------------------------------------------------------------------------------------- the viewer
-
-
 
 
 def test_click_on_peak_lists_phrase_word_first(browser: Any, local: tuple[LocalServer, Any]) -> None:

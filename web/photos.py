@@ -10,7 +10,7 @@ built-in gallery, or (a Qdrant store, or a gallery this user cannot write) in th
 Uploads live only in memory (the last UPLOADS_KEPT of them) and are never written anywhere.
 
 Memory is bounded: photos are decoded only at the size a picture needs (JPEG's DCT scaling, then
-whole-factor reduction), never over the indexer's pixel cap (images.MAX_MEGAPIXELS: TooManyPixels), and
+whole-factor reduction), never over the indexer's pixel cap (pillow_decode.MAX_MEGAPIXELS: TooManyPixels), and
 all the server's threads together decode no more pixels at once than one photo at that cap
 (DecodeBudget). Localizations are kept as their maps alone, at grid size, never with the photo.
 
@@ -43,14 +43,8 @@ from ..api.searcher import IndexedPhoto, Searcher
 from ..api.stores import StoreSpec
 from ..runtime.errors import ImageLoadError, QueryError
 from ..runtime.imaging.files import open_regular
-from ..runtime.imaging.images import (
-    DECODE_PEAK_BYTES,
-    MAX_MEGAPIXELS,
-    RAW_SUFFIXES,
-    LoadedImage,
-    load_image,
-    open_guarded,
-)
+from ..runtime.imaging.images import RAW_SUFFIXES, load_image
+from ..runtime.imaging.pillow_decode import DECODE_PEAK_BYTES, MAX_MEGAPIXELS, LoadedImage, open_guarded
 from ..runtime.imaging.raw import decode_pixels as raw_decode_pixels
 from ..runtime.indexing.indexer import available_memory
 from ..runtime.search.combined import parse_query
@@ -74,7 +68,6 @@ LOCALIZATIONS_KEPT = 64  # (photo version, phrase) pairs: opening a photo asks f
 MAX_PIXELS = int(MAX_MEGAPIXELS * 1e6)  # decoded at once, as the indexer allows
 PEAK_BYTES_PER_PIXEL = DECODE_PEAK_BYTES / MAX_PIXELS  # what a decode holds at its peak, per pixel decoded
 TRIM_PIXELS = 4_000_000  # after a decode this large, freed memory goes back to the system at once
-
 
 
 class PhotoNotFound(LookupError):

@@ -30,7 +30,7 @@ def date_taken(path: str | Path, mtime_ns: int) -> int:
 def exif_taken(path: str | Path) -> int | None:
     """Unix seconds of the photo's EXIF DateTimeOriginal (at its offset, else local time), or None."""
     from .files import open_regular
-    from .images import open_guarded
+    from .pillow_decode import open_guarded  # registers the HEIC opener too
 
     try:
         with open_regular(path) as fh:

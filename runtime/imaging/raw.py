@@ -1,12 +1,16 @@
 """RAW camera files (assoc[raw], through rawpy and LibRaw), decoded as load_image decodes any photo.
 
+load_image (assoc.runtime.imaging.images) hands a RAW file here; an embedded JPEG preview is decoded by
+Pillow as any other photo is (assoc.runtime.imaging.pillow_decode), so this module never imports images.
+rawpy is imported with the first RAW file, never when this module is.
+
 - What is decoded: the camera's embedded preview (JPEG, or a bitmap) when it is at least as large as
   what is asked for, else LibRaw's half-size demosaic (each 2x2 block of the sensor becomes one pixel,
   with no interpolation: a quarter of the sensor's pixels), white balance as shot, LibRaw's automatic
   brightness, sRGB tone curve.
   A photo asked for whole (no min_size) is wanted at the half-size demosaic's size: a preview that
   large serves it, and nothing larger is ever decoded. rclip reads RAW files the same way.
-- Orientation: a preview carrying an EXIF orientation of its own is turned by it (load_image); one
+- Orientation: a preview carrying an EXIF orientation of its own is turned by it; one
   without is turned by the RAW's own (LibRaw's flip), unless its shape shows it is stored turned
   already; LibRaw turns the demosaic itself.
 - Size: the reported width and height are those of the sensor's visible area as displayed (after the
@@ -32,15 +36,16 @@ from PIL import Image
 
 from ..errors import ImageLoadError
 from .files import open_regular
-from .images import (
-    _TRANSPOSE,
+from .pillow_decode import (
+    DECODE_ERRORS,
     DECODE_PEAK_BYTES,
+    EXIF_TRANSPOSE,
     MAX_MEGAPIXELS,
     LoadedImage,
-    _orientation,
-    _reduced,
-    load_image,
+    decode_with_pillow,
+    exif_orientation,
     open_guarded,
+    reduced,
     to_rgb,
 )
 
@@ -120,7 +125,7 @@ def _decode(
         )
     rgb = raw.postprocess(half_size=True, use_camera_wb=True, gamma=SRGB_GAMMA, output_bps=8)
     image = Image.fromarray(np.ascontiguousarray(rgb), "RGB")  # turned by LibRaw (its flip)
-    return LoadedImage(_reduced(image, need) if min_size is not None else image, width, height)
+    return LoadedImage(reduced(image, need) if min_size is not None else image, width, height)
 
 
 def _preview(raw: Any, rawpy: Any, need: tuple[int, int], sizes: Any, max_megapixels: float) -> Image.Image | None:
@@ -133,7 +138,7 @@ def _preview(raw: Any, rawpy: Any, need: tuple[int, int], sizes: Any, max_megapi
     if thumb.format == rawpy.ThumbFormat.JPEG:
         try:
             header = open_guarded(io.BytesIO(thumb.data))
-            stored, own = header.size, _orientation(header)
+            stored, own = header.size, exif_orientation(header)
         except Exception:  # noqa: BLE001 - a preview Pillow cannot open: the demosaic instead
             return None
     elif thumb.format == rawpy.ThumbFormat.BITMAP:
@@ -148,12 +153,12 @@ def _preview(raw: Any, rawpy: Any, need: tuple[int, int], sizes: Any, max_megapi
     if thumb.format == rawpy.ThumbFormat.JPEG:
         try:
             preview = io.BytesIO(thumb.data)
-            return load_image(preview, min_size=need, max_megapixels=max_megapixels, orientation=turn).image
-        except ImageLoadError:
+            return decode_with_pillow(preview, need, max_megapixels, min_size_if_large=None, orientation=turn).image
+        except (ImageLoadError, *DECODE_ERRORS):  # over the cap, or damaged: the demosaic instead
             return None
     image = to_rgb(Image.fromarray(bitmap[..., 0] if bitmap.shape[-1] == 1 else bitmap))
-    image = image.transpose(_TRANSPOSE[turn]) if turn in _TRANSPOSE else image
-    return _reduced(image, need)
+    image = image.transpose(EXIF_TRANSPOSE[turn]) if turn in EXIF_TRANSPOSE else image
+    return reduced(image, need)
 
 
 def _preview_turn(own: int, sizes: Any, preview: tuple[int, int]) -> int:
