@@ -63,7 +63,8 @@ class TrainConfig:
     warmup_steps: int = 50
     seed: int = 0
     eval_every: int = _setting(1, "Evaluate on dev every N epochs (and after the last).")
-    augment_views: int = _setting(0, "Augmented views cached per photo, beside the plain one (no flips).")
+    augment_views: int = _setting(0, "Augmented views cached per photo, beside the plain one.")
+    flip_views: bool = _setting(False, "Mirror every second augmented view, left and right swapped in its captions.")
     device: str = _setting("auto", "auto | cpu | cuda")
     limit_images: int | None = _setting(None, "Train on the first N images only (smoke runs).")
     limit_dev_images: int | None = _setting(None, "Evaluate on the first N dev images only.")

@@ -119,9 +119,7 @@ def five_caption_eval_set(items: list[CaptionedImage]) -> EvalSet:
     return EvalSet([item.image for item in kept], captions, index, dropped=len(items) - len(kept))
 
 
-def load_split(
-    source: Path, split: str, images_dir: Path | None = None
-) -> tuple[list[CaptionedImage], LoadReport]:
+def load_split(source: Path, split: str, images_dir: Path | None = None) -> tuple[list[CaptionedImage], LoadReport]:
     """Images of one split (sorted by path) with their captions, and a report of what was skipped."""
     source = Path(source)
     split = _canonical_split(split)

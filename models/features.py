@@ -19,7 +19,7 @@ import torch
 from ..runtime.encoding.tokenizer import QueryTokenizer, TokenBatch
 from ..runtime.imaging.images import load_image
 from ..runtime.imaging.preprocess import image_to_array
-from .augment import augment
+from .augment import augment, flipped_view
 from .model import MatchmapModel
 from .onnx_graph import export_onnx
 
@@ -27,15 +27,20 @@ Progress = Callable[[int], None]
 
 
 def load_pixels(
-    path: Path, size: int, mean: Sequence[float], std: Sequence[float], augment_seed: int | None = None
+    path: Path,
+    size: int,
+    mean: Sequence[float],
+    std: Sequence[float],
+    augment_seed: int | None = None,
+    flip: bool = False,
 ) -> np.ndarray:
     """One photo as the model sees it: the runtime's loading and preprocessing, shared with search.
 
-    With augment_seed, a repeatable augmented view of it (models.augment) instead.
+    With augment_seed, a repeatable augmented view of it (models.augment) instead, mirrored if `flip`.
     """
     img = load_image(path, min_size=(size, size)).image
     if augment_seed is not None:
-        img = augment(img, np.random.default_rng(augment_seed))
+        img = augment(img, np.random.default_rng(augment_seed), flip)
     return image_to_array(img, (size, size), tuple(mean), tuple(std))
 
 
@@ -49,9 +54,11 @@ def image_features(
 ) -> torch.Tensor:
     """Frozen image features (N, C, h, w) as float16, from the disk cache when it has them.
 
-    view 0 is each photo as search sees it; view v > 0 is a repeatable augmented view of it.
+    view 0 is each photo as search sees it; view v > 0 is a repeatable augmented view of it, mirrored
+    where the run flips views (models.augment.flipped_view).
     """
     cfg = model.config
+    flip = flipped_view(view, cfg.flip_views)
     key = _cache_key(
         {
             "trunk": cfg.trunk,
@@ -60,6 +67,7 @@ def image_features(
             "size": cfg.image_size,
             "paths": [str(p) for p in paths],
             **({"view": view} if view else {}),
+            **({"flip": True} if flip else {}),
         }
     )
     cached = cache_dir / f"image-{key}.npy" if cache_dir else None
@@ -84,7 +92,7 @@ def image_features(
                 batch = paths[start : start + batch_size]
                 seeds = [view * 1_000_003 + start + i if view else None for i in range(len(batch))]
                 pixels = np.stack(
-                    list(pool.map(lambda p, s: load_pixels(p, size, model.mean, model.std, s), batch, seeds))
+                    list(pool.map(lambda p, s: load_pixels(p, size, model.mean, model.std, s, flip), batch, seeds))
                 )
                 (out,) = session.run(None, {"pixels": pixels})
                 chunks.append(out.astype(np.float16))
@@ -110,9 +118,7 @@ def text_features(
     Captions run in batches of similar length, so padding costs little; results are cached on disk.
     """
     tokens = tokenize(model, captions)
-    key = _cache_key(
-        {"text": str(model.text_model_path), "split": model.text.split, "captions": list(captions)}
-    )
+    key = _cache_key({"text": str(model.text_model_path), "split": model.text.split, "captions": list(captions)})
     cached = cache_dir / f"text-{key}.npy" if cache_dir else None
     if cached is not None and cached.is_file():
         return tokens, torch.from_numpy(np.load(cached))

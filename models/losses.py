@@ -44,9 +44,7 @@ def hardest_margin(scores: torch.Tensor, margin: float = 0.2, semihard: bool = F
         # Impostors that already beat the positive are left out (often label noise); fall back to hardest.
         below_cap = neg.masked_fill(neg >= pos[:, None], float("-inf"))
         below_img = neg.masked_fill(neg >= pos[None, :], float("-inf"))
-        hard_caption = torch.where(
-            torch.isinf(below_cap.amax(1)), neg.amax(1), below_cap.amax(1)
-        )  # per image
+        hard_caption = torch.where(torch.isinf(below_cap.amax(1)), neg.amax(1), below_cap.amax(1))  # per image
         hard_image = torch.where(torch.isinf(below_img.amax(0)), neg.amax(0), below_img.amax(0))
     else:
         hard_caption, hard_image = neg.amax(1), neg.amax(0)

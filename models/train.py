@@ -20,6 +20,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from ..runtime.scoring.token_weights import idf_weights
+from .augment import flipped_view, swap_sides
 from .config import TrainConfig
 from .datasets import five_caption_eval_set, load_split
 from .evaluate import evaluate_features, prepare_eval
@@ -91,12 +92,14 @@ def train(config: TrainConfig, resume: bool = False, console: Console | None = N
             model, dev_images, dev_captions, dev_index, cache_dir, on_batch=lambda n: progress.advance(task, n)
         )
         progress.update(task, completed=total)
+    mirrored = torch.tensor([flipped_view(v, config.flip_views) for v in range(views)])
+    captions, mirror_row = with_sides_swapped(captions) if bool(mirrored.any()) else (captions, None)
     tokens, txt_feats = text_features(model, captions, cache_dir)
     attention = torch.from_numpy(tokens.attention_mask)
     word_mask = torch.from_numpy(tokens.word_mask)
     input_ids = torch.from_numpy(tokens.input_ids)
-    if config.token_weights == "idf":
-        ids = (tokens.input_ids[row][tokens.word_mask[row]] for row in range(len(captions)))
+    if config.token_weights == "idf":  # from the captions as written (a swapped copy would count twice)
+        ids = (tokens.input_ids[row][tokens.word_mask[row]] for row in range(int(first_caption[-1])))
         model.token_weight.copy_(torch.from_numpy(idf_weights(ids, len(model.token_weight))))
 
     model.to(device)
@@ -130,9 +133,11 @@ def train(config: TrainConfig, resume: bool = False, console: Console | None = N
                 rows = idx.numpy()
                 counts = torch.from_numpy(first_caption[rows + 1] - first_caption[rows])
                 cap = torch.from_numpy(first_caption[rows]) + (torch.rand(len(idx)) * counts).long()
+                view = torch.randint(views, (len(idx),))
+                if mirror_row is not None:  # a mirrored view is told its caption with left and right swapped
+                    cap = torch.where(mirrored[view], mirror_row[cap], cap)
                 width = int(attention[cap].sum(1).max())
                 with torch.autocast(device.type, enabled=use_amp):
-                    view = torch.randint(views, (len(idx),))
                     grids = model.image.from_features(img_feats[view, idx].to(device).float())
                     words = model.text.from_features(
                         txt_feats[cap, :width].to(device).float(), attention[cap, :width].to(device)
@@ -176,6 +181,19 @@ def train(config: TrainConfig, resume: bool = False, console: Console | None = N
             },
         )
     return TrainResult(best_epoch, best_metrics, out)
+
+
+def with_sides_swapped(captions: list[str]) -> tuple[list[str], torch.Tensor]:
+    """The captions, then a left/right-swapped copy of each that names a side; and for every caption the
+    row of its swapped version (its own row when it names no side)."""
+    rows = torch.arange(len(captions))
+    extra: list[str] = []
+    for i, caption in enumerate(captions):
+        swapped = swap_sides(caption)
+        if swapped != caption:
+            rows[i] = len(captions) + len(extra)
+            extra.append(swapped)
+    return captions + extra, rows
 
 
 def drop_words(word_mask: torch.Tensor, rate: float) -> torch.Tensor:

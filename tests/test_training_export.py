@@ -36,7 +36,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory, flickr8k: Path) -> Path:
     settings.write_text(
         f'data = "{flickr8k}"\nlimit_images = 600\nlimit_dev_images = {DEV_IMAGES}\n'
         "epochs = 3\nbatch_size = 100\nembed_dim = 128\ntrain_layers = 1\ntrain_stages = 1\nwarmup_steps = 5\n"
-        "word_dropout = 0.1\n"
+        "word_dropout = 0.1\naugment_views = 2\nflip_views = true\n"  # view 2 mirrored, its captions' sides swapped
     )
     result = CliRunner().invoke(app, ["train", "--config", str(settings), "--out", str(out), "--seed", "1"])
     assert result.exit_code == 0, result.output
