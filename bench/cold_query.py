@@ -6,11 +6,15 @@ where its time goes.
    kept under --gallery (default runs/bench-cache/cold-query-<photos>-<bundle id>/).
 2. Over --rounds rounds, in turn (so drift in what else the cores do hits all alike), each a new
    process timed from start to exit: the floors `python -c pass` and `python -c "import numpy,
-   onnxruntime"` (the two libraries a text query cannot do without), then `assoc query QUERY --json
-   --gallery G`, and the same with an empty per-user cache folder (XDG_CACHE_HOME pointed at a new
-   folder: the first run after installing, or after the bundle changed, when the bundle's files are
-   hashed in full). Median, min and max ms of each. With --baseline DIR, also the same query by the
-   `assoc` package in DIR (another checkout, as DIR/assoc: PYTHONPATH=DIR), its ratio taken round by round.
+   onnxruntime"` (the two libraries a text query cannot do without; the ratios are taken against it),
+   the latter also as `assoc query` loads them (numpy's BLAS on one thread: assoc.cli.app.before_loading),
+   then `assoc query QUERY --json --gallery G`, and the same with an empty per-user cache folder
+   (XDG_CACHE_HOME pointed at a new folder: the first run after installing, or after the bundle
+   changed, when the bundle's files are hashed in full and the text graph is optimised and kept).
+   Median, min and max ms of each. With --baseline DIR, also the same query by the `assoc` package in
+   DIR (another checkout, as DIR/assoc: PYTHONPATH=DIR) through the same console script, so that it
+   ends as an installed command does; its ratio taken round by round. Whether every query printed the
+   same JSON, byte for byte, is checked on the warm-up runs.
 3. The cold query's wall time by phase, from --rounds more processes that each run the CLI's own
    main() in process with time.perf_counter around the calls it makes (the functions are wrapped, not
    replaced), ending as the installed command ends (assoc.cli.quick_exit): imports (the CLI and the
@@ -42,9 +46,11 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 QUERY = "a dog on the grass"
+ONE_BLAS_FLOOR = "the same, one BLAS thread"  # as `assoc query` loads numpy (assoc.cli.app.before_loading)
 
 # Run in a new process for the phase split: the CLI's main() on the query, each phase's calls wrapped
 # with perf_counter. Only the standard library is imported before the CLI's own imports are timed.
@@ -57,6 +63,13 @@ def add(name, seconds):
     phases[name] = phases.get(name, 0.0) + seconds
 
 import assoc.cli.app as cli_app
+try:
+    import assoc.cli.quick_exit as quick_exit
+except ImportError:  # a baseline from before it
+    pass
+else:
+    quick_exit.is_the_command = lambda: True  # end as the installed command does (quick_exit.leave_now)
+getattr(cli_app, "before_loading", lambda name: None)("query")  # as the CLI does before the command loads
 import assoc.cli.query_cmd as query_cmd
 add("imports", time.perf_counter() - began)
 mark = time.perf_counter()
@@ -83,12 +96,6 @@ timed(searcher_module, "open_store", "store open")
 timed(searcher_module, "search", "search")
 timed(scan.ScanKernel, "__init__", "scan kernel session")
 timed(query_cmd, "echo_json", "output")
-try:
-    import assoc.cli.quick_exit as quick_exit
-except ImportError:  # a baseline from before it
-    pass
-else:
-    quick_exit.is_the_command = lambda: True  # end as the installed command does (quick_exit.leave_now)
 start = time.perf_counter()
 
 @atexit.register  # the last exit handler: leave_now runs them all before it ends the process
@@ -143,19 +150,29 @@ def main() -> None:
     commands = {
         "python -c pass": [python, "-c", "pass"],
         "python -c 'import numpy, onnxruntime'": [python, "-c", "import numpy, onnxruntime"],
+        ONE_BLAS_FLOOR: [
+            python,
+            "-c",
+            "import os; os.environ['OPENBLAS_NUM_THREADS'] = '1'; import numpy, onnxruntime",
+        ],
         "assoc query --json": [*assoc_command(), "query", *query_args],
         "assoc query --json, empty cache folder": [*assoc_command(), "query", *query_args],
     }
     fresh_cache = {"assoc query --json, empty cache folder"}
-    code = "import sys; sys.argv[0] = 'assoc'; from assoc.cli.app import main; main()"
-    if args.baseline is not None:
-        commands["baseline: assoc query --json"] = [python, "-c", code, "query", *query_args]
+    if args.baseline is not None:  # the same console script, importing DIR's `assoc` (PYTHONPATH)
+        commands["baseline: assoc query --json"] = [*assoc_command(), "query", *query_args]
     print(f"bundle {bundle.bundle_id}; gallery {gallery} ({args.photos:,} photos); {args.rounds} rounds")
     print(f"cores: {os.cpu_count()}; load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
-    for name, command in commands.items():  # warm-up: the page cache, the hash record, bytecode
-        if name.startswith(("assoc", "baseline")) and name not in fresh_cache:
-            run_process(command, None, args.baseline if name.startswith("baseline") else None)
+    answers = {}  # warm-up: the page cache, the hash record, bytecode; and what each query printed
+    for name, command in commands.items():
+        if name.startswith(("assoc", "baseline")):
+            cache = Path(tempfile.mkdtemp(prefix="assoc-bench-cold-")) if name in fresh_cache else None
+            answers[name] = run_process(command, cache, args.baseline if name.startswith("baseline") else None, True)
+            if cache is not None:
+                shutil.rmtree(cache)
+    same = len(set(answers.values())) == 1
+    print(f"the same JSON from every query above, byte for byte: {'yes' if same else 'NO'}")
     seconds: dict[str, list[float]] = {name: [] for name in commands}
     phase_runs: list[dict[str, float]] = []
     baseline_phases: list[dict[str, float]] = []
@@ -170,6 +187,7 @@ def main() -> None:
                 baseline_phases.append(phase_run(["query", *query_args], args.baseline))
 
     figures: dict = {"bundle": bundle.bundle_id, "photos": args.photos, "rounds": args.rounds, "processes": {}}
+    figures["same_json"] = same
     print(f"\n{'process':44s} {'median ms':>10s} {'min':>8s} {'max':>8s}")
     for name, values in seconds.items():
         ms = [s * 1000 for s in values]
@@ -226,20 +244,22 @@ def ensure_gallery(folder: Path, bundle, photos: int) -> Path:  # noqa: ANN001 -
     return gallery
 
 
-def run_process(command: list[str], cache: Path | None, path: Path | None = None) -> float:
-    """Wall seconds of one process (output discarded); cache: its XDG_CACHE_HOME, else the user's own;
-    path: its PYTHONPATH (where its `assoc` comes from)."""
+def run_process(command: list[str], cache: Path | None, path: Path | None = None, output: bool = False) -> Any:
+    """Wall seconds of one process (output discarded), or with output=True what it printed (bytes);
+    cache: its XDG_CACHE_HOME, else the user's own; path: its PYTHONPATH (where its `assoc` comes from)."""
     env = dict(os.environ)
     if cache is not None:
         env["XDG_CACHE_HOME"] = str(cache)
     if path is not None:
         env["PYTHONPATH"] = str(path)
     start = time.perf_counter()
-    done = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    done = subprocess.run(
+        command, stdout=subprocess.PIPE if output else subprocess.DEVNULL, stderr=subprocess.PIPE, env=env
+    )
     elapsed = time.perf_counter() - start
     if done.returncode != 0:
         raise SystemExit(f"{' '.join(command)} failed ({done.returncode}): {done.stderr.decode().strip()}")
-    return elapsed
+    return done.stdout if output else elapsed
 
 
 def phase_split(runs: list[dict[str, float]], floor: float, whole: float) -> dict[str, float]:

@@ -3,6 +3,7 @@ text graph, and the quick exit; all on real components (bench/cold_query.py time
 
 from __future__ import annotations
 
+import gc
 import importlib
 import json
 import os
@@ -32,7 +33,13 @@ from assoc.runtime.encoding.bundle import (
     sha256_file,
 )
 from assoc.runtime.encoding.encoders import QUERY_THREADS, TextEncoder, text_graph_key
-from assoc.runtime.encoding.providers import optimized_path
+from assoc.runtime.encoding.providers import (
+    KEPT_DIGESTS,
+    KEPT_FILES,
+    KEPT_GRAPH,
+    KEPT_WEIGHTS,
+    optimized_path,
+)
 from assoc.runtime.errors import BundleError
 
 QUERY = "a dog runs on the grass"
@@ -335,13 +342,23 @@ def _run(session: ort.InferenceSession, bundle: Bundle, encoder: TextEncoder, te
     return session.run([bundle.config.textual.output_name], feed)[0]
 
 
+def _kept_digests(kept: Path) -> dict[str, str]:
+    return {
+        name: digest for digest, name in (line.split("  ") for line in (kept / KEPT_DIGESTS).read_text().splitlines())
+    }
+
+
 def test_the_kept_text_graph_gives_the_same_vectors(bundle: Bundle, cache_home: Path) -> None:
     made = TextEncoder(bundle, "cpu", QUERY_THREADS)  # optimises, keeps the graph
     kept = optimized_path(text_graph_key(bundle))
-    assert kept.is_file() and kept.is_relative_to(cache_home)
-    stamp = os.stat(kept).st_mtime_ns
+    assert kept.is_relative_to(cache_home) and sorted(p.name for p in kept.iterdir()) == sorted(
+        [*KEPT_FILES, KEPT_DIGESTS]
+    )
+    assert (kept / KEPT_WEIGHTS).stat().st_size > 10 * (kept / KEPT_GRAPH).stat().st_size  # the weights kept apart
+    assert _kept_digests(kept) == {name: sha256_file(kept / name) for name in KEPT_FILES}
+    stamps = [os.stat(kept / name).st_mtime_ns for name in (KEPT_GRAPH, KEPT_WEIGHTS)]
     loaded = TextEncoder(bundle, "cpu", QUERY_THREADS)  # loads the kept graph, unoptimised
-    assert os.stat(kept).st_mtime_ns == stamp
+    assert [os.stat(kept / name).st_mtime_ns for name in (KEPT_GRAPH, KEPT_WEIGHTS)] == stamps
     reference = _plain_outputs(bundle, made)
     for encoder in (made, loaded):
         for text, expected in zip(TEXTS, reference, strict=True):
@@ -352,14 +369,22 @@ def test_the_kept_text_graph_gives_the_same_vectors(bundle: Bundle, cache_home: 
         assert np.array_equal(a.vectors, b.vectors) and np.array_equal(a.token_word, b.token_word)
 
 
-def test_a_damaged_kept_graph_is_made_again(bundle: Bundle, cache_home: Path) -> None:
+@pytest.mark.parametrize("damage", ["weight", "graph", "missing weights", "digests"])
+def test_a_damaged_kept_graph_is_made_again(bundle: Bundle, cache_home: Path, damage: str) -> None:
     first = TextEncoder(bundle, "cpu", QUERY_THREADS)
     kept = optimized_path(text_graph_key(bundle))
-    data = bytearray(kept.read_bytes())
-    data[len(data) // 2] ^= 0xFF  # a flipped byte in a weight: it would still load
-    kept.write_bytes(bytes(data))
+    if damage in ("weight", "graph"):
+        target = kept / (KEPT_WEIGHTS if damage == "weight" else KEPT_GRAPH)
+        data = bytearray(target.read_bytes())
+        data[len(data) // 2] ^= 0xFF  # a flipped byte in a weight would still load
+        target.write_bytes(bytes(data))
+    elif damage == "missing weights":
+        (kept / KEPT_WEIGHTS).unlink()
+    else:
+        (kept / KEPT_DIGESTS).write_text("not digests\n")
     again = TextEncoder(bundle, "cpu", QUERY_THREADS)
-    assert sha256_file(kept) == kept.with_name(kept.name + ".sha256").read_text().strip()
+    assert _kept_digests(kept) == {name: sha256_file(kept / name) for name in KEPT_FILES}
+    assert [p.name for p in kept.parent.iterdir()] == [kept.name]  # nothing set aside is left
     for a, b in zip(first.encode(TEXTS), again.encode(TEXTS), strict=True):
         assert np.array_equal(a.vectors, b.vectors)
 
@@ -379,6 +404,39 @@ def test_the_console_script_answers_as_the_api_does(gallery: Path, tmp_path: Pat
     assert_one_line_error(missing, "no gallery at")
 
 
+DEFAULT_GC = gc.get_threshold()[0]  # Python's own, as a new process starts with
+SET_UP = """
+import gc, json, os, sys
+import assoc.cli.app as app
+if sys.argv[1] == "installed":
+    app.quick_exit.is_the_command = lambda: True  # as in the console script
+app.before_loading(sys.argv[2])
+print(json.dumps([gc.get_threshold()[0], os.environ.get("OPENBLAS_NUM_THREADS"), "numpy" in sys.modules]))
+"""
+
+
+@pytest.mark.parametrize(
+    ("where", "command", "blas", "expected"),
+    [
+        ("installed", "query", None, [cli_app.GC_THRESHOLD, "1", False]),
+        ("installed", "localize", "4", [cli_app.GC_THRESHOLD, "4", False]),  # the user's own setting stays
+        ("in a program", "query", None, [DEFAULT_GC, "1", False]),  # a program goes on after main()
+        ("installed", "index", None, [DEFAULT_GC, None, False]),  # batch work: numpy's own threads
+    ],
+)
+def test_a_short_command_is_set_up_before_numpy_loads(
+    where: str, command: str, blas: str | None, expected: list, tmp_path: Path
+) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+    if blas is not None:
+        env["OPENBLAS_NUM_THREADS"] = blas
+    done = subprocess.run(
+        [sys.executable, "-c", SET_UP, where, command], capture_output=True, text=True, env=env, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == expected
+
+
 def test_assoc_check_hashes_the_bundle_in_full(
     gallery: Path, bundle: Bundle, cache_home: Path, hashing: list[Path]
 ) -> None:
@@ -393,9 +451,13 @@ def test_assoc_check_hashes_the_bundle_in_full(
 
 def test_a_graph_kept_by_another_onnx_runtime_is_removed(bundle: Bundle, cache_home: Path) -> None:
     kept = optimized_path(text_graph_key(bundle))
-    kept.parent.mkdir(parents=True)
-    older = kept.with_name(f"{text_graph_key(bundle)}-ort0.1.onnx")
-    older.write_bytes(b"an older graph")
-    older.with_name(older.name + ".sha256").write_text(sha256_file(older) + "\n")
+    older = kept.with_name(f"{text_graph_key(bundle)}-ort0.1")
+    older.mkdir(parents=True)
+    (older / KEPT_GRAPH).write_bytes(b"an older graph")
+    flat = kept.with_name(f"{kept.name}.onnx")  # as graphs were kept before their weights were kept apart
+    flat.write_bytes(b"a graph in one file")
+    flat.with_name(flat.name + ".sha256").write_text(sha256_file(flat) + "\n")
+    other_model = kept.with_name(f"another-{kept.name}")
+    other_model.mkdir()
     TextEncoder(bundle, "cpu", QUERY_THREADS)
-    assert sorted(p.name for p in kept.parent.iterdir()) == sorted([kept.name, kept.name + ".sha256"])
+    assert sorted(p.name for p in kept.parent.iterdir()) == sorted([kept.name, other_model.name])
