@@ -47,6 +47,7 @@ from ..runtime.scoring.regions import (
     pick_labels,
     point_cells,
     region_scores,
+    word_families,
     word_maps,
 )
 from ..runtime.search.combined import CombinedQuery, parse_query
@@ -110,6 +111,7 @@ class Searcher:
         self._image: ImageEncoder | None = None
         self._queries: Recent[str, EncodedQuery] = Recent(TEXT_CACHE)
         self._vocabulary: Vocabulary | None = None
+        self._families = np.zeros(0, np.int64)  # the vocabulary's word families (regions.word_families)
 
     # ------------------------------------------------------------------ lifetime
 
@@ -302,7 +304,8 @@ class Searcher:
         the heatmap shows there.
 
         With a phrase, its words ranked by how well each lands here (function words such as 'a' or
-        'on' left out, unless the phrase has nothing else); without one, the bundle's vocabulary.
+        'on' left out, unless the phrase has nothing else); without one, the bundle's vocabulary, one
+        form of each word (the best of "dog" and "dogs").
         """
         if (at is None) == (box is None):
             raise QueryError("name one region of the photo: a point or a box")
@@ -318,7 +321,10 @@ class Searcher:
             content = [k for k, word in enumerate(words) if word.lower() not in FUNCTION_WORDS]
             if content:
                 words, scores = [words[k] for k in content], scores[content]
-        ranked = [RegionWord(words[k], float(scores[k])) for k in np.argsort(-scores, kind="stable")[: max(0, top)]]
+        order = np.argsort(-scores, kind="stable")
+        if vocabulary is not None:  # one form of each word: its best ("dog" or "dogs", not both)
+            order = order[np.sort(np.unique(self._families[order], return_index=True)[1])]
+        ranked = [RegionWord(words[k], float(scores[k])) for k in order[: max(0, top)]]
         region = cells_to_box(mask_bounds(mask), grid_shape, size)
         source = "vocabulary" if vocabulary is not None else "phrase"
         return RegionWords(name, size[0], size[1], grid_shape, region, source, ranked, photo=loaded_image)
@@ -336,7 +342,7 @@ class Searcher:
                 cell_to_pixel(found.cell, grid_shape, size),
                 cells_to_box(found.cells, grid_shape, size),
             )
-            for found in pick_labels(self._vocabulary_maps(grid, vocabulary), top)
+            for found in pick_labels(self._vocabulary_maps(grid, vocabulary), top, self._families)
         ]
         return PhotoLabels(name, size[0], size[1], grid_shape, labels, photo=loaded_image)
 
@@ -421,6 +427,8 @@ class Searcher:
         with self._lock:
             if self._vocabulary is None:
                 self._vocabulary = self.bundle.read_vocabulary()
+                if self._vocabulary is not None:
+                    self._families = word_families(self._vocabulary.words)
             if self._vocabulary is None:
                 raise QueryError(
                     f"model bundle {self.bundle.root} has no vocabulary to name photo regions with:"

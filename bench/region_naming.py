@@ -42,7 +42,7 @@ from assoc.runtime.encoding.bundle import Bundle
 from assoc.runtime.encoding.encoders import ImageEncoder, TextEncoder
 from assoc.runtime.imaging.images import load_image
 from assoc.runtime.scoring.heatmap import compute_heatmaps
-from assoc.runtime.scoring.regions import box_cells, pick_labels, region_scores, word_maps
+from assoc.runtime.scoring.regions import box_cells, pick_labels, region_scores, word_families, word_maps
 
 COCO = DATA / "coco-boxes"
 SIZES = (("small", 32**2), ("medium", 96**2), ("large", float("inf")))
@@ -173,6 +173,7 @@ def measure_speed(bundle: Bundle, records: list[dict], args: argparse.Namespace)
         grids = [encoder.encode([image])[0] for image in decoded]  # also warms the sessions up
         searcher.label(paths[0], top=args.top)
         label_s, encode_s, naming_s = [], [], []
+        families = word_families(vocabulary.words)
         for _ in range(args.rounds):
             for path, image, grid in zip(paths, decoded, grids, strict=True):
                 start = time.perf_counter()
@@ -182,7 +183,7 @@ def measure_speed(bundle: Bundle, records: list[dict], args: argparse.Namespace)
                 encoder.encode([image])
                 encode_s.append(time.perf_counter() - start)
                 start = time.perf_counter()
-                pick_labels(word_maps(grid, vocabulary.vectors), args.top)
+                pick_labels(word_maps(grid, vocabulary.vectors), args.top, families)
                 naming_s.append(time.perf_counter() - start)
     return {
         "photos": len(paths),

@@ -4,9 +4,13 @@ Torch-free (ONNX Runtime only), so `assoc vocab` can add a vocabulary to any bun
 calls the same code for new bundles. Words are the tokenizer's own words (its normaliser and
 pre-tokeniser, as a query is split), alphabetic, at least two letters, not in
 assoc.runtime.scoring.regions.FUNCTION_WORDS, and seen at least `min_count` times in the captions of
-one split. A word's vector is what a query of that one word scores with: the bundle's text encoder
-run on the word alone, one query at a time (as TextEncoder.encode_one does), and the mean of its
-word pieces' vectors, which gives exactly the map a query's word gets in assoc.runtime.scoring.heatmap.
+one split; then EVERYDAY_NAMES, the names people give everyday things ("dining table", "teddy bear"),
+whether the captions use them or not, since a caption set of people and dogs rarely says "toaster".
+Plurals stay apart in the list ("dog", "dogs") and are grouped where regions are named
+(regions.word_families). A word's (or name's) vector is what a query of that one word scores with:
+the bundle's text encoder run on the word alone, one query at a time (as TextEncoder.encode_one does),
+and the mean of its word pieces' vectors, which gives exactly the map a query's word gets in
+assoc.runtime.scoring.heatmap (for a name of several words, the mean over all of their pieces).
 """
 
 from __future__ import annotations
@@ -34,22 +38,47 @@ from ..runtime.scoring.regions import FUNCTION_WORDS
 
 DEFAULT_MIN_COUNT = 5
 DEFAULT_SPLIT = "train"
+# The 80 object categories of COCO (Lin et al. 2014), the usual list of everyday things in photos, as
+# people write them ("hair dryer" for COCO's "hair drier", "ball" for its "sports ball").
+EVERYDAY_NAMES = (
+    "person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck", "boat", "traffic light",
+    "fire hydrant", "stop sign", "parking meter", "bench", "bird", "cat", "dog", "horse", "sheep", "cow",
+    "elephant", "bear", "zebra", "giraffe", "backpack", "umbrella", "handbag", "tie", "suitcase", "frisbee",
+    "skis", "snowboard", "ball", "kite", "baseball bat", "baseball glove", "skateboard", "surfboard",
+    "tennis racket", "bottle", "wine glass", "cup", "fork", "knife", "spoon", "bowl", "banana", "apple",
+    "sandwich", "orange", "broccoli", "carrot", "hot dog", "pizza", "donut", "cake", "chair", "couch",
+    "potted plant", "bed", "dining table", "toilet", "tv", "laptop", "mouse", "remote", "keyboard",
+    "cell phone", "microwave", "oven", "toaster", "sink", "refrigerator", "book", "clock", "vase",
+    "scissors", "teddy bear", "hair dryer", "toothbrush",
+)  # fmt: skip
 
 
-def count_words(captions: Iterable[str], tokenizer: Tokenizer) -> Counter[str]:
-    """How often each content word occurs, split and normalised as the tokenizer splits a query."""
+def count_words(captions: Iterable[str], tokenizer: Tokenizer, names: Iterable[str] = ()) -> Counter[str]:
+    """How often each content word, and each of `names` (one word or several), occurs, split and
+    normalised as the tokenizer splits a query."""
     counts: Counter[str] = Counter()
-    normalizer, pre_tokenizer = tokenizer.normalizer, tokenizer.pre_tokenizer
+    phrases = {tuple(name.split()) for name in names if " " in name}
+    lengths = sorted({len(p) for p in phrases})
     for caption in captions:
-        text = normalizer.normalize_str(caption) if normalizer is not None else caption
-        words = [w for w, _ in pre_tokenizer.pre_tokenize_str(text)] if pre_tokenizer is not None else text.split()
+        words = _split(caption, tokenizer)
         counts.update(word for word in words if len(word) > 1 and word.isalpha() and word not in FUNCTION_WORDS)
+        for n in lengths:
+            counts.update(" ".join(g) for g in zip(*(words[i:] for i in range(n)), strict=False) if g in phrases)
     return counts
 
 
-def choose_words(counts: Counter[str], min_count: int) -> list[str]:
-    """Words seen at least min_count times, most frequent first (ties in alphabetical order)."""
-    return sorted((w for w, n in counts.items() if n >= min_count), key=lambda w: (-counts[w], w))
+def choose_words(counts: Counter[str], min_count: int, names: Iterable[str] = ()) -> list[str]:
+    """Words seen at least min_count times, most frequent first (ties in alphabetical order), then the
+    names not among them, in their order."""
+    words = sorted((w for w, n in counts.items() if n >= min_count and " " not in w), key=lambda w: (-counts[w], w))
+    chosen = set(words)
+    return words + [name for name in dict.fromkeys(names) if name not in chosen]
+
+
+def _split(text: str, tokenizer: Tokenizer) -> list[str]:
+    normalizer, pre_tokenizer = tokenizer.normalizer, tokenizer.pre_tokenizer
+    text = normalizer.normalize_str(text) if normalizer is not None else text
+    return [w for w, _ in pre_tokenizer.pre_tokenize_str(text)] if pre_tokenizer is not None else text.split()
 
 
 def build_vocabulary(
@@ -63,7 +92,9 @@ def build_vocabulary(
     bundle = load_bundle(bundle_dir, check_vocabulary=False)
     items, report = load_split(Path(data), split)
     captions = [caption for item in items for caption in item.captions]
-    counts = count_words(captions, Tokenizer.from_file(str(bundle.tokenizer_path)))
+    tokenizer = Tokenizer.from_file(str(bundle.tokenizer_path))
+    names = [" ".join(_split(name, tokenizer)) for name in EVERYDAY_NAMES]  # as the tokenizer writes them
+    counts = count_words(captions, tokenizer, names)
     words = choose_words(counts, min_count)
     if not words:
         raise AssocError(  # the bundle is fine: the data, or the count asked of it, is not
@@ -75,8 +106,11 @@ def build_vocabulary(
         "split": split,
         "captions": len(captions),
         "min_count": min_count,
-        "rule": "alphabetic tokenizer words of 2+ letters, no function words; vector = mean of the word's pieces",
+        "rule": "alphabetic tokenizer words of 2+ letters, no function words, then everyday names;"
+        " vector = mean of the word's pieces",
+        "names": len([name for name in dict.fromkeys(names) if name not in words]),
     }
+    words = choose_words(counts, min_count, names)
     return write_vocabulary(Path(bundle_dir), words, [counts[w] for w in words], built, device)
 
 

@@ -14,12 +14,22 @@ import pytest
 from cli_support import assert_one_line_error, assoc, ok, ok_json, strip_ansi
 from PIL import Image
 
-from assoc.export.vocabulary import refresh_vocabulary, write_vocabulary
+from assoc.api.searcher import Searcher
+from assoc.export.vocabulary import EVERYDAY_NAMES, choose_words, count_words, refresh_vocabulary, write_vocabulary
 from assoc.runtime.encoding.bundle import CONFIG_NAME, load_bundle
 from assoc.runtime.encoding.encoders import ImageEncoder, TextEncoder
 from assoc.runtime.errors import BundleError
 from assoc.runtime.imaging.images import load_image
-from assoc.runtime.scoring.regions import FUNCTION_WORDS, box_cells, cells_to_box, pick_labels, point_cells, word_maps
+from assoc.runtime.scoring.regions import (
+    FUNCTION_WORDS,
+    box_cells,
+    cells_to_box,
+    pick_labels,
+    point_cells,
+    region_scores,
+    word_families,
+    word_maps,
+)
 
 FAMILY = "images/000000000790.jpg"  # 640 x 422: a birthday table, a dog in the lower right corner
 DOG_BOX = (509.63, 345.38, 102.1, 72.32)
@@ -62,7 +72,8 @@ def test_the_shipped_bundle_has_a_vocabulary_outside_its_id(bundle_dir: Path, ba
     assert vocabulary.vectors.shape == (len(vocabulary.words), shipped.config.embed_dim)
     assert {"dog", "grass", "frisbee", "beach"} <= set(vocabulary.words)  # frisbee is two word pieces
     assert not FUNCTION_WORDS & set(vocabulary.words)
-    assert all(w.isalpha() and w == w.lower() for w in vocabulary.words)
+    assert all(all(part.isalpha() for part in w.split()) and w == w.lower() for w in vocabulary.words)
+    assert set(EVERYDAY_NAMES) <= set(vocabulary.words)  # "dining table", "teddy bear", "toaster", ...
     assert shipped.bundle_id == load_bundle(bare_bundle).bundle_id
 
 
@@ -152,6 +163,48 @@ def test_labels_never_overlap_or_repeat(family: Path, bundle_dir: Path) -> None:
         taken[top : bottom + 1, left : right + 1] += 1
     assert taken.max() == 1
     assert [label.score for label in labels] == sorted((label.score for label in labels), reverse=True)
+
+
+def test_names_of_several_words_are_counted_and_kept_after_the_caption_words(bundle_dir: Path) -> None:
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(load_bundle(bundle_dir).tokenizer_path))
+    captions = ["A teddy bear on a dining table.", "Two dogs and a teddy bear", "a dog", "the dogs run"]
+    counts = count_words(captions, tokenizer, ["teddy bear", "dining table", "hair dryer"])
+    assert counts["teddy bear"] == 2 and counts["dining table"] == 1 and counts["hair dryer"] == 0
+    assert counts["dogs"] == 2 and counts["bear"] == 2 and "a" not in counts
+    words = choose_words(counts, 2, ["teddy bear", "dogs", "hair dryer"])
+    assert words == ["bear", "dogs", "teddy", "teddy bear", "hair dryer"]  # counted words first, then names
+
+
+def test_word_families_group_plurals_with_their_singular() -> None:
+    words = ["dog", "dogs", "man", "men", "puppy", "puppies", "bench", "benches", "house", "houses", "short"]
+    words += ["shorts", "glass", "glasses", "teddy bear", "teddy bears", "people", "person", "bus", "cats"]
+    family = dict(zip(words, (words[k] for k in word_families(words)), strict=True))
+    assert [family[w] for w in ("dogs", "men", "puppies", "benches", "houses", "teddy bears", "people", "bus")] == [
+        "dog", "man", "puppy", "bench", "house", "teddy bear", "person", "bus"
+    ]  # fmt: skip
+    assert family["shorts"] == "shorts" and family["glasses"] == "glasses"  # not the plural of short or glass
+    assert family["cats"] == "cats"  # no "cat" in the list: its own family
+
+
+def test_labels_and_region_words_name_one_form_of_a_word(family: Path) -> None:
+    """On the family photo the raw ranking of the whole photo names "man" thrice ("mans", "man", "men"): its
+    labels and a region's vocabulary words keep the best form of each word only."""
+    searcher = Searcher(device="cpu")
+    vocabulary = searcher.vocabulary()
+    families = word_families(vocabulary.words)
+    _, size, _, grid = searcher._localize_grid(family)
+    maps = searcher._vocabulary_maps(grid, vocabulary)
+    whole = box_cells((0, 0, *size), grid.shape[:2], size)
+    raw = np.argsort(-region_scores(maps, whole), kind="stable")[:20]
+    assert len(set(families[raw])) < 20  # the ranking itself repeats a word in another form
+    named = [w.word for w in searcher.region_words(family, box=(0, 0, *size), top=20).words]
+    assert len(named) == 20 and len({families[vocabulary.words.index(w)] for w in named}) == 20
+    unfamilied = [vocabulary.words[label.word] for label in pick_labels(maps, top=8)]
+    assert len({families[vocabulary.words.index(w)] for w in unfamilied}) < 8  # "mans" and "man" both
+    labels = [label.word for label in searcher.label(family, top=8).labels]
+    assert len(labels) == 8 and len({families[vocabulary.words.index(w)] for w in labels}) == 8
 
 
 # ---------------------------------------------------------------- the command

@@ -9,7 +9,8 @@ search would.
 Labelling a photo picks peaks greedily: the best (cell, word) pair among the cells still free, then a
 rectangle of cells grown around that peak while the word stays strong (each added row or column
 scores at least halfway between the word's median over the photo and its peak). The rectangle's cells
-are taken, and the word is used up, so labels never overlap and never repeat.
+are taken, and the word is used up with every other form of it (its family: "dog" and "dogs", "man"
+and "men"), so labels never overlap and never name one thing twice.
 
 Points and boxes are in the photo's displayed pixels (after EXIF orientation), as in heatmap.py.
 """
@@ -43,6 +44,16 @@ FUNCTION_WORDS = frozenset(
     two three four five six seven eight nine ten eleven twelve first second third
     """.split()  # noqa: SIM905 - a word list reads best as words
 )
+# Plurals that are not the plural of a word: "shorts" are not several shorts, "glasses" not glasses of water.
+NOT_PLURALS = frozenset(
+    ["shorts", "glasses", "sunglasses", "goggles", "pants", "trousers", "jeans", "tights", "clothes", "woods", "news"]
+)
+IRREGULAR_PLURALS = {
+    "men": "man", "women": "woman", "people": "person", "children": "child", "feet": "foot", "teeth": "tooth",
+    "mice": "mouse", "geese": "goose", "oxen": "ox", "knives": "knife", "leaves": "leaf", "wolves": "wolf",
+    "shelves": "shelf", "loaves": "loaf", "scarves": "scarf", "calves": "calf", "halves": "half", "wives": "wife",
+    "lives": "life",
+}  # fmt: skip
 GROW_FRACTION = 0.5  # a label's rectangle keeps rows/columns scoring above median + this x (peak - median)
 
 
@@ -113,8 +124,38 @@ def cells_to_box(
     return x0, y0, x1 - x0, y1 - y0
 
 
-def pick_labels(maps: np.ndarray, top: int) -> list[Label]:
-    """Up to `top` non-overlapping labels from (n, h, w) word maps, best first (see the module doc)."""
+def word_families(words: list[str]) -> np.ndarray:
+    """(n,) each word's family: the index of its singular when that is in the list too, else its own.
+
+    English plurals by rule ("dogs", "benches", "puppies", "teddy bears": the last word decides) and a
+    few irregular ones ("men", "people", "knives"); NOT_PLURALS keeps words such as "shorts" apart.
+    """
+    where = {word: k for k, word in enumerate(words)}
+    families = np.arange(len(words))
+    for k, word in enumerate(words):
+        head, _, last = word.rpartition(" ")
+        prefix = f"{head} " if head else ""
+        for singular in _singulars(last):
+            if prefix + singular in where:
+                families[k] = where[prefix + singular]
+                break
+    return families
+
+
+def _singulars(word: str) -> list[str]:
+    """What `word` is the plural of, most likely first (empty when it reads as no plural)."""
+    if word in NOT_PLURALS or len(word) < 3 or not word.endswith("s") or word.endswith("ss"):
+        return [IRREGULAR_PLURALS[word]] if word in IRREGULAR_PLURALS else []
+    out = [word[:-3] + "y"] if word.endswith("ies") else []
+    if word.endswith(("ses", "xes", "zes", "ches", "shes", "oes")):
+        out.append(word[:-2])
+    return [*out, word[:-1]]
+
+
+def pick_labels(maps: np.ndarray, top: int, families: np.ndarray | None = None) -> list[Label]:
+    """Up to `top` non-overlapping labels from (n, h, w) word maps, best first (see the module doc);
+    families (word_families) uses up every form of a word with it."""
+    families = np.arange(len(maps)) if families is None else families
     free = np.ones(maps.shape[1:], dtype=bool)
     candidates = np.array(maps, dtype=np.float32)  # taken cells and used words become -inf
     labels: list[Label] = []
@@ -127,7 +168,7 @@ def pick_labels(maps: np.ndarray, top: int) -> list[Label]:
         top_, left, bottom, right = cells
         free[top_ : bottom + 1, left : right + 1] = False
         candidates[:, top_ : bottom + 1, left : right + 1] = -np.inf
-        candidates[k] = -np.inf
+        candidates[families == families[k]] = -np.inf
         labels.append(Label(k, peak, (i, j), cells))
     return labels
 
