@@ -57,9 +57,16 @@ import time
 from pathlib import Path
 
 import numpy as np
-from common import SYNTHETIC_BATCH, flickr_captions, flickr_dev_images, open_bundle, percentiles_ms, write_json
+from common import (
+    SYNTHETIC_BATCH,
+    add_common_options,
+    flickr_captions,
+    flickr_dev_images,
+    open_bundle,
+    percentiles_ms,
+    write_json,
+)
 
-REPO = Path(__file__).resolve().parents[1]
 LIBRARIES = ("exact", "usearch", "faiss-hnsw", "faiss-ivf", "faiss-ivf16", "hnswlib")
 VIEWABLE = ("usearch", "faiss-hnsw")  # also searched memory-mapped from their file (a view)
 MIX = 0.5  # a synthetic vector moves up to this share of the way from one real vector to another
@@ -86,10 +93,7 @@ def main() -> None:
     parser.add_argument("--connectivity", type=int, default=16, help="HNSW M")
     parser.add_argument("--expansion-add", type=int, default=128, help="HNSW ef_construction")
     parser.add_argument("--ivf-recall", type=float, default=0.99)
-    parser.add_argument("--model", help="bundle folder (default: ASSOC_MODEL, then the shipped bundle)")
-    parser.add_argument("--cache", type=Path, default=REPO / "runs" / "bench-cache")
-    parser.add_argument("--tmp", type=Path, help="where the index files go (default: system temp)")
-    parser.add_argument("--json", help="also write the figures to this file")
+    add_common_options(parser, "the index files")
     args = parser.parse_args()
     if args.worker:
         print(json.dumps(run_worker(json.loads(args.worker))))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import statistics
 import time
@@ -18,8 +19,17 @@ from assoc.runtime.stores.base import PhotoRecord
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"  # the project's shared real data
 FLICKR = DATA / "flickr8k"
 SYNTHETIC_BATCH = 2000  # photos generated and added per store.add call
+CACHE = Path(__file__).resolve().parents[1] / "runs" / "bench-cache"  # encoded photos and galleries kept between runs
 
 T = TypeVar("T")
+
+
+def add_common_options(parser: argparse.ArgumentParser, tmp: str) -> None:
+    """The options the benchmarks share: --model, --cache, --tmp (`tmp` says what goes there), --json."""
+    parser.add_argument("--model", help="bundle folder (default: ASSOC_MODEL, then the shipped bundle)")
+    parser.add_argument("--cache", type=Path, default=CACHE, help="what is kept between runs")
+    parser.add_argument("--tmp", type=Path, help=f"where {tmp} go (default: system temp)")
+    parser.add_argument("--json", help="also write the figures to this file")
 
 
 def open_bundle(path: str | None) -> Bundle:
@@ -82,7 +92,6 @@ def flickr_captions(images: list[str], per_image: int = 5) -> list[tuple[str, st
         if found is not None and caption.strip() and len(found) < per_image:
             found.append(caption.strip())
     return [(image, caption) for image in images for caption in captions[image]]
-
 
 
 def write_json(path: str | None, figures: dict) -> None:

@@ -61,7 +61,15 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
-from common import FLICKR, flickr_captions, flickr_dev_images, open_bundle, synthetic_batches, write_json
+from common import (
+    FLICKR,
+    add_common_options,
+    flickr_captions,
+    flickr_dev_images,
+    open_bundle,
+    synthetic_batches,
+    write_json,
+)
 from first_stage import all_grids, fill, top
 from query_latency import word_queries
 from threadpoolctl import threadpool_limits
@@ -76,7 +84,6 @@ from assoc.runtime.search.pipeline import SearchPlan, search_plan
 from assoc.runtime.search.query import Query
 from assoc.runtime.stores.shard_files import SEARCH_CHUNK_BYTES, row_checksums
 
-REPO = Path(__file__).resolve().parents[1]
 TOP = 10
 LEVELS = 127  # symmetric int8: codes -127..127
 ZERO = 128  # the stored offset of the int8 codes (uint8 = code + 128)
@@ -785,10 +792,7 @@ def main() -> None:
         "--catalogue", type=int, default=1000, help="real photos in the Gallery whose catalogue is measured"
     )
     parser.add_argument("--skip", nargs="*", default=[], choices=["agreement", "speed", "bytes"])
-    parser.add_argument("--model", help="bundle folder (default: ASSOC_MODEL, then the shipped bundle)")
-    parser.add_argument("--cache", type=Path, default=REPO / "runs" / "bench-cache")
-    parser.add_argument("--tmp", type=Path, help="where the temporary gallery goes (default: system temp)")
-    parser.add_argument("--json", help="also write the figures to this file")
+    add_common_options(parser, "the temporary gallery files")
     args = parser.parse_args()
 
     bundle = open_bundle(args.model)

@@ -29,7 +29,15 @@ import time
 from pathlib import Path
 
 import numpy as np
-from common import FLICKR, flickr_captions, flickr_dev_images, open_bundle, percentiles_ms, write_json
+from common import (
+    FLICKR,
+    add_common_options,
+    flickr_captions,
+    flickr_dev_images,
+    open_bundle,
+    percentiles_ms,
+    write_json,
+)
 
 from assoc.evaluation.retrieval import encode_photos
 from assoc.runtime.encoding.bundle import Bundle, FirstStageConfig
@@ -41,7 +49,6 @@ from assoc.runtime.search.pipeline import search
 from assoc.runtime.stores.base import PhotoRecord
 from assoc.runtime.stores.gallery import Gallery
 
-REPO = Path(__file__).resolve().parents[1]
 TOP = 10
 NS = (50, 100, 150, 200, 300, 500, 700, 1000)
 
@@ -52,10 +59,7 @@ def main() -> None:
     parser.add_argument("--vectors", type=int, nargs="+", default=[4, 8, 16], help="centroids per photo")
     parser.add_argument("--shortlists", type=int, nargs="+", default=[500, 700, 1000, 1500])
     parser.add_argument("--dev-captions", type=int, default=5, help="captions per dev photo for R@k")
-    parser.add_argument("--model", help="bundle folder (default: ASSOC_MODEL, then the shipped bundle)")
-    parser.add_argument("--cache", type=Path, default=REPO / "runs" / "bench-cache")
-    parser.add_argument("--tmp", type=Path, help="where the temporary galleries go (default: system temp)")
-    parser.add_argument("--json", help="also write the figures to this file")
+    add_common_options(parser, "the temporary galleries")
     args = parser.parse_args()
 
     bundle = open_bundle(args.model)
