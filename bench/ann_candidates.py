@@ -57,15 +57,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from common import (
-    SYNTHETIC_BATCH,
-    add_common_options,
-    flickr_captions,
-    flickr_dev_images,
-    open_bundle,
-    percentiles_ms,
-    write_json,
-)
+from common import SYNTHETIC_BATCH, add_common_options, dev_queries, open_bundle, percentiles_ms, write_json
 
 LIBRARIES = ("exact", "usearch", "faiss-hnsw", "faiss-ivf", "faiss-ivf16", "hnswlib")
 VIEWABLE = ("usearch", "faiss-hnsw")  # also searched memory-mapped from their file (a view)
@@ -145,7 +137,7 @@ def real_vectors(bundle, args: argparse.Namespace) -> tuple[np.ndarray, np.ndarr
         np.save(where, pooled_vectors(grids))
         del grids
     count = max(args.queries, args.real_queries)
-    captions = [c for _, c in flickr_captions(flickr_dev_images(), per_image=1)[:count]]
+    captions = dev_queries(count)
     encoded = TextEncoder(bundle, "cpu").encode(captions)
     return np.load(where), np.stack([Query.of_text(e, bundle.config).pooled for e in encoded])
 

@@ -82,6 +82,12 @@ def flickr_dev_images() -> list[str]:
     return (FLICKR / "Flickr_8k.devImages.txt").read_text(encoding="utf-8").split()
 
 
+def dev_queries(count: int | None = None) -> list[str]:
+    """The first caption of each Flickr8k dev photo, in the split's order (the first `count` of them):
+    the benchmarks' real queries."""
+    return [caption for _, caption in flickr_captions(flickr_dev_images(), per_image=1)][:count]
+
+
 def flickr_captions(images: list[str], per_image: int = 5) -> list[tuple[str, str]]:
     """(image, caption) pairs from Flickr8k.token.txt: the first per_image captions of each image, in
     the order of images."""

@@ -38,6 +38,7 @@ from pathlib import Path
 import numpy as np
 from common import (
     FLICKR,
+    dev_queries,
     flickr_captions,
     flickr_dev_images,
     open_bundle,
@@ -103,7 +104,7 @@ def main() -> None:
 
     bundle = open_bundle(args.model)
     config = bundle.config
-    captions = [c for _, c in flickr_captions(flickr_dev_images(), per_image=1)][: 3 * args.queries]
+    captions = dev_queries(3 * args.queries)
     encoded = [Query.of_text(q, config) for q in TextEncoder(bundle, "cpu").encode(captions)]
     plain = encoded[: args.queries]
     second, minus = encoded[args.queries : 2 * args.queries], encoded[2 * args.queries :]

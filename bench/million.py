@@ -69,16 +69,7 @@ from pathlib import Path
 
 import numpy as np
 from ann_candidates import MIX, NOISE, rss_mb
-from common import (
-    FLICKR,
-    SYNTHETIC_BATCH,
-    add_common_options,
-    flickr_captions,
-    flickr_dev_images,
-    open_bundle,
-    percentiles_ms,
-    write_json,
-)
+from common import FLICKR, SYNTHETIC_BATCH, add_common_options, dev_queries, open_bundle, percentiles_ms, write_json
 from first_stage import TOP, all_grids, fill
 from query_latency import DISK_MARGIN
 
@@ -167,7 +158,7 @@ def run(args: argparse.Namespace) -> None:
 
 def query_sets(bundle: Bundle, count: int) -> tuple[dict[str, list[Query]], dict[str, list[str]]]:
     """The three query sets (see the module docstring) and their captions; no caption is in two sets."""
-    captions = [c for _, c in flickr_captions(flickr_dev_images(), per_image=1)]
+    captions = dev_queries()
     encoded = TextEncoder(bundle, "cpu").encode(captions)
     chosen: dict[str, list[EncodedQuery]] = {"sentences": encoded[:count]}
     rest = encoded[count:]

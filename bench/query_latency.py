@@ -39,15 +39,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from common import (
-    flickr_captions,
-    flickr_dev_images,
-    latencies,
-    open_bundle,
-    percentiles_ms,
-    synthetic_batches,
-    write_json,
-)
+from common import dev_queries, latencies, open_bundle, percentiles_ms, synthetic_batches, write_json
 
 from assoc.runtime.encoding.encoders import TextEncoder
 from assoc.runtime.indexing.indexer import available_memory
@@ -161,7 +153,7 @@ def best_of(fn, rounds: int) -> float:  # noqa: ANN001 - a callable
 
 def word_queries(bundle, words: list[int], count: int) -> dict[int, list[np.ndarray]]:  # noqa: ANN001
     """For each T, `count` dev captions' vectors with exactly T vectors each (longer captions cut)."""
-    captions = [c for _, c in flickr_captions(flickr_dev_images(), per_image=1)]
+    captions = dev_queries()
     encoded = [q.vectors for q in TextEncoder(bundle, "cpu").encode(captions[: count * 20])]
     out = {}
     for t in words:

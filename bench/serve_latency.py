@@ -39,7 +39,7 @@ from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlencode, urlsplit
 
-from common import flickr_captions, flickr_dev_images, open_bundle, percentiles_ms, synthetic_batches, write_json
+from common import dev_queries, open_bundle, percentiles_ms, synthetic_batches, write_json
 
 import assoc
 from assoc.runtime.encoding.devices import DEVICES
@@ -63,7 +63,7 @@ def main() -> None:
 
     bundle = open_bundle(args.model)
     config = bundle.config
-    captions = [c for _, c in flickr_captions(flickr_dev_images(), per_image=1)]
+    captions = dev_queries()
     needed = args.warmup + args.queries + args.cold
     if len(captions) < needed:
         raise SystemExit(f"only {len(captions)} captions for {needed} distinct queries")
