@@ -37,13 +37,16 @@ def quantize_vectors(vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def dequantize_grids(codes: np.ndarray, scales: np.ndarray) -> np.ndarray:
-    """The float32 values (N, P, D) that codes (N, P, D) with one scale per grid (N,) stand for."""
-    return _values(codes) * np.asarray(scales, np.float32)[:, None, None]
+    """The float32 values (N, P, D) that codes (N, P, D) with one scale per grid (N,) stand for (NaN
+    throughout where the scale is not finite)."""
+    with np.errstate(invalid="ignore"):
+        return _values(codes) * np.asarray(scales, np.float32)[:, None, None]
 
 
 def dequantize_vectors(codes: np.ndarray, scales: np.ndarray) -> np.ndarray:
     """The float32 values (N, C, D) of codes with one scale per vector (N, C)."""
-    return _values(codes) * np.asarray(scales, np.float32)[..., None]
+    with np.errstate(invalid="ignore"):
+        return _values(codes) * np.asarray(scales, np.float32)[..., None]
 
 
 def quantize_query(query_t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
