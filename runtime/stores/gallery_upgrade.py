@@ -49,7 +49,8 @@ def upgrade_format_3(files: GalleryFiles) -> None:
     """Format 3 -> 4 (the module docstring), or what a killed one left undone."""
     with files.writing(upgrading=True):
         if _version(files) == "3":
-            files.db.execute(f"ALTER TABLE shards ADD COLUMN layout INTEGER NOT NULL DEFAULT {LAYOUT_FLOAT16}")
+            if files.layout_column == str(LAYOUT_FLOAT16):  # no column yet: every shard is float16
+                files.db.execute(f"ALTER TABLE shards ADD COLUMN layout INTEGER NOT NULL DEFAULT {LAYOUT_FLOAT16}")
             files.db.executemany(
                 "INSERT OR REPLACE INTO meta VALUES (?, ?)", [("format_version", "4"), ("dtype", "int8")]
             )
