@@ -50,9 +50,7 @@ def test_exact_and_two_stage_agree_and_check_is_clean(indexed: tuple[Path, Path]
     assert json.loads(checked.stdout) == {"photos": 8, "damaged": [], "dropped": 0}
 
 
-def test_flipped_bits_are_an_error_until_repaired_and_indexed_again(
-    indexed: tuple[Path, Path], tmp_path: Path
-) -> None:
+def test_flipped_bits_are_an_error_until_repaired_and_indexed_again(indexed: tuple[Path, Path], tmp_path: Path) -> None:
     photos, original = indexed
     gallery = tmp_path / "g"
     shutil.copytree(original, gallery)

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from exact_reference import as_scored, as_stored
 
 from assoc.runtime.errors import GalleryDamagedError, GalleryError, NoGalleryError

@@ -19,6 +19,8 @@ import pytest
 
 pytest.importorskip("qdrant_client", reason="qdrant-client is not installed (assoc[qdrant])")
 
+from exact_reference import as_stored, exact_scores  # noqa: E402
+
 from assoc.runtime.encoding.bundle import (
     FirstStageConfig,  # noqa: E402
     load_bundle,  # noqa: E402
@@ -26,7 +28,6 @@ from assoc.runtime.encoding.bundle import (
 from assoc.runtime.encoding.encoders import ImageEncoder, TextEncoder  # noqa: E402
 from assoc.runtime.errors import GalleryError, ModelMismatchError, NoGalleryError, QueryError  # noqa: E402
 from assoc.runtime.indexing.indexer import index_paths  # noqa: E402
-from exact_reference import as_stored, exact_scores  # noqa: E402
 from assoc.runtime.search.pipeline import search  # noqa: E402
 from assoc.runtime.stores.base import PhotoRecord  # noqa: E402
 from assoc.runtime.stores.gallery import Gallery  # noqa: E402
@@ -191,8 +192,9 @@ def test_image_as_query_finds_itself(items):
 def test_every_score_kind_and_well_formed_queries(store, items):
     query = word_query(items[5][1], np.random.default_rng(8), 4)
     for kind in ("sisa", "mima"):
-        expected = sorted(((r.path, float(exact_scores(g[None], query, kind)[0])) for r, g in items),
-                          key=lambda x: (-x[1], x[0]))[:5]
+        expected = sorted(
+            ((r.path, float(exact_scores(g[None], query, kind)[0])) for r, g in items), key=lambda x: (-x[1], x[0])
+        )[:5]
         hits = search(store, query, k=5, kind=kind, exact=True)
         assert [h.path for h in hits] == [p for p, _ in expected]
     with pytest.raises(QueryError, match="shape"):
@@ -334,7 +336,9 @@ def test_parity_with_builtin_gallery(tmp_path: Path, store, items):
         builtin.add(items)
         assert builtin.records() == store.records()
         # Qdrant keeps the float16 patches, the gallery their int8 codes: those of Qdrant's, to the bit.
-        np.testing.assert_array_equal(builtin.get_grid(items[8][0].path), as_stored(store.get_grid(items[8][0].path)[None])[0])
+        np.testing.assert_array_equal(
+            builtin.get_grid(items[8][0].path), as_stored(store.get_grid(items[8][0].path)[None])[0]
+        )
         rng = np.random.default_rng(5)
         for target in (4, 30):
             query = word_query(items[target][1], rng)

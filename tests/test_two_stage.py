@@ -22,9 +22,9 @@ from assoc.runtime.indexing.indexer import index_paths
 from assoc.runtime.scoring.first_stage import photo_vectors
 from assoc.runtime.scoring.matchmap import score_grids
 from assoc.runtime.search.pipeline import SearchPlan, search, search_plan
-from assoc.runtime.stores.base import PhotoRecord
 from assoc.runtime.stores import gallery as gallery_module
 from assoc.runtime.stores import gallery_compaction, gallery_upgrade
+from assoc.runtime.stores.base import PhotoRecord
 from assoc.runtime.stores.gallery import Gallery
 from assoc.runtime.stores.shard_files import row_checksums
 

@@ -1,23 +1,29 @@
-"""The exact scan kernel: scores of one query against many float16 grids, in ONNX Runtime.
+"""The exact scan kernel: scores of one query against many grids, in ONNX Runtime.
 
-numpy widens float16 at about 1 GB/s on x86 (no SIMD loop), and its matmul of (N*P, D) rows against
-a (D, T) query followed by a strided max over patches is memory-bound: together most of a search.
-ONNX Runtime's CPU kernels widen float16 with F16C and run the matmul and the reductions on one
-buffer each, so the same work takes a fraction of the time (bench/query_latency.py times the exact scan).
+Grids are scored as the gallery stores them (scoring/quantize.py): int8 codes + 128 (uint8) with one
+float16 scale per grid, against the query quantized per word to int8 (a float32 scale per word).
+MatMulInteger multiplies them, uint8 x int8 with a zero point of 128 (MLAS's fast path), into int32:
+    codes (N, P, D) uint8 x query (D, T) int8 -> (N, P, T) int32 -> over the patches -> (N, T)
+    -> times the word scales and the grid's scale -> the kind's reduction over the words -> (N,)
+(MISA: max over patches, mean over words; SISA: mean of all; MIMA: max of all). The scales are
+positive, so the max over patches is taken on the int32 products and the scales multiply (N, T)
+values only. bench/compact_grids.py measured it 2.4-3.6x faster than the float16 kernel (half the
+bytes read, and no widening). Layout "int8-vectors" (a scale per vector: the first stage's centroids)
+applies each vector's scale to its products before the reduction over the vectors. Layout "float16"
+(float16 grids widened by Cast, a float32 MatMul) scores the pooled vectors of the first stage.
+A per-vector kernel stops after the reduction over patches, (N, T): one pass over the grids serves
+several queries' vectors at once (a combined query's terms), each query's score then reduce_words of
+its columns. Scores equal matchmap.score_grids over the dequantized float32 values (the dequantized
+query for int8) up to float32 summation order. A grid that is not all finite numbers scores NaN: its
+scale is not finite (codes are always numbers), or for float16 its products are not, which the
+graphs carry through (ONNX Runtime's ReduceMax skips NaN); the stores never return such a score.
 
-The graph is built here as ONNX protobuf bytes (the `onnx` package is a training-side dependency):
-    grids (N, P, D) float16 -> Cast float32 -> MatMul query (D, T) -> (N, P, T) -> score (N,)
-with the reduction of the score kind (MISA: max over patches, mean over words; SISA: mean of all;
-MIMA: max of all). A per-vector kernel stops after the reduction over patches, (N, T): one pass over
-the grids serves several queries' vectors at once (a combined query's terms), each query's score
-then reduce_words of its columns. Scores equal matchmap.score_grids on the same float32 values up to float32
-summation order; a grid holding NaN or infinity scores NaN (numpy's max would say so; ONNX
-Runtime's skips NaN), which the stores never return.
+However many grids a store hands over at once, the kernel runs on at most RUN_BYTES of them (float16
+grids as widened to float32, codes as stored: ScanKernel.scores), a block that stays in a core's L2
+cache. A photo's score comes from its own rows, whichever run it is in (up to float32 summation order,
+as between stores that hand over chunks of other sizes).
 
-However many grids a store hands over at once, the kernel runs on at most RUN_BYTES of them widened
-(ScanKernel.scores): a widened block that fits a core's L2 cache is read back by the matmul from there.
-A photo's score comes from its own rows, whichever run it is in (up to float32 summation order, as
-between stores that hand over chunks of other sizes).
+The graph is built here as ONNX protobuf bytes (the `onnx` package is a training-side dependency).
 """
 
 from __future__ import annotations

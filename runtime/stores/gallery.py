@@ -332,7 +332,9 @@ class Gallery(GalleryFiles):
                 present = rows < min((mm.shape[0] for mm in layers.values()), default=0)
                 blocks = [gather_rows(mm, rows[present]) for mm in layers.values()]
                 sums = row_checksums(blocks)
-                values = [b.reshape(len(b), int(np.prod(b.shape[1:]))) for b in blocks if b.dtype.kind == "f"]  # not codes
+                values = [
+                    b.reshape(len(b), int(np.prod(b.shape[1:]))) for b in blocks if b.dtype.kind == "f"
+                ]  # not codes
                 finite = np.logical_and.reduce([np.isfinite(b).all(axis=1) for b in values])
                 stored = part.sums[start : start + len(rows)][present]
                 kept = [path for path, here in zip(paths, present, strict=True) if here]
