@@ -17,9 +17,7 @@ from ..runtime.search.rerank import GridChunk, chunk_scores
 from .metrics import recall_metrics
 
 
-def encode_photos(
-    encoder: ImageEncoder, paths: Sequence[Path], batch_size: int = 32
-) -> tuple[np.ndarray, np.ndarray]:
+def encode_photos(encoder: ImageEncoder, paths: Sequence[Path], batch_size: int = 32) -> tuple[np.ndarray, np.ndarray]:
     """(N, P, D) float16 grids and (N, D) float16 global vectors, as a store keeps them; decoding runs
     on threads while the previous batch is encoded."""
     size = encoder.config.image_size
@@ -49,15 +47,16 @@ def evaluate_bundle(
 ) -> dict:
     """Recall@1/5/10 and median rank both ways, in the shape `assoc eval --json` prints.
 
-    Photos are ranked as a search ranks them (assoc.runtime.search): float16 grids, the bundle's token
-    weights and fused global term, the same scan kernel."""
+    Photos are ranked as a search ranks them (assoc.runtime.search): int8 grids quantized as a gallery
+    stores them, the bundle's token weights and fused global term, the same scan kernel."""
     grids, pooled = encode_photos(ImageEncoder(bundle, device), images, batch_size)
     text = TextEncoder(bundle, device)
     config = bundle.config
     paths = [str(p) for p in images]
     scores = np.empty((len(images), len(captions)), dtype=np.float32)
+    chunk = GridChunk.of_grids(paths, grids, pooled)
     for start in range(0, len(captions), 256):
         for j, encoded in enumerate(text.encode(list(captions[start : start + 256]))):
-            scores[:, start + j] = chunk_scores(Query.of_text(encoded, config), GridChunk(paths, grids, pooled))
+            scores[:, start + j] = chunk_scores(Query.of_text(encoded, config), chunk)
     result = recall_metrics(scores, np.asarray(caption_image))
     return {**result, "images": len(images), "captions": len(captions)}

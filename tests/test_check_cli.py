@@ -50,9 +50,7 @@ def test_exact_and_two_stage_agree_and_check_is_clean(indexed: tuple[Path, Path]
     assert json.loads(checked.stdout) == {"photos": 8, "damaged": [], "dropped": 0}
 
 
-def test_flipped_bits_are_an_error_until_repaired_and_indexed_again(
-    indexed: tuple[Path, Path], tmp_path: Path
-) -> None:
+def test_flipped_bits_are_an_error_until_repaired_and_indexed_again(indexed: tuple[Path, Path], tmp_path: Path) -> None:
     photos, original = indexed
     gallery = tmp_path / "g"
     shutil.copytree(original, gallery)
@@ -61,9 +59,9 @@ def test_flipped_bits_are_an_error_until_repaired_and_indexed_again(
     conn = sqlite3.connect(gallery / "gallery.sqlite")
     row, gh, gw = conn.execute("SELECT row, grid_h, grid_w FROM photos WHERE path = ?", (victim,)).fetchone()
     conn.close()
-    (shard,) = (gallery / "shards").glob("*.f16")
+    (shard,) = (gallery / "shards").glob("*.i8")
     data = bytearray(shard.read_bytes())
-    size = gh * gw * 256 * 2
+    size = gh * gw * 256  # int8 codes
     for bit in (17, 9_001, 40_003):
         data[row * size + bit // 8] ^= 1 << (bit % 8)
     shard.write_bytes(bytes(data))
@@ -95,7 +93,7 @@ def test_index_encodes_again_what_a_short_or_missing_shard_lost(
     gallery = tmp_path / "g"
     shutil.copytree(original, gallery)
     before = json.loads(query(gallery).stdout)
-    (shard,) = (gallery / "shards").glob("*.f16")
+    (shard,) = (gallery / "shards").glob("*.i8")
     if damage == "truncate":
         os.truncate(shard, shard.stat().st_size - 1000)
     else:

@@ -141,7 +141,7 @@ def test_small_memory_budgets_give_the_same_answer(gallery: Path, monkeypatch: p
         pairs = duplicates.candidate_pairs(contents.pooled, floor)
         similarity = duplicates.verify_pairs(store.open_view(), contents, pairs)
         monkeypatch.setattr(duplicates, "BLOCK_SCORES", 3 * len(contents.paths))  # three rows a block
-        monkeypatch.setattr(duplicates, "GRID_BYTES", 2 * 10 * 10 * 256 * 2)  # two grids a pass
+        monkeypatch.setattr(duplicates, "GRID_BYTES", 2 * 10 * 10 * 256 * 4)  # two grids a pass (float32, as read)
         assert np.array_equal(duplicates.candidate_pairs(contents.pooled, floor), pairs)
         assert np.array_equal(duplicates.verify_pairs(store.open_view(), contents, pairs), similarity)
     assert len(pairs) and np.isfinite(similarity).all()

@@ -179,14 +179,14 @@ def test_a_format_2_gallery_learns_its_dates_on_the_next_index_without_encoding(
         conn.execute("UPDATE meta SET value = '2' WHERE key = 'format_version'")
     conn.close()
     old = ("--gallery", gallery, "--device", "cpu")
-    before = _shard_bytes(gallery)
-    assert query(old, "a dog", "--since", "2000") == []  # searched as it is: no photo's date is known yet
+    assert query(old, "a dog", "--since", "2000") == []  # upgraded to format 4: no photo's date is known yet
+    before = _shard_bytes(gallery)  # its shards as the upgrade rewrote them (int8)
     report = ok_json("index", library, *old)
     assert (report["added"], report["updated"], report["reused"], report["unchanged"]) == (0, 0, 0, PHOTOS)
     assert report["dated"] == PHOTOS
     assert _shard_bytes(gallery) == before  # no grid encoded or written again
     with sqlite3.connect(gallery / "gallery.sqlite") as conn:
-        assert conn.execute("SELECT value FROM meta WHERE key = 'format_version'").fetchone() == ("3",)
+        assert conn.execute("SELECT value FROM meta WHERE key = 'format_version'").fetchone() == ("4",)
     conn.close()
     assert query(old, "a dog", "--in", library / "summer", "--since", "2019-07-15T00:00Z") == query(
         stores["builtin"], "a dog", "--in", library / "summer", "--since", "2019-07-15T00:00Z"

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from exact_reference import as_scored, as_stored
 
 from assoc.runtime.errors import GalleryDamagedError, GalleryError, NoGalleryError
 from assoc.runtime.scoring.matchmap import score_grids
@@ -33,13 +34,20 @@ def grid_for(content_hash: str, grid: tuple[int, int] = (4, 4), dim: int = DIM) 
     return x / np.linalg.norm(x, axis=-1, keepdims=True)
 
 
+def stored(content_hash: str, grid: tuple[int, int] = (4, 4)) -> np.ndarray:
+    """grid_for's grid as the gallery gives it back (get_grid): its int8 codes dequantized."""
+    return as_stored(grid_for(content_hash, grid)[None])[0]
+
+
 def item(path: str, content_hash: str, grid: tuple[int, int] = (4, 4)) -> tuple[PhotoRecord, np.ndarray]:
     return PhotoRecord(path, 1000, 1, content_hash, grid, 640, 480), grid_for(content_hash, grid)
 
 
 def brute_force(grids: dict[str, np.ndarray], query: np.ndarray, kind: str) -> list[tuple[str, float]]:
-    """MaxSim (and SISA, MIMA) written out plainly, ranked best first, ties by path."""
+    """MaxSim (and SISA, MIMA) written out plainly over stored grids (as get_grid gives them back) and the
+    query's words as the scan multiplies them, ranked best first, ties by path."""
     scored = []
+    query = as_scored(query)
     for path, grid in grids.items():
         mm = grid.reshape(-1, grid.shape[-1]).astype(np.float64) @ query.astype(np.float64).T
         score = {"misa": mm.max(axis=0).mean(), "sisa": mm.mean(), "mima": mm.max()}[kind]
@@ -81,8 +89,8 @@ def test_gallery_is_a_store(gallery: Gallery) -> None:
 def test_search_equals_brute_force_over_shards_shapes_and_chunks(
     gallery: Gallery, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(gallery_module, "MAX_SHARD_BYTES", 4 * 4 * DIM * 2 * 50)  # 50 rows a shard
-    monkeypatch.setattr(gallery_files, "SEARCH_CHUNK_BYTES", 4 * 4 * DIM * 2 * 7)  # 7 photos a chunk
+    monkeypatch.setattr(gallery_module, "MAX_SHARD_BYTES", 4 * 4 * DIM * 50)  # 50 rows a shard (a byte a value)
+    monkeypatch.setattr(gallery_files, "SEARCH_CHUNK_BYTES", 4 * 4 * DIM * 7)  # 7 photos a chunk
     shapes = [(4, 4), (3, 5), (1, 1)]
     gallery.add([item(f"/photos/{i:04d}.jpg", f"h{i}", shapes[i % 3]) for i in range(240)])
     gallery.remove([f"/photos/{i:04d}.jpg" for i in range(0, 240, 5)])  # holes: rows no longer contiguous
@@ -101,12 +109,17 @@ def test_search_equals_brute_force_over_shards_shapes_and_chunks(
     assert search(gallery, query, k=0) == []
 
 
-def test_grids_round_trip_as_float16(gallery: Gallery) -> None:
+def test_grids_round_trip_as_their_int8_codes(gallery: Gallery) -> None:
     rec, grid = item("/a.jpg", "ha", (3, 5))
     gallery.add([(rec, grid)])
     got = gallery.get_grid("/a.jpg")
     assert got.dtype == np.float32 and got.shape == (3, 5, DIM)
-    np.testing.assert_array_equal(got, grid.astype(np.float16).astype(np.float32))
+    np.testing.assert_array_equal(got, as_stored(grid[None])[0])
+    scale = np.abs(grid.astype(np.float16)).max() / 127  # within half a code of the float16 values
+    assert np.abs(got - grid.astype(np.float16)).max() <= 0.5 * scale * 1.01
+    again = gallery.get_vectors("/a.jpg")
+    gallery.add([(PhotoRecord("/b.jpg", 1, 1, "hb", (3, 5), 640, 480), again)])  # a rename reuses the vectors
+    np.testing.assert_array_equal(gallery.get_grid("/b.jpg"), got)  # the very codes again
     assert gallery.get_grid("/missing.jpg") is None
     assert gallery.records()["/a.jpg"] == rec
 
@@ -124,9 +137,9 @@ def test_record_is_one_photo_or_none(gallery: Gallery) -> None:
 def test_search_scores_equal_float32_scoring_of_the_stored_values(
     gallery: Gallery, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Chunking and the scan kernel's widening change a score by float32 rounding at most, even for
-    float16's odd values."""
-    monkeypatch.setattr(gallery_files, "SEARCH_CHUNK_BYTES", 4 * 4 * DIM * 2 * 5)  # 5 photos a chunk
+    """Chunking and the scan kernel change a score by float32 rounding at most, even for float16's odd
+    values (the reference: float32 numpy over the dequantized grids and the quantized query)."""
+    monkeypatch.setattr(gallery_files, "SEARCH_CHUNK_BYTES", 4 * 4 * DIM * 5)  # 5 photos a chunk
     items = [item(f"/p/{i:03d}.jpg", f"h{i}", ((4, 4), (2, 3))[i % 2]) for i in range(60)]
     record, grid = items[0]
     grid = grid.copy()
@@ -141,7 +154,7 @@ def test_search_scores_equal_float32_scoring_of_the_stored_values(
         for shape in ((4, 4), (2, 3)):
             paths = sorted(p for p, g in grids.items() if g.shape[:2] == shape)
             stacked = np.stack([grids[p].reshape(-1, DIM) for p in paths])
-            expected.update(zip(paths, score_grids(stacked, query, kind).tolist(), strict=True))
+            expected.update(zip(paths, score_grids(stacked, as_scored(query), kind).tolist(), strict=True))
         hits = {h.path: h.score for h in search(gallery, query, k=100, kind=kind)}
         assert sorted(hits) == sorted(expected)
         np.testing.assert_allclose([hits[p] for p in expected], list(expected.values()), rtol=1e-6, atol=1e-6)
@@ -163,7 +176,7 @@ def test_upsert_replaces_and_remove_forgets(gallery: Gallery) -> None:
     gallery.add([item("/a.jpg", "v2", (2, 2))])
     assert len(gallery) == 2
     assert gallery.records()["/a.jpg"].content_hash == "v2"
-    np.testing.assert_allclose(gallery.get_grid("/a.jpg"), grid_for("v2", (2, 2)), atol=1e-3)
+    np.testing.assert_array_equal(gallery.get_grid("/a.jpg"), stored("v2", (2, 2)))
     query = grid_for("v2", (2, 2)).reshape(-1, DIM)
     assert search(gallery, query, k=1)[0].path == "/a.jpg"
     assert gallery.find_by_hash("v1") is None
@@ -242,12 +255,12 @@ def test_add_rejects_grids_that_do_not_fit(gallery: Gallery) -> None:
 
 
 def shard_bytes(gallery: Gallery) -> int:
-    """Bytes of the grid files (the first-stage files beside them are a few percent more)."""
-    return sum(f.stat().st_size for f in (gallery.folder / "shards").glob("*.f16"))
+    """Bytes of the grid code files (the scale and first-stage files beside them are a few percent more)."""
+    return sum(f.stat().st_size for f in (gallery.folder / "shards").glob("*.i8"))
 
 
 def test_dead_rows_are_compacted_when_they_dominate(gallery: Gallery, monkeypatch: pytest.MonkeyPatch) -> None:
-    row = 4 * 4 * DIM * 2
+    row = 4 * 4 * DIM  # int8 codes
     monkeypatch.setattr(gallery_module, "MAX_SHARD_BYTES", row * 30)
     monkeypatch.setattr(gallery_compaction, "COMPACT_MIN_BYTES", row * 10)
     gallery.add([item(f"/p/{i:03d}.jpg", f"h{i}") for i in range(90)])
@@ -260,7 +273,7 @@ def test_dead_rows_are_compacted_when_they_dominate(gallery: Gallery, monkeypatc
     assert shard_bytes(gallery) == 30 * row
     assert_search_matches(gallery, unit(3, 4))
     for path, grid in stored_grids(gallery).items():
-        np.testing.assert_allclose(grid, grid_for("h" + str(int(path[3:6]))), atol=1e-3)
+        np.testing.assert_array_equal(grid, stored("h" + str(int(path[3:6]))))
 
     gallery.add([item("/p/010.jpg", "again")])
     gallery.add([item("/p/010.jpg", "again2")])  # one dead row: below the threshold
@@ -276,26 +289,27 @@ def test_orphans_left_by_a_killed_writer_are_dropped(tmp_path: Path) -> None:
     folder = tmp_path / "g"
     with Gallery.open(folder, BUNDLE, DIM) as g:
         g.add([item(f"/p/{i}.jpg", f"h{i}") for i in range(10)])
-        (shard,) = (folder / "shards").glob("*.f16")
+        (shard,) = (folder / "shards").glob("*.i8")
     committed = shard.stat().st_size
     with open(shard, "ab") as fh:  # what a writer killed between fsync and commit leaves
-        fh.write(os.urandom(3 * 4 * 4 * DIM * 2 + 7))
-    (folder / "shards" / "00099.f16").write_bytes(os.urandom(5000))
+        fh.write(os.urandom(3 * 4 * 4 * DIM + 7))
+    (folder / "shards" / "00099.i8").write_bytes(os.urandom(5000))
+    (folder / "shards" / f"{shard.stem}.f16").write_bytes(os.urandom(500))  # a layout this shard has not
     with Gallery.open(folder, BUNDLE, DIM) as g:
         assert len(g) == 10
         assert_search_matches(g, unit(2, 6))  # readers never look past committed rows
         g.add([item("/p/new.jpg", "new")])
         names = sorted(p.name for p in (folder / "shards").iterdir())
-        assert names == [shard.stem + suffix for suffix in (".cent", ".f16", ".pool")]
-        assert shard.stat().st_size == committed + 4 * 4 * DIM * 2
-        np.testing.assert_allclose(g.get_grid("/p/new.jpg"), grid_for("new"), atol=1e-3)
+        assert names == [shard.stem + suffix for suffix in (".ci8", ".cscale", ".i8", ".pool", ".scale")]
+        assert shard.stat().st_size == committed + 4 * 4 * DIM
+        np.testing.assert_array_equal(g.get_grid("/p/new.jpg"), stored("new"))
 
 
 def test_a_short_shard_is_reported_as_damage(tmp_path: Path) -> None:
     folder = tmp_path / "g"
     with Gallery.open(folder, BUNDLE, DIM) as g:
         g.add([item(f"/p/{i}.jpg", f"h{i}") for i in range(4)])
-    (shard,) = (folder / "shards").glob("*.f16")
+    (shard,) = (folder / "shards").glob("*.i8")
     os.truncate(shard, 100)
     with Gallery.open(folder, BUNDLE, DIM) as g, pytest.raises(GalleryError, match="damaged"):
         search(g, unit(1, 0))
@@ -354,7 +368,7 @@ def check_consistent(gallery: Gallery) -> None:
     its checksum covers), and search agrees, two-stage and exact."""
     assert gallery.check().damaged == []
     for path, record in gallery.records().items():
-        expected = grid_for(record.content_hash, record.grid).astype(np.float16).astype(np.float32)
+        expected = stored(record.content_hash, record.grid)
         np.testing.assert_array_equal(gallery.get_grid(path), expected)
     assert_search_matches(gallery, unit(3, 8))
     query = unit(3, 8)
@@ -370,7 +384,7 @@ def check_hits_while_writing(reader: Gallery) -> None:
         i = int(hit.path[3:9])
         step = i // BATCH
         versions = {0, step} if step % 3 == 2 and i % 3 == 0 else {0}
-        grids = {f"v{v}": crash_item(i, v)[1].astype(np.float16).astype(np.float32) for v in versions}
+        grids = {f"v{v}": as_stored(crash_item(i, v)[1][None])[0] for v in versions}
         assert any(abs(hit.score - s) < 1e-5 for _, s in brute_force(grids, query, "misa"))
 
 
@@ -408,5 +422,5 @@ def test_sigkill_mid_index_leaves_a_gallery_that_opens_answers_and_resumes(tmp_p
         conn = sqlite3.connect(folder / "gallery.sqlite")
         shards = dict(conn.execute("SELECT id, rows * grid_h * grid_w FROM shards").fetchall())
         conn.close()
-        on_disk = {int(f.stem): f.stat().st_size for f in (folder / "shards").glob("*.f16")}
-        assert on_disk == {i: cells * DIM * 2 for i, cells in shards.items()}
+        on_disk = {int(f.stem): f.stat().st_size for f in (folder / "shards").glob("*.i8")}
+        assert on_disk == {i: cells * DIM for i, cells in shards.items()}

@@ -19,6 +19,8 @@ import pytest
 
 pytest.importorskip("qdrant_client", reason="qdrant-client is not installed (assoc[qdrant])")
 
+from exact_reference import as_stored, exact_scores  # noqa: E402
+
 from assoc.runtime.encoding.bundle import (
     FirstStageConfig,  # noqa: E402
     load_bundle,  # noqa: E402
@@ -26,7 +28,6 @@ from assoc.runtime.encoding.bundle import (
 from assoc.runtime.encoding.encoders import ImageEncoder, TextEncoder  # noqa: E402
 from assoc.runtime.errors import GalleryError, ModelMismatchError, NoGalleryError, QueryError  # noqa: E402
 from assoc.runtime.indexing.indexer import index_paths  # noqa: E402
-from assoc.runtime.scoring.matchmap import score_grids  # noqa: E402
 from assoc.runtime.search.pipeline import search  # noqa: E402
 from assoc.runtime.stores.base import PhotoRecord  # noqa: E402
 from assoc.runtime.stores.gallery import Gallery  # noqa: E402
@@ -67,9 +68,9 @@ def word_query(grid: np.ndarray, rng: np.random.Generator, t: int = 3) -> np.nda
 
 
 def brute_force(items: list[tuple[PhotoRecord, np.ndarray]], query: np.ndarray, k: int) -> list[tuple[str, float]]:
-    """MISA over the float16 grids the stores keep, via the runtime's numpy scorer."""
-    grids = np.stack([g.astype(np.float16).reshape(-1, D) for _, g in items])
-    scores = score_grids(grids, query, "misa")
+    """MISA as every store scores it (exact_reference: the float16 grids quantized as the built-in
+    gallery stores them, the query's words quantized as the scan multiplies them)."""
+    scores = exact_scores(np.stack([g for _, g in items]), query, "misa")
     order = np.argsort(-scores)[:k]
     return [(items[i][0].path, float(scores[i])) for i in order]
 
@@ -191,8 +192,9 @@ def test_image_as_query_finds_itself(items):
 def test_every_score_kind_and_well_formed_queries(store, items):
     query = word_query(items[5][1], np.random.default_rng(8), 4)
     for kind in ("sisa", "mima"):
-        expected = sorted(((r.path, float(score_grids(g.reshape(1, -1, D), query, kind)[0])) for r, g in items),
-                          key=lambda x: (-x[1], x[0]))[:5]
+        expected = sorted(
+            ((r.path, float(exact_scores(g[None], query, kind)[0])) for r, g in items), key=lambda x: (-x[1], x[0])
+        )[:5]
         hits = search(store, query, k=5, kind=kind, exact=True)
         assert [h.path for h in hits] == [p for p, _ in expected]
     with pytest.raises(QueryError, match="shape"):
@@ -333,13 +335,16 @@ def test_parity_with_builtin_gallery(tmp_path: Path, store, items):
     with Gallery.open(tmp_path / "gallery", bundle_id=BUNDLE, embed_dim=D) as builtin:
         builtin.add(items)
         assert builtin.records() == store.records()
-        np.testing.assert_array_equal(builtin.get_grid(items[8][0].path), store.get_grid(items[8][0].path))
+        # Qdrant keeps the float16 patches, the gallery their int8 codes: those of Qdrant's, to the bit.
+        np.testing.assert_array_equal(
+            builtin.get_grid(items[8][0].path), as_stored(store.get_grid(items[8][0].path)[None])[0]
+        )
         rng = np.random.default_rng(5)
         for target in (4, 30):
             query = word_query(items[target][1], rng)
             ours, theirs = search(store, query, k=8), search(builtin, query, k=8)
             assert [h.path for h in ours] == [h.path for h in theirs]
-            np.testing.assert_allclose([h.score for h in ours], [h.score for h in theirs], atol=1e-5)
+            assert [h.score for h in ours] == [h.score for h in theirs]
 
 
 def test_indexer_with_real_photos(tmp_path: Path, flickr8k: Path, bundle_dir: Path):

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
+from exact_reference import exact_scores
 
 from assoc.runtime.encoding.bundle import FirstStageConfig
 from assoc.runtime.scoring.first_stage import pooled_vectors
-from assoc.runtime.scoring.matchmap import score_grids
 from assoc.runtime.search.pipeline import SearchPlan, search
 from assoc.runtime.search.query import Query
 from assoc.runtime.search.rerank import GridChunk
@@ -30,7 +30,8 @@ class ListView:
     def read_grids(self, selection: list[int]):
         for start in range(0, len(selection), 3):
             picked = selection[start : start + 3]
-            yield GridChunk([self.store.paths[i] for i in picked], self.store.grids[picked], self.store.pooled[picked])
+            paths = [self.store.paths[i] for i in picked]
+            yield GridChunk.of_grids(paths, self.store.grids[picked], self.store.pooled[picked])
 
     def confirm(self, hits) -> None:
         self.store.confirmed.append([h.path for h in hits])
@@ -69,7 +70,7 @@ def test_rerank_over_chunks_is_exact_with_ties_by_path_and_no_nan() -> None:
     store = _store()
     query = store.grids[3, :4].astype(np.float32)
     hits = search(store, query, k=20, exact=True)
-    scores = score_grids(store.grids, query)
+    scores = exact_scores(store.grids, query)
     expected = sorted((i for i in range(20) if np.isfinite(scores[i])), key=lambda i: (-scores[i], store.paths[i]))
     assert [h.path for h in hits] == [store.paths[i] for i in expected]
     assert [h.path for h in hits[:2]] == ["/p/03.jpg", "/p/07.jpg"]  # the copy ties: by path

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from exact_reference import as_scored, as_stored
 
 from assoc.runtime.encoding.bundle import FirstStageConfig
 from assoc.runtime.errors import ModelMismatchError, QueryError
@@ -67,8 +68,11 @@ def _item(i: int, seed: int | None = None) -> tuple[PhotoRecord, np.ndarray]:
 
 
 def _exact(grids: dict[str, np.ndarray], query: np.ndarray) -> list[tuple[str, float]]:
+    """MaxSim written out over the grids as added, as every store scores them (exact_reference: int8
+    codes dequantized, the query's words quantized as the scan multiplies them)."""
+    query = as_scored(query).astype(np.float64)
     scored = [
-        (path, float((g.reshape(-1, D).astype(np.float64) @ query.astype(np.float64).T).max(axis=0).mean()))
+        (path, float((as_stored(g[None])[0].reshape(-1, D).astype(np.float64) @ query.T).max(axis=0).mean()))
         for path, g in grids.items()
     ]
     return sorted(scored, key=lambda ps: (-ps[1], ps[0]))
@@ -102,10 +106,10 @@ def test_add_search_order_and_exact_scores(store: Store) -> None:
     store.add(items)
     assert len(store) == PHOTOS
     stored = {r.path: store.get_grid(r.path) for r, _ in items}
-    for r, g in items:  # read back as float32, within float16 rounding of what went in
-        np.testing.assert_allclose(stored[r.path], g, atol=2e-3)
+    for r, g in items:  # read back as float32, within half an int8 code (or float16 rounding) of what went in
+        np.testing.assert_allclose(stored[r.path], g, atol=np.abs(g).max() / 254 + 1e-3)
     query = _query(items[4][1])
-    expected = _exact(stored, query)
+    expected = _exact({r.path: g for r, g in items}, query)
     counted = CountingSource()
     hits = search(store, query, k=5, source=counted)
     assert counted.kept == [FIRST_STAGE.candidates]  # the first stage ran and narrowed to its candidates
@@ -161,22 +165,22 @@ def test_fused_score_is_exactly_what_the_docs_say(store: Store, weight: float) -
     vectors = _query(items[9][1])
     query = Query.of(vectors, D, global_weight=weight)
     stored = {r.path: store.get_vectors(r.path) for r, _ in items}
+    grids = {r.path: g for r, g in items}
     pooled_query = vectors.astype(np.float64).mean(0)
     pooled_query /= np.linalg.norm(pooled_query)
 
-    def fused(photo) -> float:
-        g = photo.grid.reshape(-1, D).astype(np.float64)
-        local = (g @ vectors.T.astype(np.float64)).max(0).mean()
+    def fused(path: str, photo) -> float:  # the grid as stored (int8), the words as scored
+        local = dict(_exact({path: grids[path]}, vectors))[path]
         return float((1 - weight) * local + weight * photo.pooled.astype(np.float64) @ pooled_query)
 
-    expected = sorted(((p, fused(v)) for p, v in stored.items()), key=lambda ps: (-ps[1], ps[0]))
+    expected = sorted(((p, fused(p, v)) for p, v in stored.items()), key=lambda ps: (-ps[1], ps[0]))
     hits = search(store, query, k=5, exact=True)
     assert [h.path for h in hits] == [p for p, _ in expected[:5]]
     np.testing.assert_allclose([h.score for h in hits], [s for _, s in expected[:5]], atol=1e-4)
     first = search(store, query, k=5)  # what the first stage keeps is scored exactly, fused too
     np.testing.assert_allclose([h.score for h in first], [dict(expected)[h.path] for h in first], atol=1e-4)
-    # The stored global vector is the normalised mean patch of the stored grid (a bundle without its own).
-    mean = stored[items[0][0].path].grid.reshape(-1, D).astype(np.float64).mean(0)
+    # The stored global vector is the normalised mean patch of the float16 grid (a bundle without its own).
+    mean = grids[items[0][0].path].astype(np.float16).reshape(-1, D).astype(np.float64).mean(0)  # as encoded
     np.testing.assert_allclose(stored[items[0][0].path].pooled, mean / np.linalg.norm(mean), atol=1e-3)
 
 
@@ -212,7 +216,7 @@ def test_records_lookup_replace_and_remove(store: Store) -> None:
     assert store.find_by_hash("hash5") == "/photos/p05.jpg" and store.find_by_hash("nope") is None
     store.add([_item(3, seed=99)])  # the same path with new content replaces the old
     assert len(store) == 6 and store.record("/photos/p03.jpg").content_hash == "hash99"
-    np.testing.assert_allclose(store.get_grid("/photos/p03.jpg"), _grid(99), atol=2e-3)
+    np.testing.assert_allclose(store.get_grid("/photos/p03.jpg"), _grid(99), atol=np.abs(_grid(99)).max() / 254 + 1e-3)
     store.remove(["/photos/p01.jpg", "/photos/absent.jpg"])
     assert len(store) == 5 and "/photos/p01.jpg" not in store.records()
     assert all(h.path != "/photos/p01.jpg" for h in search(store, _query(_grid(1)), k=10))
@@ -288,7 +292,7 @@ def test_a_filter_narrows_before_the_first_stage(store: Store, name: str) -> Non
     meeting = {r.path: g for r, g in items if _meets(r, where)}
     assert 10 < len(meeting) < PHOTOS  # more than the first stage's candidates, fewer than all
     query = _query(items[14][1])
-    expected = _exact({p: store.get_grid(p) for p in meeting}, query)
+    expected = _exact(meeting, query)
     counted = CountingSource()
     hits = search(store, query, k=10, source=counted, where=where)
     assert counted.kept == [FIRST_STAGE.candidates]  # the first stage ran, among the photos that meet it
@@ -323,13 +327,15 @@ def test_a_combined_score_is_exactly_what_the_docs_say(store: Store) -> None:
     terms = [(Query.of(v, D, global_weight=0.3), w) for v, w in zip(vectors, (2.0, 1.0, -1.0), strict=True)]
     combined = CombinedQuery.of(terms)
 
-    def fused(photo, v: np.ndarray) -> float:  # noqa: ANN001 - PhotoVectors
-        g = photo.grid.reshape(-1, D).astype(np.float64)
+    grids = {r.path: g for r, g in items}
+
+    def fused(path: str, photo, v: np.ndarray) -> float:  # noqa: ANN001 - PhotoVectors
         pooled = v.astype(np.float64).mean(0)
         pooled /= np.linalg.norm(pooled)
-        return float(0.7 * (g @ v.T.astype(np.float64)).max(0).mean() + 0.3 * photo.pooled.astype(np.float64) @ pooled)
+        local = dict(_exact({path: grids[path]}, v))[path]  # the grid as stored, the words as scored
+        return float(0.7 * local + 0.3 * photo.pooled.astype(np.float64) @ pooled)
 
-    own = {p: [fused(photo, v) for v in vectors] for p, photo in stored.items()}
+    own = {p: [fused(p, photo, v) for v in vectors] for p, photo in stored.items()}
     score = {p: (2 * s[0] + s[1] - s[2]) / 3 for p, s in own.items()}
     expected = sorted(score.items(), key=lambda ps: (-ps[1], ps[0]))
     hits = search(store, combined, k=5, exact=True)

@@ -12,16 +12,21 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from exact_reference import exact_scores as reference_scores
 
 from assoc.evaluation.retrieval import encode_photos
 from assoc.runtime.encoding.bundle import Bundle, FirstStageConfig, load_bundle
 from assoc.runtime.encoding.encoders import ImageEncoder, TextEncoder
 from assoc.runtime.errors import GalleryDamagedError, GalleryError
 from assoc.runtime.indexing.indexer import index_paths
+from assoc.runtime.scoring.first_stage import photo_vectors
 from assoc.runtime.scoring.matchmap import score_grids
 from assoc.runtime.search.pipeline import SearchPlan, search, search_plan
+from assoc.runtime.stores import gallery as gallery_module
+from assoc.runtime.stores import gallery_compaction, gallery_upgrade
 from assoc.runtime.stores.base import PhotoRecord
 from assoc.runtime.stores.gallery import Gallery
+from assoc.runtime.stores.shard_files import row_checksums
 
 PHOTOS = 240  # real dev photos in the galleries below
 
@@ -67,9 +72,15 @@ def fill(folder: Path, bundle: Bundle, grids: np.ndarray, config: FirstStageConf
 
 
 def exact_scores(grids: np.ndarray, query: np.ndarray, kind: str = "misa") -> dict[str, float]:
-    """Every photo's score from its stored (float16) grid, computed plainly in numpy."""
+    """Every photo's exact score, computed plainly in numpy (exact_reference: its stored int8 grid
+    dequantized, the query's words as the scan multiplies them)."""
+    return {f"/dev/{i:04d}.jpg": float(s) for i, s in enumerate(reference_scores(grids, query, kind))}
+
+
+def float16_scores(grids: np.ndarray, query: np.ndarray) -> dict[str, float]:
+    """MISA over the float16 grids and the float32 query: the exact score of formats 1-3."""
     stored = grids.astype(np.float16).astype(np.float32)
-    scores = score_grids(stored.reshape(len(stored), -1, stored.shape[-1]), query, kind)
+    scores = score_grids(stored.reshape(len(stored), -1, stored.shape[-1]), query, "misa")
     return {f"/dev/{i:04d}.jpg": float(s) for i, s in enumerate(scores)}
 
 
@@ -115,18 +126,17 @@ def test_first_stage_keeps_the_exact_top_10_and_reports_exact_scores(
     assert np.mean(kept) >= 0.95
 
 
-def shard_file(gallery: Gallery, suffix: str = ".f16") -> Path:
+def shard_file(gallery: Gallery, suffix: str = ".i8") -> Path:
     (path,) = sorted((gallery.folder / "shards").glob("*" + suffix))
     return path
 
 
-def row_offset(gallery: Gallery, path: str, suffix: str = ".f16") -> tuple[int, int]:
+def row_offset(gallery: Gallery, path: str, suffix: str = ".i8") -> tuple[int, int]:
     """(byte offset, row bytes) of a photo's row in the shard file with this suffix."""
     conn = sqlite3.connect(gallery.folder / "gallery.sqlite")
     row, gh, gw = conn.execute("SELECT row, grid_h, grid_w FROM photos WHERE path = ?", (path,)).fetchone()
     conn.close()
-    vectors = {".f16": gh * gw, ".pool": 1, ".cent": gallery.first_stage.vectors}[suffix]
-    size = vectors * gallery.embed_dim * 2
+    size = next(layer.row_bytes for layer in gallery.layers((gh, gw)) if layer.suffix == suffix)
     return row * size, size
 
 
@@ -138,7 +148,7 @@ def flip_bits(file: Path, offset: int, length: int, count: int, seed: int) -> No
     file.write_bytes(bytes(data))
 
 
-@pytest.mark.parametrize("suffix", [".f16", ".cent", ".pool"])
+@pytest.mark.parametrize("suffix", [".i8", ".scale", ".pool", ".ci8", ".cscale"])
 def test_flipped_bits_are_detected_and_repair_drops_the_photo(
     tmp_path: Path, bundle: Bundle, grids: np.ndarray, queries: list[np.ndarray], suffix: str
 ) -> None:
@@ -151,7 +161,7 @@ def test_flipped_bits_are_detected_and_repair_drops_the_photo(
             search(gallery, queries[0], k=5)
         with pytest.raises(GalleryDamagedError, match=victim):
             search(gallery, queries[0], k=5, exact=True)
-        if suffix == ".f16":
+        if suffix in (".i8", ".scale"):
             with pytest.raises(GalleryDamagedError, match=victim):
                 gallery.get_grid(victim)
         report = gallery.check()
@@ -242,8 +252,9 @@ def test_a_format_1_gallery_is_upgraded_in_place(
     conn = sqlite3.connect(folder / "gallery.sqlite")
     meta = dict(conn.execute("SELECT key, value FROM meta"))
     conn.close()
-    assert meta["format_version"] == "3" and json.loads(meta["first_stage"])["vectors"] == 8  # 1 -> 2 -> 3 at once
-    assert sorted(p.name for p in (folder / "shards").iterdir()) == ["00001.cent", "00001.f16", "00001.pool"]
+    assert meta["format_version"] == "4" and json.loads(meta["first_stage"])["vectors"] == 8  # 1 -> ... -> 4 at once
+    names = sorted(p.name for p in (folder / "shards").iterdir())  # shard 1 rewritten as shard 2
+    assert names == ["00002.ci8", "00002.cscale", "00002.i8", "00002.pool", "00002.scale"]
     with Gallery.open(folder, bundle.bundle_id, bundle.config.embed_dim) as gallery:
         assert len(gallery) == 51 and gallery.check().damaged == []
 
@@ -309,3 +320,138 @@ def test_first_stage_settings_are_optional_in_a_bundle_config(bundle: Bundle) ->
     raw["first_stage"] = {"candidates": 0}
     with pytest.raises(BundleError, match="first_stage"):
         BundleConfig.from_dict(raw)
+
+
+FORMAT_3_SCHEMA = """
+    PRAGMA journal_mode=WAL;
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    CREATE TABLE shards (id INTEGER PRIMARY KEY AUTOINCREMENT, grid_h INTEGER NOT NULL,
+        grid_w INTEGER NOT NULL, rows INTEGER NOT NULL);
+    CREATE TABLE photos (path TEXT PRIMARY KEY, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL,
+        content_hash TEXT NOT NULL, grid_h INTEGER NOT NULL, grid_w INTEGER NOT NULL,
+        width INTEGER NOT NULL, height INTEGER NOT NULL, shard INTEGER NOT NULL, row INTEGER NOT NULL,
+        checksum INTEGER NOT NULL, taken INTEGER);
+    CREATE INDEX photos_hash ON photos (content_hash);
+    CREATE INDEX photos_place ON photos (shard, row);
+"""
+
+
+def write_format_3(folder: Path, bundle: Bundle, grids: np.ndarray, config: FirstStageConfig, per_shard: int) -> None:
+    """A gallery as format 3 wrote it: float16 .f16, .pool and .cent files (rows of per_shard photos a
+    shard), the first-stage vectors and per-row checksums as its Gallery.add made them."""
+    (folder / "shards").mkdir(parents=True)
+    n, h, w, d = grids.shape
+    vectors = photo_vectors(grids, config)
+    layers = [
+        np.stack([v.grid for v in vectors]).reshape(n, h * w, d).astype("<f2"),
+        np.stack([v.pooled for v in vectors])[:, None].astype("<f2"),
+        np.stack([v.centroids for v in vectors]).astype("<f2"),
+    ]
+    sums = row_checksums(layers)
+    conn = sqlite3.connect(folder / "gallery.sqlite")
+    conn.executescript(FORMAT_3_SCHEMA)
+    meta = {"format": "assoc-gallery", "format_version": "3", "bundle_id": bundle.bundle_id, "embed_dim": str(d)}
+    stage = json.dumps({"vectors": config.vectors, "iterations": config.iterations})
+    conn.executemany("INSERT INTO meta VALUES (?, ?)", [*meta.items(), ("dtype", "float16"), ("first_stage", stage)])
+    for shard, start in enumerate(range(0, n, per_shard), start=1):
+        stop = min(n, start + per_shard)
+        for suffix, layer in zip((".f16", ".pool", ".cent"), layers, strict=True):
+            layer[start:stop].tofile(folder / "shards" / f"{shard:05d}{suffix}")
+        conn.execute("INSERT INTO shards (grid_h, grid_w, rows) VALUES (?, ?, ?)", (h, w, stop - start))
+        conn.executemany(
+            "INSERT INTO photos VALUES (?, 1, 0, ?, ?, ?, 320, 320, ?, ?, ?, NULL)",
+            [(f"/dev/{i:04d}.jpg", f"{i:032x}", h, w, shard, i - start, int(sums[i])) for i in range(start, stop)],
+        )
+    conn.commit()
+    conn.close()
+
+
+class Killed(BaseException):
+    """A kill at one point of the upgrade's write order (BaseException: nothing catches it as an error)."""
+
+
+def answers(gallery: Gallery, queries: list[np.ndarray]) -> list[list[tuple[str, float]]]:
+    return [[(h.path, h.score) for h in search(gallery, q, k=10)] for q in queries]
+
+
+def test_a_format_3_gallery_is_upgraded_shard_by_shard_and_answers_as_before(
+    tmp_path: Path, bundle: Bundle, grids: np.ndarray, queries: list[np.ndarray], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Upgraded in place, a shard a transaction: the same photos, each scoring its exact (int8) score,
+    the float16 ranking kept within the quantization's error; and a kill at any point of the write
+    order leaves a gallery that opens and answers alike (old and new shards side by side), whose next
+    writable open finishes the upgrade."""
+    config = FirstStageConfig()
+    template = tmp_path / "format3"
+    write_format_3(template, bundle, grids, config, per_shard=100)  # shards of 100, 100 and 40 photos
+    asked = queries[:12]
+    truths = [exact_scores(grids, q) for q in asked]
+
+    def assert_answers(gallery: Gallery) -> list[list[tuple[str, float]]]:
+        found = answers(gallery, asked)
+        for hits, truth in zip(found, truths, strict=True):
+            np.testing.assert_allclose([s for _, s in hits], [truth[p] for p, _ in hits], atol=1e-5)
+        return found
+
+    folder = tmp_path / "g"
+    shutil.copytree(template, folder)
+    with Gallery.open(folder, bundle.bundle_id, bundle.config.embed_dim, create=False) as gallery:
+        assert len(gallery) == PHOTOS and gallery.check().damaged == []
+        upgraded = assert_answers(gallery)
+        assert [h.path for h in search(gallery, asked[0], k=10, exact=True)] == ranked(truths[0], 10)
+    kept, error = [], 0.0
+    for q, hits in zip(asked, upgraded, strict=True):  # against the float16 exact score of format 3
+        old = float16_scores(grids, q)
+        kept.append(len({p for p, _ in hits} & set(ranked(old, 10))) / 10)
+        error = max(error, max(abs(s - old[p]) for p, s in hits))
+    assert np.mean(kept) >= 0.9 and error < 5e-3
+    conn = sqlite3.connect(folder / "gallery.sqlite")
+    assert conn.execute("SELECT value FROM meta WHERE key = 'format_version'").fetchone() == ("4",)
+    assert conn.execute("SELECT DISTINCT layout FROM shards").fetchall() == [(4,)]
+    conn.close()
+    assert not [p for p in (folder / "shards").iterdir() if p.suffix in (".f16", ".cent")]
+
+    writes = 0  # a kill before each write of a new shard file, then one after each commit
+    real_write = gallery_compaction.write_at
+
+    def write_at(*args: object) -> None:
+        nonlocal writes
+        writes -= 1
+        if writes == 0:
+            raise Killed
+        real_write(*args)
+
+    monkeypatch.setattr(gallery_compaction, "write_at", write_at)
+    crashes = [("write", k) for k in (1, 3, 5, 6, 9, 12, 15)] + [("commit", 1), ("commit", 2)]
+    seen = set()
+    for point, k in crashes:
+        folder = tmp_path / f"{point}{k}"
+        shutil.copytree(template, folder)
+        writes = k if point == "write" else 0
+        commits = k
+        real_unlink = gallery_upgrade.unlink_quietly
+
+        def unlink(path: Path, _real=real_unlink) -> None:  # the old files go after each commit
+            nonlocal commits
+            if path.suffix == ".f16":
+                commits -= 1
+                if commits == 0:
+                    raise Killed
+            _real(path)
+
+        monkeypatch.setattr(gallery_upgrade, "unlink_quietly", unlink if point == "commit" else real_unlink)
+        with pytest.raises(Killed):
+            Gallery.open(folder, bundle.bundle_id, bundle.config.embed_dim, create=False)
+        monkeypatch.setattr(gallery_upgrade, "unlink_quietly", real_unlink)
+        with monkeypatch.context() as m:  # opened as it was left (a reader that cannot upgrade it)
+            m.setattr(gallery_module, "upgrade", lambda *_: None)
+            with Gallery.open(folder, bundle.bundle_id, bundle.config.embed_dim, create=False) as gallery:
+                layouts = {p.layout for p in gallery._snapshot()[0]}
+                seen.add(tuple(sorted(layouts)))
+                assert len(gallery) == PHOTOS and assert_answers(gallery) == upgraded, (point, k, layouts)
+        with Gallery.open(folder, bundle.bundle_id, bundle.config.embed_dim, create=False) as gallery:
+            assert assert_answers(gallery) == upgraded and gallery.check().damaged == []
+            gallery.add([(PhotoRecord("/dev/new.jpg", 1, 0, "new", grids.shape[1:3], 320, 320), grids[0])])
+        suffixes = {p.suffix for p in (folder / "shards").iterdir()}  # the first write dropped what was left
+        assert suffixes == {".i8", ".scale", ".pool", ".ci8", ".cscale"}, (point, k)
+    assert seen == {(3,), (3, 4)}  # killed in the first shard, and with old and new shards side by side

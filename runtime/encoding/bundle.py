@@ -144,9 +144,7 @@ class LocalizeConfig:
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> LocalizeConfig:
         size = raw.get("image_size")
-        return cls(
-            image_size=_pair(size) if size is not None else None, smooth=int(raw.get("smooth", cls.smooth))
-        )
+        return cls(image_size=_pair(size) if size is not None else None, smooth=int(raw.get("smooth", cls.smooth)))
 
 
 @dataclass(frozen=True)

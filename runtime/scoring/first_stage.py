@@ -30,12 +30,14 @@ BATCH_PHOTOS = 256  # photos reduced at once: bounds the (B, P, C) assignment ar
 MEAN_VECTOR = FirstStageConfig(vectors=1)  # the reduction to a photo's pooled (normalised mean) vector
 
 
-STORED = np.float16  # how every store keeps a photo's vectors
+STORED = np.float16  # what a photo's vectors are rounded to where it is encoded (stores quantize the grid further)
 
 
 @dataclass(frozen=True)
 class PhotoVectors:
-    """What a store keeps of one encoded photo, all float16."""
+    """What a store keeps of one encoded photo: float16 as encoded (photo_vectors). The built-in gallery
+    stores the grid and centroids as int8 codes (scoring/quantize.py) and gives them back dequantized,
+    float32, which quantize to the same codes again; Qdrant keeps and gives back the float16 values."""
 
     grid: np.ndarray  # (h, w, D) patch grid
     pooled: np.ndarray  # (D,) its global vector, unit length before rounding to float16

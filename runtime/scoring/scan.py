@@ -1,23 +1,29 @@
-"""The exact scan kernel: scores of one query against many float16 grids, in ONNX Runtime.
+"""The exact scan kernel: scores of one query against many grids, in ONNX Runtime.
 
-numpy widens float16 at about 1 GB/s on x86 (no SIMD loop), and its matmul of (N*P, D) rows against
-a (D, T) query followed by a strided max over patches is memory-bound: together most of a search.
-ONNX Runtime's CPU kernels widen float16 with F16C and run the matmul and the reductions on one
-buffer each, so the same work takes a fraction of the time (bench/query_latency.py times the exact scan).
+Grids are scored as the gallery stores them (scoring/quantize.py): int8 codes + 128 (uint8) with one
+float16 scale per grid, against the query quantized per word to int8 (a float32 scale per word).
+MatMulInteger multiplies them, uint8 x int8 with a zero point of 128 (MLAS's fast path), into int32:
+    codes (N, P, D) uint8 x query (D, T) int8 -> (N, P, T) int32 -> over the patches -> (N, T)
+    -> times the word scales and the grid's scale -> the kind's reduction over the words -> (N,)
+(MISA: max over patches, mean over words; SISA: mean of all; MIMA: max of all). The scales are
+positive, so the max over patches is taken on the int32 products and the scales multiply (N, T)
+values only. bench/compact_grids.py measured it 2.4-3.6x faster than the float16 kernel (half the
+bytes read, and no widening). Layout "int8-vectors" (a scale per vector: the first stage's centroids)
+applies each vector's scale to its products before the reduction over the vectors. Layout "float16"
+(float16 grids widened by Cast, a float32 MatMul) scores the pooled vectors of the first stage.
+A per-vector kernel stops after the reduction over patches, (N, T): one pass over the grids serves
+several queries' vectors at once (a combined query's terms), each query's score then reduce_words of
+its columns. Scores equal matchmap.score_grids over the dequantized float32 values (the dequantized
+query for int8) up to float32 summation order. A grid that is not all finite numbers scores NaN: its
+scale is not finite (codes are always numbers), or for float16 its products are not, which the
+graphs carry through (ONNX Runtime's ReduceMax skips NaN); the stores never return such a score.
 
-The graph is built here as ONNX protobuf bytes (the `onnx` package is a training-side dependency):
-    grids (N, P, D) float16 -> Cast float32 -> MatMul query (D, T) -> (N, P, T) -> score (N,)
-with the reduction of the score kind (MISA: max over patches, mean over words; SISA: mean of all;
-MIMA: max of all). A per-vector kernel stops after the reduction over patches, (N, T): one pass over
-the grids serves several queries' vectors at once (a combined query's terms), each query's score
-then reduce_words of its columns. Scores equal matchmap.score_grids on the same float32 values up to float32
-summation order; a grid holding NaN or infinity scores NaN (numpy's max would say so; ONNX
-Runtime's skips NaN), which the stores never return.
+However many grids a store hands over at once, the kernel runs on at most RUN_BYTES of them (float16
+grids as widened to float32, codes as stored: ScanKernel.scores), a block that stays in a core's L2
+cache. A photo's score comes from its own rows, whichever run it is in (up to float32 summation order,
+as between stores that hand over chunks of other sizes).
 
-However many grids a store hands over at once, the kernel runs on at most RUN_BYTES of them widened
-(ScanKernel.scores): a widened block that fits a core's L2 cache is read back by the matmul from there.
-A photo's score comes from its own rows, whichever run it is in (up to float32 summation order, as
-between stores that hand over chunks of other sizes).
+The graph is built here as ONNX protobuf bytes (the `onnx` package is a training-side dependency).
 """
 
 from __future__ import annotations
@@ -25,8 +31,9 @@ from __future__ import annotations
 import numpy as np
 
 from .matchmap import SCORES
+from .quantize import ZERO
 
-_FLOAT, _FLOAT16 = 1, 10  # ONNX TensorProto element types
+_FLOAT, _UINT8, _INT8, _FLOAT16 = 1, 2, 3, 10  # ONNX TensorProto element types
 _OPSET = 17  # the last opset whose ReduceMax/ReduceMean take axes as an attribute
 _IR_VERSION = 8
 
@@ -75,29 +82,37 @@ def _node(op: str, inputs: list[str], outputs: list[str], **attributes: int | li
     return body
 
 
-def scan_graph(kind: str, fused: bool = False, per_vector: bool = False) -> bytes:
-    """The serialized ONNX model that scores float16 grids against a query for one score kind.
+LAYOUTS = ("float16", "int8", "int8-vectors")  # what a kernel's grids are (ScanKernel)
 
-    fused makes it the fused score of assoc.runtime.search.query: the local score times an input
-    `local_weight` (1 - λ, a scalar), plus each photo's stored global vector (input `pooled`, (N, D)
-    float16) dotted with `global_query` (1, D), λ times the query's sentence vector. per_vector (not
-    fused) makes its output each query vector's reduction over the patches, (N, T).
+
+def scan_graph(kind: str, fused: bool = False, per_vector: bool = False, layout: str = "float16") -> bytes:
+    """The serialized ONNX model that scores grids against a query for one score kind.
+
+    layout: "float16" grids (N, P, D) float16 against a float32 query (D, T); "int8" grids as uint8
+    codes with one float16 scale per grid (input `scales`, (N, 1)) against an int8 query with a float32
+    scale per word (`query_scale`, (T,)), scoring/quantize.py; "int8-vectors" the same with a scale per
+    vector (`scales` (N, P, 1)). fused makes it the fused score of assoc.runtime.search.query: the local
+    score times an input `local_weight` (1 - λ, a scalar), plus each photo's stored global vector (input
+    `pooled`, (N, D) float16) dotted with `global_query` (1, D), λ times the query's sentence vector.
+    per_vector (not fused) makes its output each query vector's reduction over the patches, (N, T).
     """
-    if per_vector:
-        return _per_vector_graph(kind)
-    local = "local" if fused else "score"
-    nodes = [_node("Cast", ["grids"], ["wide"], to=_FLOAT), _node("MatMul", ["wide", "query"], ["mm"])]
-    if kind == "misa":
-        nodes += [
-            _node("ReduceMax", ["mm"], ["best"], axes=[1], keepdims=0),
-            _node("ReduceMean", ["best"], [local], axes=[1], keepdims=0),
-        ]
-    elif kind == "sisa":
-        nodes.append(_node("ReduceMean", ["mm"], [local], axes=[1, 2], keepdims=0))
-    elif kind == "mima":
-        nodes.append(_node("ReduceMax", ["mm"], [local], axes=[1, 2], keepdims=0))
-    else:
+    if kind not in SCORES:
         raise ValueError(f"unknown score kind {kind!r}; expected one of {SCORES}")
+    if layout not in LAYOUTS:
+        raise ValueError(f"unknown grid layout {layout!r}; expected one of {LAYOUTS}")
+    if per_vector:
+        fused = False
+    if layout == "float16":
+        nodes, constants, best = _float16_words(kind, per_vector)
+    else:
+        nodes, constants, best = _int8_words(kind, layout == "int8-vectors", per_vector)
+    local = "local" if fused else "score"
+    if per_vector:
+        local = best
+    elif kind == "mima":
+        nodes.append(_node("ReduceMax", [best], [local], axes=[1], keepdims=0))
+    else:
+        nodes.append(_node("ReduceMean", [best], [local], axes=[1], keepdims=0))
     if fused:
         nodes += [
             _node("Mul", ["local", "local_weight"], ["scaled"]),
@@ -106,54 +121,108 @@ def scan_graph(kind: str, fused: bool = False, per_vector: bool = False) -> byte
             _node("ReduceSum", ["products", "row_axis"], ["global"], keepdims=0),  # (N,)
             _node("Add", ["scaled", "global"], ["score"]),
         ]
-    # ReduceMax skips NaN; the matchmap's sum does not (nor infinities): sum - sum is 0 for a grid of
-    # finite values and NaN otherwise, so a grid holding any NaN or infinity scores NaN.
-    nodes += [
-        _node("ReduceSum", ["mm", "sum_axes"], ["total"], keepdims=0),
-        _node("Sub", ["total", "total"], ["poison"]),
-        _node("Add", ["score", "poison"], ["scores"]),
-    ]
-    graph = b"".join(_field(1, n) for n in nodes) + _field(2, f"assoc-scan-{kind}{'-fused' if fused else ''}")
-    graph += _field(5, _int64_tensor("sum_axes", [1, 2]))
-    if fused:
-        graph += _field(5, _int64_tensor("row_axis", [1]))
-    graph += _field(11, _tensor_info("grids", _FLOAT16, ("N", "P", "D")))
-    graph += _field(11, _tensor_info("query", _FLOAT, ("D", "T")))
+        constants["row_axis"] = [1]
+    nodes.append(_node("Add", [local if per_vector else "score", "poison"], ["scores"]))
+    name = f"assoc-scan-{layout}-{kind}{'-fused' if fused else ''}{'-per-vector' if per_vector else ''}"
+    graph = b"".join(_field(1, n) for n in nodes) + _field(2, name)
+    if layout != "float16":
+        graph += _field(5, _tensor("zero", _UINT8, [], _field(9, bytes([ZERO]))))  # raw_data
+    for constant, values in constants.items():
+        graph += _field(5, _int64_tensor(constant, values))
+    if layout == "float16":
+        graph += _field(11, _tensor_info("grids", _FLOAT16, ("N", "P", "D")))
+        graph += _field(11, _tensor_info("query", _FLOAT, ("D", "T")))
+    else:
+        graph += _field(11, _tensor_info("grids", _UINT8, ("N", "P", "D")))
+        scale_dims = ("N", "P", "1") if layout == "int8-vectors" else ("N", "1")
+        graph += _field(11, _tensor_info("scales", _FLOAT16, scale_dims))
+        graph += _field(11, _tensor_info("query", _INT8, ("D", "T")))
+        graph += _field(11, _tensor_info("query_scale", _FLOAT, ("T",)))
     if fused:
         graph += _field(11, _tensor_info("pooled", _FLOAT16, ("N", "D")))
         graph += _field(11, _tensor_info("global_query", _FLOAT, ("1", "D")))
         graph += _field(11, _tensor_info("local_weight", _FLOAT, ()))
-    graph += _field(12, _tensor_info("scores", _FLOAT, ("N",)))
+    graph += _field(12, _tensor_info("scores", _FLOAT, ("N", "T") if per_vector else ("N",)))
     opset = _field(1, "") + _field(2, _OPSET)
     return _field(1, _IR_VERSION) + _field(8, opset) + _field(7, graph)
 
 
-def _per_vector_graph(kind: str) -> bytes:
-    """grids (N, P, D) float16 -> Cast -> MatMul query (D, T) -> (N, P, T) -> over the patches, the max
-    (MISA, MIMA) or the mean (SISA) -> (N, T); NaN in a column whose products are not all finite."""
-    if kind not in SCORES:
-        raise ValueError(f"unknown score kind {kind!r}; expected one of {SCORES}")
+def _float16_words(kind: str, per_vector: bool) -> tuple[list[bytes], dict[str, list[int]], str]:
+    """float16 grids -> Cast float32 -> MatMul query (D, T) -> (N, P, T) -> over the patches, the max
+    (MISA, MIMA) or the mean (SISA): "best" (N, T); and the "poison", (N, T) per vector, else (N,).
+
+    ReduceMax skips NaN; the matchmap's sum does not (nor infinities): sum - sum over the patches is 0
+    for a column of finite products and NaN otherwise, so a grid holding any NaN or infinity scores NaN."""
     reduce = "ReduceMean" if kind == "sisa" else "ReduceMax"
     nodes = [
         _node("Cast", ["grids"], ["wide"], to=_FLOAT),
         _node("MatMul", ["wide", "query"], ["mm"]),
         _node(reduce, ["mm"], ["best"], axes=[1], keepdims=0),
-        _node("ReduceSum", ["mm", "patch_axis"], ["total"], keepdims=0),  # the poison, as scan_graph's
-        _node("Sub", ["total", "total"], ["poison"]),
-        _node("Add", ["best", "poison"], ["scores"]),
+        _node("ReduceSum", ["mm", "patch_axis"], ["total"], keepdims=0),  # (N, T)
+        _node("Sub", ["total", "total"], ["poison" if per_vector else "column_poison"]),
     ]
-    graph = b"".join(_field(1, n) for n in nodes) + _field(2, f"assoc-scan-{kind}-per-vector")
-    graph += _field(5, _int64_tensor("patch_axis", [1]))
-    graph += _field(11, _tensor_info("grids", _FLOAT16, ("N", "P", "D")))
-    graph += _field(11, _tensor_info("query", _FLOAT, ("D", "T")))
-    graph += _field(12, _tensor_info("scores", _FLOAT, ("N", "T")))
-    opset = _field(1, "") + _field(2, _OPSET)
-    return _field(1, _IR_VERSION) + _field(8, opset) + _field(7, graph)
+    if not per_vector:
+        nodes.append(_node("ReduceSum", ["column_poison", "patch_axis"], ["poison"], keepdims=0))  # (N,)
+    return nodes, {"patch_axis": [1]}, "best"
+
+
+def _int8_words(kind: str, per_vector_scales: bool, per_vector: bool) -> tuple[list[bytes], dict[str, list[int]], str]:
+    """uint8 codes (zero point 128) x int8 query -> MatMulInteger -> int32 (N, P, T) -> over the patches
+    -> times the word scales and the grid's scale: "words" (N, T); and the "poison": 0 for a finite
+    scale, NaN for one that is not (codes are always numbers: a grid that was not has such a scale).
+
+    With one scale per grid, the max over patches is taken on the int32 products (scales are positive,
+    so it commutes with them) and the scales multiply (N, T) values only; with a scale per vector, the
+    scales multiply every product before the reduction over the vectors."""
+    nodes = [
+        _node("MatMulInteger", ["grids", "query", "zero"], ["mm"]),
+        _node("Cast", ["scales"], ["scales_wide"], to=_FLOAT),
+    ]
+    reduce = "ReduceMean" if kind == "sisa" else "ReduceMax"
+    if per_vector_scales:
+        nodes += [
+            _node("Cast", ["mm"], ["mm_wide"], to=_FLOAT),
+            _node("Mul", ["mm_wide", "scales_wide"], ["scaled_mm"]),  # (N, P, T) * (N, P, 1)
+            _node(reduce, ["scaled_mm"], ["best"], axes=[1], keepdims=0),
+            _node("Mul", ["best", "query_scale"], ["words"]),
+            _node("ReduceSum", ["scales_wide", "patch_axis"], ["scale_sum"], keepdims=0),  # (N, 1)
+        ]
+        constants = {"patch_axis": [1]}
+        scale_sum = "scale_sum"
+    else:
+        if kind == "sisa":  # a mean needs float32 (int32 sums could overflow on large grids)
+            nodes += [
+                _node("Cast", ["mm"], ["mm_wide"], to=_FLOAT),
+                _node(reduce, ["mm_wide"], ["best"], axes=[1], keepdims=0),
+            ]
+        else:
+            nodes += [
+                _node(reduce, ["mm"], ["best_int"], axes=[1], keepdims=0),
+                _node("Cast", ["best_int"], ["best"], to=_FLOAT),
+            ]
+        nodes += [
+            _node("Mul", ["best", "query_scale"], ["word_scaled"]),
+            _node("Mul", ["word_scaled", "scales_wide"], ["words"]),  # (N, T) * (N, 1)
+        ]
+        constants = {}
+        scale_sum = "scales_wide"
+    nodes.append(_node("Sub", [scale_sum, scale_sum], ["poison_column"]))  # (N, 1)
+    if per_vector:
+        nodes.append(_node("Identity", ["poison_column"], ["poison"]))
+    else:
+        nodes.append(_node("ReduceSum", ["poison_column", "word_axis"], ["poison"], keepdims=0))  # (N,)
+        constants["word_axis"] = [1]
+    return nodes, constants, "words"
 
 
 def reduce_words(kind: str, best: np.ndarray) -> np.ndarray:
     """(N,) scores from a per-vector kernel's (N, T) columns of one query: the rest of the kind's reduction."""
     return best.max(axis=1) if kind == "mima" else best.mean(axis=1)
+
+
+def _tensor(name: str, elem_type: int, dims: list[int], data: bytes) -> bytes:
+    """TensorProto { dims, data_type, <data field>, name }: a constant of the graph."""
+    return b"".join(_field(1, d) for d in dims) + _field(2, elem_type) + data + _field(8, name)
 
 
 def _int64_tensor(name: str, values: list[int]) -> bytes:
@@ -162,11 +231,18 @@ def _int64_tensor(name: str, values: list[int]) -> bytes:
 
 
 class ScanKernel:
-    """Scores float16 grids (N, P, D) against one query (T, D) for one score kind; reuse it.
+    """Scores grids (N, P, D) of one layout (scan_graph) against one query for one score kind; reuse it.
 
     A fused kernel (scan_graph) also takes the photos' global vectors and the fused term's weights."""
 
-    def __init__(self, kind: str, threads: int | None = None, fused: bool = False, per_vector: bool = False) -> None:
+    def __init__(
+        self,
+        kind: str,
+        threads: int | None = None,
+        fused: bool = False,
+        per_vector: bool = False,
+        layout: str = "float16",
+    ) -> None:
         import onnxruntime as ort  # here, not at import: opening a gallery to describe it needs no kernel
 
         options = ort.SessionOptions()
@@ -182,9 +258,10 @@ class ScanKernel:
         if threads:
             options.intra_op_num_threads = threads
         self.kind = kind
-        self.fused = fused
+        self.fused = fused and not per_vector
         self.per_vector = per_vector
-        graph = scan_graph(kind, fused, per_vector)
+        self.layout = layout
+        graph = scan_graph(kind, fused, per_vector, layout)
         self._session = ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
 
     def scores(
@@ -192,21 +269,33 @@ class ScanKernel:
         grids: np.ndarray,
         query_t: np.ndarray,
         fused: tuple[np.ndarray, np.ndarray, np.float32] | None = None,
+        scales: np.ndarray | None = None,
+        query_scales: np.ndarray | None = None,
     ) -> np.ndarray:
-        """grids (N, P, D) float16 (a memory map is read in place), query_t (D, T) float32 -> (N,) float32
-        ((N, T) for a per-vector kernel). A fused kernel also takes (pooled (N, D) float16, λ * sentence
-        vector (D, 1), 1 - λ)."""
+        """grids (N, P, D) (a memory map is read in place), query_t (D, T) -> (N,) float32 ((N, T) for a
+        per-vector kernel). float16: float16 grids, a float32 query. int8 layouts: uint8 codes and their
+        float16 scales ((N,) a grid, or (N, P) a vector), the query's int8 codes and float32 word scales
+        (T,) (scoring/quantize.py). A fused kernel also takes (pooled (N, D) float16, λ * sentence vector
+        (D, 1), 1 - λ)."""
         if len(grids) == 0:
             return np.empty((0, query_t.shape[1]) if self.per_vector else 0, np.float32)
         feeds = {"query": query_t}
+        if self.layout != "float16":
+            feeds["query_scale"] = np.asarray(query_scales, np.float32)
+            scales = np.asarray(scales).reshape(len(grids), -1, 1)  # (N, 1, 1) or (N, P, 1)
+            if self.layout == "int8":
+                scales = scales[:, :, 0]
         if self.fused:
             pooled, global_query, local_weight = fused
             feeds["global_query"] = np.ascontiguousarray(np.asarray(global_query, np.float32).reshape(1, -1))
             feeds["local_weight"] = np.asarray(local_weight, np.float32)
-        step = max(1, RUN_BYTES // (4 * grids.shape[1] * grids.shape[2]))  # grids widened to float32
+        widened = 4 if self.layout == "float16" else 1  # float16 grids are widened to float32 in a run
+        step = max(1, RUN_BYTES // (widened * grids.shape[1] * grids.shape[2]))
         out = []
         for start in range(0, len(grids), step):
             feeds["grids"] = grids[start : start + step]
+            if scales is not None:
+                feeds["scales"] = scales[start : start + step]
             if self.fused:
                 feeds["pooled"] = pooled[start : start + step]
             out.append(self._session.run(None, feeds)[0])

@@ -86,6 +86,8 @@ class CombinedQuery:
     factors: tuple[np.float32, ...] = field(init=False, repr=False)  # wᵢ / Σ_plus w, signed
     transposed: np.ndarray = field(init=False, repr=False)  # (D, ΣT): every term's vectors, for one pass
     columns: tuple[slice, ...] = field(init=False, repr=False)  # each term's columns of `transposed`
+    codes: np.ndarray = field(init=False, repr=False)  # (D, ΣT) int8: every term's Query.codes
+    word_scales: np.ndarray = field(init=False, repr=False)  # (ΣT,): every term's Query.word_scales
 
     def __post_init__(self) -> None:
         plus = sum(t.weight for t in self.terms if t.weight > 0)
@@ -95,6 +97,8 @@ class CombinedQuery:
         object.__setattr__(
             self, "transposed", np.ascontiguousarray(np.concatenate([t.query.transposed for t in self.terms], 1))
         )
+        object.__setattr__(self, "codes", np.ascontiguousarray(np.concatenate([t.query.codes for t in self.terms], 1)))
+        object.__setattr__(self, "word_scales", np.concatenate([t.query.word_scales for t in self.terms]))
 
     @property
     def kind(self) -> str:

@@ -226,7 +226,7 @@ def _similarities(partners: np.ndarray, grid: np.ndarray) -> np.ndarray:
 def _chunks(view: StoreView) -> Iterator[tuple[list[str], np.ndarray]]:
     for chunk in view.read_grids(view.everything()):
         if chunk.paths:
-            yield list(chunk.paths), chunk.grids
+            yield list(chunk.paths), chunk.grids()
 
 
 def group_pairs(

@@ -23,6 +23,7 @@ import numpy as np
 
 from ..errors import QueryError
 from ..scoring.matchmap import SCORES
+from ..scoring.quantize import quantize_query
 
 if TYPE_CHECKING:
     from ..encoding.bundle import BundleConfig
@@ -39,12 +40,17 @@ class Query:
     sentence: np.ndarray | None = field(default=None, repr=False)  # (D,) the textual model's own, if any
     pooled: np.ndarray = field(init=False, repr=False)  # (D,) unit sentence vector (zero for a zero mean)
     transposed: np.ndarray = field(init=False, repr=False)  # (D, T), contiguous: what the kernel takes
+    codes: np.ndarray = field(init=False, repr=False)  # (D, T) int8: the words as the exact scan multiplies them
+    word_scales: np.ndarray = field(init=False, repr=False)  # (T,) float32: each word's scale (quantize_query)
 
     def __post_init__(self) -> None:
         mean = self.vectors.mean(axis=0) if self.sentence is None else self.sentence
         norm = float(np.linalg.norm(mean))
         object.__setattr__(self, "pooled", (mean / norm if norm > 0 else mean).astype(np.float32))
         object.__setattr__(self, "transposed", np.ascontiguousarray(self.vectors.T))
+        codes, scales = quantize_query(self.transposed)
+        object.__setattr__(self, "codes", codes)
+        object.__setattr__(self, "word_scales", scales)
 
     @property
     def global_only(self) -> bool:

@@ -91,7 +91,9 @@ class Store(Protocol):
     def add(self, items: list[tuple[PhotoRecord, PhotoVectors | np.ndarray]]) -> None:
         """Insert or replace photos; durable on return. Each comes with the PhotoVectors made where it was
         encoded (runtime.scoring.first_stage.photo_vectors), or a bare (h, w, D) grid of a bundle without
-        a global output, whose vectors the store makes by the same function. All kept as float16."""
+        a global output, whose vectors the store makes by the same function. The pooled vector is kept as
+        float16; the grid as its int8 codes (scoring/quantize.py), or float16 quantized the same way when
+        read, so every store scores a photo alike."""
         ...
 
     def remove(self, paths: list[str]) -> None:
@@ -104,7 +106,7 @@ class Store(Protocol):
         ...
 
     def get_grid(self, path: str) -> np.ndarray | None:
-        """The stored (h, w, D) grid of a photo as float32, or None."""
+        """The stored (h, w, D) grid of a photo as float32 (dequantized where codes are kept), or None."""
         ...
 
     def get_vectors(self, path: str) -> PhotoVectors | None:

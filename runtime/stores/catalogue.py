@@ -28,10 +28,10 @@ from ..errors import (
 from .shard_files import NO_ROOM, SHARD_DIR, fsync_dir
 
 FORMAT = "assoc-gallery"
-FORMAT_VERSION = 3
-# Upgraded in place on the first writable open (gallery_upgrade.py); a format 2 gallery that cannot be
-# written is searched as it is, its photos' dates unknown.
-UPGRADABLE_VERSIONS = ("1", "2")
+FORMAT_VERSION = 4
+# Upgraded in place on the first writable open (gallery_upgrade.py); a format 2 or 3 gallery that cannot
+# be written is searched as it is (a format 2 one with its photos' dates unknown).
+UPGRADABLE_VERSIONS = ("1", "2", "3")
 DB_NAME = "gallery.sqlite"
 BUSY_TIMEOUT_S = 60.0
 _SCHEMA = """
@@ -40,7 +40,8 @@ CREATE TABLE shards (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     grid_h INTEGER NOT NULL,
     grid_w INTEGER NOT NULL,
-    rows INTEGER NOT NULL
+    rows INTEGER NOT NULL,
+    layout INTEGER NOT NULL  -- shard_files.LAYOUT_*: which files hold its rows
 );
 CREATE TABLE photos (
     path TEXT PRIMARY KEY,
@@ -179,7 +180,7 @@ def initialise(
                 ("format_version", str(FORMAT_VERSION)),
                 ("bundle_id", bundle_id),
                 ("embed_dim", str(embed_dim)),
-                ("dtype", "float16"),
+                ("dtype", "int8"),
                 ("first_stage", reduction_json(first_stage or FirstStageConfig())),
             ],
         )

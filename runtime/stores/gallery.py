@@ -1,11 +1,17 @@
-"""The built-in store: a folder with SQLite for what is known of each photo and float16 shard files
-for the patch grids and their first-stage vectors.
+"""The built-in store: a folder with SQLite for what is known of each photo and shard files for the
+patch grids (int8 codes with a float16 scale per photo) and their first-stage vectors.
 
-    gallery.sqlite      tables meta, shards, photos (WAL mode)
-    shards/00001.f16    little-endian float16 rows; a row is one photo's grid flattened to (h*w, D);
-                        all rows of a shard share one grid shape
-    shards/00001.pool   row for row, the photo's pooled vector (1, D), float16
-    shards/00001.cent   row for row, its first-stage centroids (C, D), float16 (scoring/first_stage.py)
+    gallery.sqlite       tables meta, shards, photos (WAL mode)
+    shards/00001.i8      a row is one photo's grid flattened to (h*w, D), int8 codes + 128 (uint8);
+                         all rows of a shard share one grid shape
+    shards/00001.scale   row for row, the grid's scale (1,), float16 (scoring/quantize.py)
+    shards/00001.pool    row for row, the photo's pooled vector (1, D), float16
+    shards/00001.ci8     row for row, its first-stage centroids (C, D) as codes (scoring/first_stage.py)
+    shards/00001.cscale  row for row, a scale per centroid (C,), float16
+
+A shard written before format 4 holds float16 files instead (.f16, .pool, .cent: shard_files.py), until
+the upgrade rewrites it; a search reads either, quantizing a float16 shard's rows as it reads them with
+the same function, so a photo scores the same in both.
 
 The database side lives in catalogue.py, the file side in shard_files.py. Beneath Gallery lies
 gallery_files.py (GalleryFiles): the folder's connection, its shard files' layout, its shard listing
@@ -16,14 +22,16 @@ compaction in gallery_compaction.py and the format upgrades in gallery_upgrade.p
 the Gallery that builds on them and holds them to one write order: opening, records, adding and
 removing, checking, and loading the snapshot a search reads.
 
-Each photo's row carries a checksum of its bytes in all three files (row_checksums); every row whose
+Each photo's row carries a checksum of its bytes in all of its shard's files (row_checksums); every row whose
 grid is read for a search is verified first, and a mismatch is a GalleryDamagedError naming the photo,
 never a silently different answer. `check` verifies every row (and the database's own integrity).
 
 Format 2 added the first-stage files and the checksums, format 3 each photo's date taken (the
-photos table's `taken`, Unix seconds, for date filters; NULL until an index run reads it); an older
-gallery is upgraded in place the first time it is opened with write access (gallery_upgrade.py),
-and a format 2 gallery that cannot be written is searched as it is, its dates unknown. A search's
+photos table's `taken`, Unix seconds, for date filters; NULL until an index run reads it), format 4
+the int8 layout (each shard's `layout`); an older gallery is upgraded in place the first time it is
+opened with write access (gallery_upgrade.py), and a format 2 or 3 gallery (or one whose upgrade was
+cut short) that cannot be written is searched as it is, its dates unknown in format 2, with a warning
+line saying how to upgrade it. A search's
 filter (assoc.runtime.search.filters) picks rows of the view's snapshot, which holds every row's
 path and date.
 
@@ -51,6 +59,7 @@ from __future__ import annotations
 import functools
 import os
 import sqlite3
+import warnings
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -61,6 +70,7 @@ import numpy as np
 from ..encoding.bundle import FirstStageConfig
 from ..errors import DatabaseDamagedError, GalleryDamagedError, GalleryError, NoGalleryError
 from ..scoring.first_stage import PhotoVectors
+from ..scoring.quantize import dequantize_grids, dequantize_vectors
 from ..search.filters import NO_DATE, PhotoFilter
 from .base import CheckReport, DamagedPhoto, PhotoRecord, checked_vectors
 from .catalogue import (
@@ -84,10 +94,12 @@ from .gallery_files import GalleryFiles, Part, Shard
 from .gallery_upgrade import upgrade
 from .gallery_view import GalleryView
 from .shard_files import (
-    DTYPE,
+    CODES_SUFFIX,
+    GRID_SUFFIX,
     LAYER_SUFFIXES,
+    LAYOUT_FLOAT16,
+    LAYOUT_INT8,
     SHARD_DIR,
-    SHARD_SUFFIX,
     gather_rows,
     layer_rows,
     row_checksums,
@@ -156,7 +168,8 @@ class Gallery(GalleryFiles):
             raise GalleryError(f"gallery {folder} is a file, not a folder")
         can_create = create and bundle_id is not None and embed_dim is not None
         if not db.is_file():
-            if any((folder / SHARD_DIR).glob("*" + SHARD_SUFFIX)):  # grids without the rows naming them
+            grids = [path for suffix in (CODES_SUFFIX, GRID_SUFFIX) for path in (folder / SHARD_DIR).glob("*" + suffix)]
+            if grids:  # grids without the rows naming them
                 raise DatabaseDamagedError(folder, f"its database {DB_NAME} is missing; only its shard files are there")
             if not can_create:
                 raise NoGalleryError(f"no gallery at {folder} (index some photos into it first)")
@@ -244,12 +257,12 @@ class Gallery(GalleryFiles):
         """Through the hash index, and a stat of the shard files of the photos found: a web app asks this
         for every thumbnail, so it never looks at the whole gallery."""
         rows = self.db.execute(
-            "SELECT p.path, p.row, s.id, s.grid_h, s.grid_w, s.rows FROM photos p JOIN shards s ON s.id = p.shard"
-            " WHERE p.content_hash = ? ORDER BY p.path",
+            f"SELECT p.path, p.row, s.id, s.grid_h, s.grid_w, s.rows, {self.layout_column} FROM photos p"
+            " JOIN shards s ON s.id = p.shard WHERE p.content_hash = ? ORDER BY p.path",
             (content_hash,),
         ).fetchall()
-        for path, row, shard, gh, gw, committed in rows:
-            if row < self.whole_rows([Shard(shard, (gh, gw), committed, 0)])[shard]:
+        for path, row, shard, gh, gw, committed, layout in rows:
+            if row < self.whole_rows([Shard(shard, (gh, gw), committed, 0, layout)])[shard]:
                 return path_of(path)
         return None
 
@@ -259,24 +272,34 @@ class Gallery(GalleryFiles):
         return None if vectors is None else vectors.grid.astype(np.float32)
 
     def get_vectors(self, path: str) -> PhotoVectors | None:
+        """A photo's stored vectors: the grid and centroids float32 as dequantized from their codes
+        (float16 as stored, in a shard not yet upgraded), the pooled vector float16."""
+
         def read() -> PhotoVectors | None:
             row = self.db.execute(
-                "SELECT shard, row, grid_h, grid_w, checksum FROM photos WHERE path = ?", (sql_path(path),)
+                f"SELECT p.shard, p.row, p.grid_h, p.grid_w, p.checksum, {self.layout_column} FROM photos p"
+                " JOIN shards s ON s.id = p.shard WHERE p.path = ?",
+                (sql_path(path),),
             ).fetchone()
             if row is None:
                 return None
-            shard, index, gh, gw, checksum = row
+            shard, index, gh, gw, checksum, layout = row
             blocks = []
-            for suffix, vectors in self.layers((gh, gw)):
-                count = vectors * self.embed_dim
+            for layer in self.layers((gh, gw), layout):
+                count = int(np.prod(layer.shape))
                 flat = np.fromfile(
-                    self.layer_path(shard, suffix), dtype=DTYPE, count=count, offset=index * count * DTYPE.itemsize
+                    self.layer_path(shard, layer.suffix), dtype=layer.dtype, count=count, offset=index * layer.row_bytes
                 )
                 if flat.size != count:
                     raise GalleryDamagedError(self.folder, f"shard {shard} is too short for {path}")
-                blocks.append(flat.reshape(1, vectors, self.embed_dim))
+                blocks.append(flat.reshape(1, *layer.shape))
             self.verify(blocks, np.array([checksum], np.int64), [path])
-            grid, pooled, centroids = (block[0] for block in blocks)
+            if layout == LAYOUT_FLOAT16:
+                grid, pooled, centroids = (block[0] for block in blocks)
+            else:
+                codes, scales, pooled, centroid_codes, centroid_scales = blocks
+                grid = dequantize_grids(codes, scales[:, 0])[0]
+                pooled, centroids = pooled[0], dequantize_vectors(centroid_codes, centroid_scales)[0]
             return PhotoVectors(grid.reshape(gh, gw, self.embed_dim), pooled[0], centroids)
 
         return self._retrying(read)
@@ -302,13 +325,17 @@ class Gallery(GalleryFiles):
         missing = {d.path for d in damaged}
         parts, maps = self._retrying(lambda: self._snapshot(tolerant=True))
         for part, layers in zip(parts, maps, strict=True):
-            for start in range(0, len(part.rows), self.step(part.grid)):
-                rows = part.rows[start : start + self.step(part.grid)]
+            step = self.step(part.grid, part.layout)
+            for start in range(0, len(part.rows), step):
+                rows = part.rows[start : start + step]
                 paths = part.paths[start : start + len(rows)]
                 present = rows < min((mm.shape[0] for mm in layers.values()), default=0)
                 blocks = [gather_rows(mm, rows[present]) for mm in layers.values()]
                 sums = row_checksums(blocks)
-                finite = np.logical_and.reduce([np.isfinite(b).all(axis=(1, 2)) for b in blocks])
+                values = [
+                    b.reshape(len(b), int(np.prod(b.shape[1:]))) for b in blocks if b.dtype.kind == "f"
+                ]  # not codes
+                finite = np.logical_and.reduce([np.isfinite(b).all(axis=1) for b in values])
                 stored = part.sums[start : start + len(rows)][present]
                 kept = [path for path, here in zip(paths, present, strict=True) if here]
                 for path, ok_sum, ok_values in zip(kept, sums == stored, finite, strict=True):
@@ -386,8 +413,8 @@ class Gallery(GalleryFiles):
 
     def _missing(self) -> dict[str, int]:
         """Photos whose rows lie past the bytes their shard files hold, with their shard."""
-        rows = self.db.execute("SELECT id, grid_h, grid_w, rows FROM shards")  # live counts are not needed
-        shards = [Shard(i, (gh, gw), n, 0) for i, gh, gw, n in rows]
+        rows = self.db.execute(f"SELECT id, grid_h, grid_w, rows, {self.layout_column} FROM shards s")  # not live
+        shards = [Shard(i, (gh, gw), n, 0, layout) for i, gh, gw, n, layout in rows]
         short = [(s.id, n) for s in shards if (n := self.whole_rows([s])[s.id]) < s.rows]
         out: dict[str, int] = {}
         for shard, whole in short:
@@ -399,8 +426,10 @@ class Gallery(GalleryFiles):
         """Write photos' grids and first-stage vectors after the committed rows of this shape's newest
         shard; returns each photo's (shard, row, checksum)."""
         per_shard = max(1, MAX_SHARD_BYTES // self.row_bytes(grid))
-        row = self.db.execute(
-            "SELECT id, rows FROM shards WHERE grid_h = ? AND grid_w = ? ORDER BY id DESC LIMIT 1", grid
+        row = self.db.execute(  # never a shard of an older layout (its upgrade was cut short)
+            f"SELECT id, rows FROM shards s WHERE grid_h = ? AND grid_w = ? AND {self.layout_column} = ?"
+            " ORDER BY id DESC LIMIT 1",
+            (*grid, LAYOUT_INT8),
         ).fetchone()
         shard, used = row if row is not None else (None, per_shard)
         layers = layer_rows(photos)
@@ -410,9 +439,8 @@ class Gallery(GalleryFiles):
             if used >= per_shard:
                 shard, used = self.new_shard(grid), 0
             done, take = len(places), min(len(photos) - len(places), per_shard - used)
-            for (suffix, _), data in zip(self.layers(grid), layers, strict=True):
-                offset = used * self.row_bytes(grid, suffix)
-                write_at(self.layer_path(shard, suffix), offset, data[done : done + take])
+            for layer, data in zip(self.layers(grid), layers, strict=True):
+                write_at(self.layer_path(shard, layer.suffix), used * layer.row_bytes, data[done : done + take])
             self.db.execute("UPDATE shards SET rows = ? WHERE id = ?", (used + take, shard))
             places += [(shard, used + j, int(sums[done + j])) for j in range(take)]
             used += take
@@ -432,22 +460,22 @@ class Gallery(GalleryFiles):
         maps = []
         for part in self.parts:
             layers = {}
-            for suffix, vectors in self.layers(part.grid):
-                mm = self.maps.get((part.shard, suffix))
+            for layer in self.layers(part.grid, part.layout):
+                mm = self.maps.get((part.shard, layer.suffix))
                 if mm is None or mm.shape[0] < part.committed:
-                    path = self.layer_path(part.shard, suffix)
+                    path = self.layer_path(part.shard, layer.suffix)
                     rows = part.committed
                     if tolerant:
-                        rows = min(rows, path.stat().st_size // self.row_bytes(part.grid, suffix))
+                        rows = min(rows, path.stat().st_size // layer.row_bytes)
                     try:
-                        mm = np.memmap(path, dtype=DTYPE, mode="r", shape=(rows, vectors, self.embed_dim))
+                        mm = np.memmap(path, dtype=layer.dtype, mode="r", shape=(rows, *layer.shape))
                     except ValueError:  # numpy's word for a file shorter than the map (or an empty one)
                         if rows:
                             detail = f"{path.name} is shorter than its rows (photos there need indexing again)"
                             raise GalleryDamagedError(self.folder, detail) from None
-                        mm = np.zeros((0, vectors, self.embed_dim), DTYPE)
-                    self.maps[(part.shard, suffix)] = mm
-                layers[suffix] = mm
+                        mm = np.zeros((0, *layer.shape), layer.dtype)
+                    self.maps[(part.shard, layer.suffix)] = mm
+                layers[layer.suffix] = mm
             maps.append(layers)
         return self.parts, maps
 
@@ -455,8 +483,8 @@ class Gallery(GalleryFiles):
         self.db.execute("SAVEPOINT load_parts")  # both reads from one snapshot, whoever commits meanwhile
         try:
             rows = self.db.execute(
-                f"SELECT p.shard, s.grid_h, s.grid_w, s.rows, p.row, p.path, p.checksum, {self._taken} FROM photos p"
-                " JOIN shards s ON s.id = p.shard ORDER BY p.shard, p.row"
+                f"SELECT p.shard, s.grid_h, s.grid_w, s.rows, p.row, p.path, p.checksum, {self._taken},"
+                f" {self.layout_column} FROM photos p JOIN shards s ON s.id = p.shard ORDER BY p.shard, p.row"
             ).fetchall()
             photos = self.db.execute("SELECT COUNT(*) FROM photos").fetchone()[0]
         finally:
@@ -473,7 +501,7 @@ class Gallery(GalleryFiles):
                 places = np.array([r[4] for r in chunk], np.int64)
                 sums = np.array([r[6] for r in chunk], np.int64)
                 taken = np.array([NO_DATE if r[7] is None else r[7] for r in chunk], np.int64)
-                parts.append(Part(shard, (gh, gw), committed, places, paths, sums, taken))
+                parts.append(Part(shard, (gh, gw), rows[start][8], committed, places, paths, sums, taken))
                 start = end
         return parts
 
@@ -489,16 +517,28 @@ class Gallery(GalleryFiles):
         search = given or reduction
         self.first_stage = replace(search, vectors=reduction.vectors, iterations=reduction.iterations)
         version = meta["format_version"]
-        if version in UPGRADABLE_VERSIONS:
-            if self.read_only and version == "2":
-                self._taken = "NULL"  # searched as it is: every date unknown
-            elif self.read_only:
-                raise GalleryError(
-                    f"gallery {self.folder} has format version {version}; it is upgraded to "
-                    f"{FORMAT_VERSION} in place the first time it is opened with permission to write to it"
-                )
-            else:
-                upgrade(self, version)
+        unfinished = version == str(FORMAT_VERSION) and self._older_shards()
+        if version not in UPGRADABLE_VERSIONS and not unfinished:
+            return
+        if not self.read_only:
+            upgrade(self, version)
+            return
+        how = f"it is upgraded to {FORMAT_VERSION} in place the first time it is opened with permission to write to it"
+        if version == "1":
+            raise GalleryError(f"gallery {self.folder} has format version {version}; {how}")
+        if version == "2":
+            self._taken = "NULL"  # searched as it is: every date unknown
+        said = (
+            "was partly upgraded (some of its shards are still float16)"
+            if unfinished
+            else f"has format version {version}"
+        )
+        warnings.warn(f"gallery {self.folder} {said}: it is searched as it is; {how}", stacklevel=2)
+
+    def _older_shards(self) -> bool:
+        """Whether some shard still has a layout before format 4's (an upgrade cut short)."""
+        found = self.db.execute(f"SELECT 1 FROM shards s WHERE {self.layout_column} != ? LIMIT 1", (LAYOUT_INT8,))
+        return found.fetchone() is not None
 
     def _retrying(self, read: Callable[[], T]) -> T:
         """Run a read again if a compaction in another process deleted a shard file under it."""

@@ -24,15 +24,14 @@ from ..encoding.bundle import FirstStageConfig
 from ..errors import GalleryDamagedError, GalleryError, GalleryReadOnlyError
 from ..search.filters import photo_type
 from .shard_files import (
-    CENTROIDS_SUFFIX,
-    DTYPE,
-    LAYER_SUFFIXES,
-    POOL_SUFFIX,
+    LAYOUT_FLOAT16,
+    LAYOUT_INT8,
     SEARCH_CHUNK_BYTES,
     SHARD_DIR,
-    SHARD_SUFFIX,
+    Layer,
     fsync_dir,
     row_checksums,
+    shard_layers,
     unlink_quietly,
 )
 
@@ -43,6 +42,7 @@ class Shard:
     grid: tuple[int, int]
     rows: int  # committed rows
     live: int  # rows that a photo points at
+    layout: int = LAYOUT_INT8  # shard_files.LAYOUT_*: which files hold its rows
 
 
 @dataclass(frozen=True)
@@ -51,6 +51,7 @@ class Part:
 
     shard: int
     grid: tuple[int, int]
+    layout: int  # shard_files.LAYOUT_*
     committed: int
     rows: np.ndarray
     paths: list[str]
@@ -93,23 +94,20 @@ class GalleryFiles:
 
     # ------------------------------------------------------------------ shard files
 
-    def shard_path(self, shard: int) -> Path:
-        return self.layer_path(shard, SHARD_SUFFIX)
-
     def layer_path(self, shard: int, suffix: str) -> Path:
         return self.folder / SHARD_DIR / f"{shard:05d}{suffix}"
 
-    def layers(self, grid: tuple[int, int]) -> tuple[tuple[str, int], ...]:
-        """(file suffix, vectors per row) of a shard's files, the grids first."""
-        return (SHARD_SUFFIX, grid[0] * grid[1]), (POOL_SUFFIX, 1), (CENTROIDS_SUFFIX, self.first_stage.vectors)
+    def layers(self, grid: tuple[int, int], layout: int = LAYOUT_INT8) -> tuple[Layer, ...]:
+        """The files of a shard of this grid shape and layout, the grid's first (shard_files.shard_layers)."""
+        return shard_layers(layout, grid[0] * grid[1], self.first_stage.vectors, self.embed_dim)
 
-    def row_bytes(self, grid: tuple[int, int], suffix: str = SHARD_SUFFIX) -> int:
-        vectors = dict(self.layers(grid))[suffix]
-        return vectors * self.embed_dim * DTYPE.itemsize
+    def row_bytes(self, grid: tuple[int, int], layout: int = LAYOUT_INT8) -> int:
+        """Bytes of one row of the grid's file (what a search's chunk and a shard's size are counted in)."""
+        return self.layers(grid, layout)[0].row_bytes
 
-    def step(self, grid: tuple[int, int]) -> int:
+    def step(self, grid: tuple[int, int], layout: int = LAYOUT_INT8) -> int:
         """Rows of this grid shape scored in one chunk."""
-        return max(1, SEARCH_CHUNK_BYTES // self.row_bytes(grid))
+        return max(1, SEARCH_CHUNK_BYTES // self.row_bytes(grid, layout))
 
     def verify(self, blocks: list[np.ndarray], sums: np.ndarray, paths: list[str]) -> None:
         """Raise GalleryDamagedError naming the first photo whose rows (in blocks) do not match its checksum."""
@@ -121,20 +119,26 @@ class GalleryFiles:
 
     def shards(self) -> list[Shard]:
         rows = self.db.execute(
-            "SELECT s.id, s.grid_h, s.grid_w, s.rows, COUNT(p.path) FROM shards s"
+            f"SELECT s.id, s.grid_h, s.grid_w, s.rows, COUNT(p.path), {self.layout_column} FROM shards s"
             " LEFT JOIN photos p ON p.shard = s.id GROUP BY s.id ORDER BY s.id"
         )
-        return [Shard(i, (gh, gw), n, live) for i, gh, gw, n, live in rows]
+        return [Shard(i, (gh, gw), n, live, layout) for i, gh, gw, n, live, layout in rows]
+
+    @property
+    def layout_column(self) -> str:
+        """The shards' layout as SQL: their column, or the float16 layout before format 4 added it."""
+        found = self.db.execute("SELECT 1 FROM pragma_table_info('shards') WHERE name = 'layout'").fetchone()
+        return "s.layout" if found else str(LAYOUT_FLOAT16)
 
     def whole_rows(self, shards: Iterable[Shard]) -> dict[int, int]:
         """Rows of each shard whose bytes are all on disk, in every one of its files (a stat per file)."""
         out = {}
         for shard in shards:
             whole = shard.rows
-            for suffix, _ in self.layers(shard.grid):
-                path = self.layer_path(shard.id, suffix)
+            for layer in self.layers(shard.grid, shard.layout):
+                path = self.layer_path(shard.id, layer.suffix)
                 size = path.stat().st_size if path.is_file() else 0
-                whole = min(whole, size // self.row_bytes(shard.grid, suffix))
+                whole = min(whole, size // layer.row_bytes)
             out[shard.id] = whole
         return out
 
@@ -165,7 +169,8 @@ class GalleryFiles:
         rows past them), and truncate bytes past each shard's committed end."""
         shards = {s.id: s for s in self.shards()}
         for path in (self.folder / SHARD_DIR).iterdir():
-            if not path.stem.isdigit() or int(path.stem) not in shards or path.suffix not in LAYER_SUFFIXES:
+            shard = shards.get(int(path.stem)) if path.stem.isdigit() else None
+            if shard is None or path.suffix not in {layer.suffix for layer in self.layers(shard.grid, shard.layout)}:
                 unlink_quietly(path)
         whole = self.whole_rows(shards.values())
         for shard in shards.values():
@@ -173,9 +178,9 @@ class GalleryFiles:
             if rows < shard.rows:
                 self.db.execute("DELETE FROM photos WHERE shard = ? AND row >= ?", (shard.id, rows))
                 self.db.execute("UPDATE shards SET rows = ? WHERE id = ?", (rows, shard.id))
-            for suffix, _ in self.layers(shard.grid):
-                path = self.layer_path(shard.id, suffix)
-                expected = rows * self.row_bytes(shard.grid, suffix)
+            for layer in self.layers(shard.grid, shard.layout):
+                path = self.layer_path(shard.id, layer.suffix)
+                expected = rows * layer.row_bytes
                 if not path.is_file():  # deleted: made again, empty (its photos were dropped above)
                     path.touch()
                 if path.stat().st_size != expected:
@@ -183,9 +188,11 @@ class GalleryFiles:
                         os.truncate(path, expected)
 
     def new_shard(self, grid: tuple[int, int]) -> int:
-        """A new shard of this grid shape, its files empty (inside writing)."""
-        shard = self.db.execute("INSERT INTO shards (grid_h, grid_w, rows) VALUES (?, ?, 0)", grid).lastrowid
-        for suffix, _ in self.layers(grid):
-            self.layer_path(shard, suffix).write_bytes(b"")  # truncates what a killed writer left under this id
+        """A new shard of this grid shape in format 4's layout, its files empty (inside writing)."""
+        shard = self.db.execute(
+            "INSERT INTO shards (grid_h, grid_w, rows, layout) VALUES (?, ?, 0, ?)", (*grid, LAYOUT_INT8)
+        ).lastrowid
+        for layer in self.layers(grid):
+            self.layer_path(shard, layer.suffix).write_bytes(b"")  # truncates what a killed writer left under this id
         fsync_dir(self.folder / SHARD_DIR)
         return shard

@@ -4,8 +4,11 @@ GalleryView implements assoc.runtime.search.pipeline.StoreView over the memory-m
 one committed snapshot, which Gallery loads; it reads the folder through the gallery's GalleryFiles
 (gallery_files.py). A selection is, per shard, the sorted rows of the photos picked. Its first stage
 (PooledCentroids) ranks every photo by its pooled vector, keeps the plan's shortlist, ranks those by
-MaxSim against their centroids and keeps the plan's candidates. Every row whose grid is read is
-verified against its checksum first: a mismatch is a GalleryDamagedError naming the photo.
+MaxSim against their int8 centroids (each centroid's scale applied before the max over centroids) and
+keeps the plan's candidates. Every row whose grid is read is verified against its checksum first: a
+mismatch is a GalleryDamagedError naming the photo. A shard not yet upgraded to format 4 holds float16
+grids and centroids, which are quantized as they are read (scoring/quantize.py, as the upgrade would
+store them): its photos score and rank as they will once it is upgraded.
 A view opened with a filter (assoc.runtime.search.filters) holds only the rows that meet it: its
 `everything` is those rows, and its first stage ranks among them alone.
 """
@@ -17,13 +20,25 @@ from collections.abc import Iterator
 import numpy as np
 
 from ..errors import DatabaseDamagedError
+from ..scoring.quantize import quantize_vectors
 from ..search.filters import PhotoFilter
 from ..search.pipeline import SearchPlan
 from ..search.query import Query
 from ..search.rerank import GridChunk, SearchHit, scan_kernel
 from .catalogue import sql_path, translated_errors
 from .gallery_files import GalleryFiles, Part
-from .shard_files import CENTROIDS_SUFFIX, DTYPE, POOL_SUFFIX, SEARCH_CHUNK_BYTES, gather_rows
+from .shard_files import (
+    CENTROID_CODES_SUFFIX,
+    CENTROID_SCALES_SUFFIX,
+    CENTROIDS_SUFFIX,
+    CODES_SUFFIX,
+    GRID_SUFFIX,
+    LAYOUT_FLOAT16,
+    POOL_SUFFIX,
+    SCALES_SUFFIX,
+    SEARCH_CHUNK_BYTES,
+    gather_rows,
+)
 
 Selection = list[np.ndarray]  # per part of the view, the rows picked (sorted, a subset of part.rows)
 
@@ -51,13 +66,17 @@ class GalleryView:
         with translated_errors(self.files.folder):
             for part, layers, rows in zip(self.parts, self.maps, selection, strict=True):
                 where = np.searchsorted(part.rows, rows)  # rows are sorted, as part.rows are
-                step = self.files.step(part.grid)
+                step = self.files.step(part.grid, part.layout)
                 for start in range(0, len(rows), step):
                     chunk = where[start : start + step]
                     paths = [part.paths[i] for i in chunk]
-                    blocks = [gather_rows(mm, part.rows[chunk]) for mm in layers.values()]
-                    self.files.verify(blocks, part.sums[chunk], paths)
-                    yield GridChunk(paths, blocks[0], blocks[1][:, 0])
+                    blocks = {suffix: gather_rows(mm, part.rows[chunk]) for suffix, mm in layers.items()}
+                    self.files.verify(list(blocks.values()), part.sums[chunk], paths)
+                    pooled = blocks[POOL_SUFFIX][:, 0]
+                    if part.layout == LAYOUT_FLOAT16:
+                        yield GridChunk.of_grids(paths, blocks[GRID_SUFFIX], pooled)
+                    else:
+                        yield GridChunk(paths, blocks[CODES_SUFFIX], blocks[SCALES_SUFFIX][:, 0], pooled)
 
     def confirm(self, hits: list[SearchHit]) -> None:
         """Find each hit's row again through the path index, at the place the scan read it from.
@@ -85,29 +104,56 @@ class PooledCentroids:
     score that is the global cosine alone, pooled vectors straight to the candidates)."""
 
     def candidates(self, view: GalleryView, query: Query, plan: SearchPlan) -> Selection:
-        sentence = query.pooled[:, None]  # (D, 1): a one-vector query, MaxSim is its cosine
         if query.global_only:
-            return _narrow(view, view.everything(), POOL_SUFFIX, plan.candidates, query.kind, sentence)
-        picks = _narrow(view, view.everything(), POOL_SUFFIX, plan.shortlist, query.kind, sentence)
-        return _narrow(view, picks, CENTROIDS_SUFFIX, plan.candidates, query.kind, query.transposed)
+            return _narrow(view, view.everything(), plan.candidates, query, pooled=True)
+        picks = _narrow(view, view.everything(), plan.shortlist, query, pooled=True)
+        return _narrow(view, picks, plan.candidates, query, pooled=False)
 
 
-def _narrow(view: GalleryView, picks: Selection, suffix: str, keep: int, kind: str, query_t: np.ndarray) -> Selection:
-    """The `keep` picked rows whose first-stage vectors in `suffix` files score best against query_t
-    (D, T), per part."""
+def _narrow(view: GalleryView, picks: Selection, keep: int, query: Query, pooled: bool) -> Selection:
+    """The `keep` picked rows whose first-stage vectors score best against the query, per part: their
+    pooled vectors (float16) against its sentence vector, or their centroids (int8 codes with a scale
+    per centroid) against its words' codes."""
     if sum(len(rows) for rows in picks) <= keep:
         return picks
-    kernel = scan_kernel(kind)
     estimates = []
     with translated_errors(view.files.folder):
-        for layers, rows in zip(view.maps, picks, strict=True):
-            mm = layers[suffix]
-            step = max(1, SEARCH_CHUNK_BYTES // (mm.shape[1] * mm.shape[2] * DTYPE.itemsize))
-            for i in range(0, len(rows), step):
-                estimates.append(kernel.scores(gather_rows(mm, rows[i : i + step]), query_t))
+        for part, layers, rows in zip(view.parts, view.maps, picks, strict=True):
+            if pooled:
+                estimates += _pooled_estimates(layers[POOL_SUFFIX], rows, query)
+            elif part.layout == LAYOUT_FLOAT16:
+                estimates += _centroid_estimates(layers[CENTROIDS_SUFFIX], None, rows, query)
+            else:
+                estimates += _centroid_estimates(
+                    layers[CENTROID_CODES_SUFFIX], layers[CENTROID_SCALES_SUFFIX], rows, query
+                )
     flat = np.concatenate(estimates)
     flat[~np.isfinite(flat)] = np.inf  # damaged first-stage values: score the photo, which verifies it
     best = np.zeros(len(flat), bool)
     best[np.argpartition(-flat, keep - 1)[:keep]] = True
     bounds = np.cumsum([0] + [len(rows) for rows in picks])
     return [rows[best[a:b]] for rows, a, b in zip(picks, bounds[:-1], bounds[1:], strict=True)]
+
+
+def _pooled_estimates(mm: np.ndarray, rows: np.ndarray, query: Query) -> list[np.ndarray]:
+    """Cosines of the rows' pooled vectors (n, 1, D) float16 with the query's sentence vector."""
+    kernel, sentence = scan_kernel(query.kind, layout="float16"), query.pooled[:, None]  # a one-vector query
+    step = max(1, SEARCH_CHUNK_BYTES // mm[0].nbytes)
+    return [kernel.scores(gather_rows(mm, rows[i : i + step]), sentence) for i in range(0, len(rows), step)]
+
+
+def _centroid_estimates(mm: np.ndarray, scales: np.ndarray | None, rows: np.ndarray, query: Query) -> list[np.ndarray]:
+    """MaxSim of the query's words against the rows' centroids: codes (n, C, D) and scales (n, C), or
+    float16 centroids (scales None) quantized here as an upgraded shard stores them."""
+    kernel = scan_kernel(query.kind, layout="int8-vectors")
+    step = max(1, SEARCH_CHUNK_BYTES // mm[0].nbytes)
+    out = []
+    for i in range(0, len(rows), step):
+        picked = rows[i : i + step]
+        codes, picked_scales = (
+            quantize_vectors(gather_rows(mm, picked))
+            if scales is None
+            else (gather_rows(mm, picked), gather_rows(scales, picked))
+        )
+        out.append(kernel.scores(codes, query.codes, scales=picked_scales, query_scales=query.word_scales))
+    return out

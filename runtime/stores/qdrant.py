@@ -6,9 +6,11 @@ Each photo is one point with three named vectors, the built-in gallery's three l
 - ``centroids``: the photo's first-stage centroids as a multivector (MAX_SIM, no HNSW), which narrow
   the shortlist to the candidates, as the gallery's do (collections made before them skip this step);
 - ``patches``: the whole patch grid as a multivector (float16, no HNSW), read for the exact stage.
-The first stage runs on the server (one query_points call with a nested prefetch); the candidates'
-patches then go through the same rerank as the built-in gallery's (assoc.runtime.search), so both
-stores give the same scores in the same order.
+The first stage runs on the server (one query_points call with a nested prefetch; its MaxSim needs
+the float16 values, so patches stay float16 here); the candidates' patches are then quantized as the
+built-in gallery stores them (GridChunk.of_grids, scoring/quantize.py, a pure function of the float16
+values) and go through the same rerank (assoc.runtime.search), so both stores give the same scores in
+the same order.
 
 Point ids are uuid5 of the path, so indexing a path again replaces its point. One extra point with no
 vectors holds the collection's metadata (bundle id, embed dim): a collection is tied to one model.
@@ -509,7 +511,7 @@ class ServerPrefetch:
 
 
 def _chunks(points: list[Any], embed_dim: int) -> Iterator[GridChunk]:
-    """Points with their patches -> GridChunks, one per grid shape among them."""
+    """Points with their patches -> GridChunks (quantized), one per grid shape among them."""
     by_shape: dict[tuple[int, int], list[Any]] = {}
     for point in points:
         h, w = point.payload["grid"]
@@ -517,7 +519,7 @@ def _chunks(points: list[Any], embed_dim: int) -> Iterator[GridChunk]:
     for (h, w), group in by_shape.items():
         grids = np.array([p.vector[PATCHES] for p in group], dtype=np.float16).reshape(len(group), h * w, embed_dim)
         pooled = np.array([p.vector[POOLED] for p in group], dtype=np.float16).reshape(len(group), embed_dim)
-        yield GridChunk([_payload_path(p.payload) for p in group], grids, pooled)
+        yield GridChunk.of_grids([_payload_path(p.payload) for p in group], grids, pooled)
 
 
 def _grid_of(vectors: PhotoVectors | np.ndarray) -> np.ndarray:

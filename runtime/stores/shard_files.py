@@ -1,7 +1,17 @@
-"""The built-in gallery's shard files: float16 rows of grids and first-stage vectors, and their checksums.
+"""The built-in gallery's shard files: the layers of a shard's rows, their layouts, and their checksums.
 
-Bytes are only written at a shard's committed end and fsynced before the catalogue points at them
-(see gallery.py for the write order); these are the file-level pieces of that.
+A shard's rows are one photo each, in several files (layers) row for row. Two layouts:
+
+    LAYOUT_INT8 (format 4; every new shard)           LAYOUT_FLOAT16 (formats 1-3; upgraded in place)
+    .i8      grid codes (h*w, D) uint8                .f16    grid (h*w, D) float16
+    .scale   the grid's scale (1,) float16            .pool   pooled vector (1, D) float16
+    .pool    pooled vector (1, D) float16             .cent   centroids (C, D) float16
+    .ci8     centroid codes (C, D) uint8
+    .cscale  a scale per centroid (C,) float16
+
+Codes are int8 + 128 with float16 scales (scoring/quantize.py). Bytes are only written at a shard's
+committed end and fsynced before the catalogue points at them (see gallery.py for the write order);
+these are the file-level pieces of that.
 """
 
 from __future__ import annotations
@@ -9,30 +19,78 @@ from __future__ import annotations
 import errno
 import os
 from contextlib import suppress
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from ..scoring.first_stage import PhotoVectors
+from ..scoring.quantize import CODES, SCALES, quantize_grids, quantize_vectors
 
 SHARD_DIR = "shards"
-SHARD_SUFFIX = ".f16"  # grids
-POOL_SUFFIX = ".pool"  # pooled vectors
-CENTROIDS_SUFFIX = ".cent"  # first-stage centroids
-DTYPE = np.dtype("<f2")
+LAYOUT_FLOAT16 = 3  # the shards of formats 1-3 (the format that last wrote them)
+LAYOUT_INT8 = 4  # format 4's
+GRID_SUFFIX = ".f16"  # float16 grids (LAYOUT_FLOAT16)
+POOL_SUFFIX = ".pool"  # pooled vectors (both layouts)
+CENTROIDS_SUFFIX = ".cent"  # float16 first-stage centroids (LAYOUT_FLOAT16)
+CODES_SUFFIX = ".i8"  # grid codes (LAYOUT_INT8)
+SCALES_SUFFIX = ".scale"  # the grid's scale
+CENTROID_CODES_SUFFIX = ".ci8"  # centroid codes
+CENTROID_SCALES_SUFFIX = ".cscale"  # their scales
+DTYPE = np.dtype("<f2")  # float16 layers
 # OS errors that mean: no room for more bytes (disk full, quota, file size limit).
 NO_ROOM = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
-LAYER_SUFFIXES = (SHARD_SUFFIX, POOL_SUFFIX, CENTROIDS_SUFFIX)
-# float16 bytes of grids scored (and checksummed) in one kernel call: bounds a search's memory (the kernel
-# widens a chunk to float32 and holds its matchmap) whatever the gallery's size. Chunks that stay in
-# cache through checksum, widening and matmul are faster: 4 MiB measured best of 1-16 on 2 busy cores.
+LAYER_SUFFIXES = (
+    GRID_SUFFIX,
+    POOL_SUFFIX,
+    CENTROIDS_SUFFIX,
+    CODES_SUFFIX,
+    SCALES_SUFFIX,
+    CENTROID_CODES_SUFFIX,
+    CENTROID_SCALES_SUFFIX,
+)
+# Stored grid bytes scored (and checksummed) in one kernel call: bounds a search's memory whatever the
+# gallery's size (an int8 chunk holds twice the photos of a float16 one). Chunks that stay in cache
+# through checksum and matmul are faster: 4 MiB measured best of 1-16 on 2 busy cores (float16).
 SEARCH_CHUNK_BYTES = 4 << 20
 
 
+@dataclass(frozen=True)
+class Layer:
+    """One file of a shard: its suffix, a row's shape and its element type."""
+
+    suffix: str
+    shape: tuple[int, ...]
+    dtype: np.dtype
+
+    @property
+    def row_bytes(self) -> int:
+        return int(np.prod(self.shape)) * self.dtype.itemsize
+
+
+def shard_layers(layout: int, patches: int, centroids: int, embed_dim: int) -> tuple[Layer, ...]:
+    """The files of a shard of this layout, the grid first (the order of layer_rows and the checksums)."""
+    if layout == LAYOUT_FLOAT16:
+        return (
+            Layer(GRID_SUFFIX, (patches, embed_dim), DTYPE),
+            Layer(POOL_SUFFIX, (1, embed_dim), DTYPE),
+            Layer(CENTROIDS_SUFFIX, (centroids, embed_dim), DTYPE),
+        )
+    if layout == LAYOUT_INT8:
+        return (
+            Layer(CODES_SUFFIX, (patches, embed_dim), CODES),
+            Layer(SCALES_SUFFIX, (1,), SCALES),
+            Layer(POOL_SUFFIX, (1, embed_dim), DTYPE),
+            Layer(CENTROID_CODES_SUFFIX, (centroids, embed_dim), CODES),
+            Layer(CENTROID_SCALES_SUFFIX, (centroids,), SCALES),
+        )
+    raise ValueError(f"unknown shard layout {layout}")
+
+
 def row_checksums(blocks: list[np.ndarray]) -> np.ndarray:
-    """One checksum per row over the bytes of all blocks (each (N, vectors, D) float16): the wrapping
+    """One checksum per row over the bytes of all blocks (each (N, ...), a shard's layers): the wrapping
     sum of the bytes read as little-endian 64-bit words (16-bit where a row's size is not a multiple
-    of 8), as int64.
+    of 8, bytes where it is odd), as int64.
 
     Not crc32: a search verifies every row it scores, and this runs at memory bandwidth (about 25 GB/s
     against zlib.crc32's 1.6 here). It detects every single flipped bit, truncation and zeroed rows;
@@ -41,7 +99,8 @@ def row_checksums(blocks: list[np.ndarray]) -> np.ndarray:
     total = np.zeros(len(blocks[0]), np.uint64)
     for block in blocks:
         flat = np.ascontiguousarray(block).reshape(len(block), int(np.prod(block.shape[1:])))  # (0, x) too
-        words = flat.view("<u8") if flat.shape[1] * flat.itemsize % 8 == 0 else flat.view("<u2")
+        size = flat.shape[1] * flat.itemsize
+        words = flat.view("<u8" if size % 8 == 0 else "<u2" if size % 2 == 0 else "u1")
         total += words.sum(axis=1, dtype=np.uint64)
     return total.view(np.int64)
 
@@ -80,9 +139,19 @@ def unlink_quietly(path: Path) -> None:
 
 
 def layer_rows(photos: list[PhotoVectors]) -> list[np.ndarray]:
-    """Photos' vectors as the rows of each shard file (GalleryFiles.layers order), (N, vectors, D) float16."""
+    """Photos' vectors as the rows of each LAYOUT_INT8 file (shard_layers order): grid codes (N, P, D),
+    scales (N, 1), pooled vectors (N, 1, D), centroid codes (N, C, D) and their scales (N, C)."""
     grids = np.stack([p.grid for p in photos])
     n, h, w, d = grids.shape
-    pooled = np.stack([p.pooled for p in photos])[:, None]
-    centroids = np.stack([p.centroids for p in photos])
-    return [grids.reshape(n, h * w, d).astype(DTYPE), pooled.astype(DTYPE), centroids.astype(DTYPE)]
+    return int8_rows(
+        grids.reshape(n, h * w, d), np.stack([p.pooled for p in photos]), np.stack([p.centroids for p in photos])
+    )
+
+
+def int8_rows(grids: np.ndarray, pooled: np.ndarray, centroids: np.ndarray) -> list[np.ndarray]:
+    """LAYOUT_INT8 rows of grids (N, P, D), pooled vectors (N, D) and centroids (N, C, D), float16 as
+    encoded or as a LAYOUT_FLOAT16 shard holds them (or float32 dequantized: the same codes again)."""
+    codes, scales = quantize_grids(grids)
+    centroid_codes, centroid_scales = quantize_vectors(centroids)
+    pooled = np.asarray(pooled).reshape(len(pooled), 1, -1).astype(DTYPE)
+    return [codes, scales.reshape(-1, 1), pooled, centroid_codes, centroid_scales]
