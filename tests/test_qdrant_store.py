@@ -28,6 +28,7 @@ from assoc.runtime.encoding.bundle import (
 from assoc.runtime.encoding.encoders import ImageEncoder, TextEncoder  # noqa: E402
 from assoc.runtime.errors import GalleryError, ModelMismatchError, NoGalleryError, QueryError  # noqa: E402
 from assoc.runtime.indexing.indexer import index_paths  # noqa: E402
+from assoc.runtime.scoring.quantize import as_scored  # noqa: E402
 from assoc.runtime.search.pipeline import search  # noqa: E402
 from assoc.runtime.stores.base import PhotoRecord  # noqa: E402
 from assoc.runtime.stores.gallery import Gallery  # noqa: E402
@@ -94,8 +95,11 @@ def test_roundtrip_records_and_grids(store, items):
     record, grid = items[5]
     got = store.get_grid(record.path)
     assert got.dtype == np.float32 and got.shape == (H, W, D)
-    # Patches are stored as float16 values: the roundtrip is exact at that precision.
-    np.testing.assert_array_equal(got, grid.astype(np.float16).astype(np.float32))
+    # Patches are stored as float16 and given back as the exact score sees them: their int8 codes
+    # dequantized, as the built-in gallery gives its grids back.
+    np.testing.assert_array_equal(got, as_scored(grid.astype(np.float16)))
+    assert np.abs(got - grid).max() < 2 * np.abs(grid).max() / 127
+    np.testing.assert_array_equal(store.get_vectors(record.path).grid, grid.astype(np.float16))  # kept as is
     assert store.get_grid("/photos/absent.jpg") is None
 
 

@@ -13,6 +13,7 @@ from assoc.runtime.scoring.matchmap import score_grids
 from assoc.runtime.scoring.quantize import (
     LEVELS,
     ZERO,
+    as_scored,
     dequantize_grids,
     dequantize_query,
     dequantize_vectors,
@@ -189,3 +190,15 @@ def test_quantization_is_deterministic_and_round_trips() -> None:
     assert np.isnan(scales[2]) and np.isinf(scales[4]) and (codes[[2, 4]] == ZERO).all()
     query_codes, word_scales = quantize_query(np.zeros((D, 2), np.float32))
     assert (query_codes == 0).all() and (word_scales == 1).all()  # a zero word: codes 0, no division by 0
+
+
+def test_a_grid_as_scored_is_its_codes_dequantized_whatever_holds_it() -> None:
+    """get_grid in every store: a (h, w, D) float16 grid, or the same grid dequantized already, gives the
+    values the exact score scores."""
+    grid = _unit(np.random.default_rng(3), 1, P, D)  # float16
+    codes, scales = quantize_grids(grid)
+    expected = dequantize_grids(codes, scales)[0].reshape(3, 4, D)
+    shown = as_scored(grid.reshape(3, 4, D))
+    assert shown.dtype == np.float32 and shown.shape == (3, 4, D)
+    np.testing.assert_array_equal(shown, expected)
+    np.testing.assert_array_equal(as_scored(shown), shown)

@@ -31,6 +31,15 @@ def quantize_grids(grids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return _quantize(np.asarray(grids), axes=(-2, -1))
 
 
+def as_scored(grid: np.ndarray) -> np.ndarray:
+    """A photo's grid (h, w, D) as the exact score sees it, float32: its codes dequantized. The same for
+    a float16 grid and for one dequantized already (those quantize to the same codes again), so every
+    store shows a photo's maps and photo queries alike."""
+    grid = np.asarray(grid)
+    codes, scales = quantize_grids(grid.reshape(1, -1, grid.shape[-1]))
+    return dequantize_grids(codes, scales)[0].reshape(grid.shape)
+
+
 def quantize_vectors(vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(N, C, D) vectors (a photo's centroids) -> codes (N, C, D) uint8, a scale per vector (N, C) float16."""
     return _quantize(np.asarray(vectors), axes=(-1,))

@@ -70,7 +70,7 @@ import numpy as np
 from ..encoding.bundle import FirstStageConfig
 from ..errors import DatabaseDamagedError, GalleryDamagedError, GalleryError, NoGalleryError
 from ..scoring.first_stage import PhotoVectors
-from ..scoring.quantize import dequantize_grids, dequantize_vectors
+from ..scoring.quantize import as_scored, dequantize_grids, dequantize_vectors
 from ..search.filters import NO_DATE, PhotoFilter
 from .base import CheckReport, DamagedPhoto, PhotoRecord, checked_vectors
 from .catalogue import (
@@ -269,7 +269,7 @@ class Gallery(GalleryFiles):
     @_guarded_read
     def get_grid(self, path: str) -> np.ndarray | None:
         vectors = self.get_vectors(path)
-        return None if vectors is None else vectors.grid.astype(np.float32)
+        return None if vectors is None else as_scored(vectors.grid)
 
     def get_vectors(self, path: str) -> PhotoVectors | None:
         """A photo's stored vectors: the grid and centroids float32 as dequantized from their codes

@@ -41,6 +41,7 @@ import numpy as np
 from ..encoding.bundle import FirstStageConfig
 from ..errors import AssocError, GalleryError, ModelMismatchError, NoGalleryError
 from ..scoring.first_stage import PhotoVectors, photo_vectors
+from ..scoring.quantize import as_scored
 from ..search.filters import PhotoFilter, ancestors, photo_type
 from ..search.pipeline import SearchPlan
 from ..search.query import Query
@@ -241,7 +242,7 @@ class QdrantStore:
 
     def get_grid(self, path: str) -> np.ndarray | None:
         vectors = self.get_vectors(path)
-        return None if vectors is None else vectors.grid.astype(np.float32)
+        return None if vectors is None else as_scored(vectors.grid)
 
     def get_vectors(self, path: str) -> PhotoVectors | None:
         wanted = [PATCHES, POOLED] + ([CENTROIDS] if self.has_centroids else [])
