@@ -206,6 +206,19 @@ def test_non_finite_values_never_reach_a_result(
         assert "finite" in report.damaged[0].reason and len(gallery) == 28
 
 
+FORMAT_1_SCHEMA = """
+    PRAGMA journal_mode=WAL;
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    CREATE TABLE shards (id INTEGER PRIMARY KEY AUTOINCREMENT, grid_h INTEGER NOT NULL,
+        grid_w INTEGER NOT NULL, rows INTEGER NOT NULL);
+    CREATE TABLE photos (path TEXT PRIMARY KEY, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL,
+        content_hash TEXT NOT NULL, grid_h INTEGER NOT NULL, grid_w INTEGER NOT NULL,
+        width INTEGER NOT NULL, height INTEGER NOT NULL, shard INTEGER NOT NULL, row INTEGER NOT NULL);
+    CREATE INDEX photos_hash ON photos (content_hash);
+    CREATE INDEX photos_place ON photos (shard, row);
+"""
+
+
 def write_format_1(folder: Path, bundle_id: str, grids: np.ndarray) -> None:
     """A gallery as format 1 wrote it (what the README demo of the previous release made): SQLite
     without checksums, one float16 shard file, no first-stage files."""
@@ -213,19 +226,7 @@ def write_format_1(folder: Path, bundle_id: str, grids: np.ndarray) -> None:
     n, h, w, d = grids.shape
     grids.astype("<f2").tofile(folder / "shards" / "00001.f16")
     conn = sqlite3.connect(folder / "gallery.sqlite")
-    conn.executescript(
-        """
-        PRAGMA journal_mode=WAL;
-        CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-        CREATE TABLE shards (id INTEGER PRIMARY KEY AUTOINCREMENT, grid_h INTEGER NOT NULL,
-            grid_w INTEGER NOT NULL, rows INTEGER NOT NULL);
-        CREATE TABLE photos (path TEXT PRIMARY KEY, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL,
-            content_hash TEXT NOT NULL, grid_h INTEGER NOT NULL, grid_w INTEGER NOT NULL,
-            width INTEGER NOT NULL, height INTEGER NOT NULL, shard INTEGER NOT NULL, row INTEGER NOT NULL);
-        CREATE INDEX photos_hash ON photos (content_hash);
-        CREATE INDEX photos_place ON photos (shard, row);
-        """
-    )
+    conn.executescript(FORMAT_1_SCHEMA)
     meta = {"format": "assoc-gallery", "format_version": "1", "bundle_id": bundle_id, "embed_dim": str(d)}
     conn.executemany("INSERT INTO meta VALUES (?, ?)", [*meta.items(), ("dtype", "float16")])
     conn.execute("INSERT INTO shards (grid_h, grid_w, rows) VALUES (?, ?, ?)", (h, w, n))
@@ -322,18 +323,9 @@ def test_first_stage_settings_are_optional_in_a_bundle_config(bundle: Bundle) ->
         BundleConfig.from_dict(raw)
 
 
-FORMAT_3_SCHEMA = """
-    PRAGMA journal_mode=WAL;
-    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-    CREATE TABLE shards (id INTEGER PRIMARY KEY AUTOINCREMENT, grid_h INTEGER NOT NULL,
-        grid_w INTEGER NOT NULL, rows INTEGER NOT NULL);
-    CREATE TABLE photos (path TEXT PRIMARY KEY, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL,
-        content_hash TEXT NOT NULL, grid_h INTEGER NOT NULL, grid_w INTEGER NOT NULL,
-        width INTEGER NOT NULL, height INTEGER NOT NULL, shard INTEGER NOT NULL, row INTEGER NOT NULL,
-        checksum INTEGER NOT NULL, taken INTEGER);
-    CREATE INDEX photos_hash ON photos (content_hash);
-    CREATE INDEX photos_place ON photos (shard, row);
-"""
+FORMAT_3_SCHEMA = FORMAT_1_SCHEMA.replace(  # format 2 added the checksums, format 3 the dates
+    "row INTEGER NOT NULL);", "row INTEGER NOT NULL,\n    checksum INTEGER NOT NULL, taken INTEGER);"
+)
 
 
 def write_format_3(folder: Path, bundle: Bundle, grids: np.ndarray, config: FirstStageConfig, per_shard: int) -> None:
