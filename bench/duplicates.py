@@ -333,7 +333,7 @@ def location_free(view: object, contents: duplicates.Contents, pairs: np.ndarray
     index = {path: i for i, path in enumerate(contents.paths)}
     grids: dict[int, np.ndarray] = {}
     for chunk in view.read_grids(view.everything()):
-        for path, grid in zip(chunk.paths, chunk.grids, strict=True):
+        for path, grid in zip(chunk.paths, chunk.grids(), strict=True):
             if path in index:
                 grids[index[path]] = np.asarray(grid, np.float32)
     out = np.empty(len(pairs), np.float32)

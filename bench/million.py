@@ -47,7 +47,7 @@
 4. The same sets and settings on the 7,091 real photos (a temporary Gallery in --tmp): kept, p50s.
 5. The issue's targets for 10^6 photos, beside the figures (at another --photos they only guide).
 
-Run (a 20,000-photo run takes a few minutes on idle cores; 10^6 photos take ~56 GB in format 3):
+Run (a 20,000-photo run takes a few minutes on idle cores; 10^6 photos take ~28.4 GB in format 4, ~56 GB in format 3):
     python bench/million.py
     python bench/million.py --photos 20000 --queries 10 --json million-20k.json
 """
@@ -499,7 +499,8 @@ def blocks(chunks: Iterable[GridChunk], count: int) -> Iterator[GridChunk]:
 def joined(chunks: list[GridChunk]) -> GridChunk:
     return GridChunk(
         [p for c in chunks for p in c.paths],
-        np.concatenate([c.grids for c in chunks]),
+        np.concatenate([c.codes for c in chunks]),
+        np.concatenate([c.scales for c in chunks]),
         np.concatenate([c.pooled for c in chunks]),
     )
 
@@ -604,13 +605,11 @@ def score_stats(grids: np.ndarray, queries: list[Query]) -> dict:
     flat = grids.reshape(n, h * w, d)
     pooled = pooled_vectors(grids)
     step = 1000
+    spans = [(i, min(step, n - i)) for i in range(0, n, step)]
     rows = []
     for q in queries:
         scores = np.concatenate(
-            [
-                chunk_scores(q, GridChunk([""] * len(flat[i : i + step]), flat[i : i + step], pooled[i : i + step]))
-                for i in range(0, n, step)
-            ]
+            [chunk_scores(q, GridChunk.of_grids([""] * m, flat[i : i + m], pooled[i : i + m])) for i, m in spans]
         )
         cosine = pooled.astype(np.float32) @ q.pooled
         ranked = np.sort(scores)[::-1]
