@@ -45,6 +45,7 @@ class TrainConfig:
     margin: float = 0.2
     margin_warmup: int = _setting(0, "Epochs of InfoNCE alone before infonce_hardest's margin term joins.")
     pooled_weight: float = _setting(0.0, "Weight of an auxiliary loss on mean-pooled vectors (search's first stage).")
+    region_weight: float = _setting(0.0, "Weight of the word-to-region contrast in true pairs (sees location).")
     # > 0: the training score softens each word's max over patches (softmax weights, a learned temperature
     # starting here); evaluation and search still rank by the hard score. 0 = hard max in training too.
     soft_max_temperature: float = 0.0

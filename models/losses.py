@@ -10,6 +10,9 @@
 - `infonce_hardest`: InfoNCE plus VSE++'s max-violation margin on the hardest impostor. The margin term
   joins only when `margin_active` is set: the training loop keeps it off for the first `margin_warmup`
   epochs, because on an untrained model the hardest impostor is mostly noise.
+- `WordRegionLoss`: a loss that sees location, over true pairs only (after SPARC, Bica et al. 2024). Each
+  word pools the patches it matches into a region vector, and that region must match its own word better
+  than the caption's other words: "dog" and "grass" cannot both peak on the lawn.
 """
 
 from __future__ import annotations
@@ -88,3 +91,42 @@ class RankingLoss(nn.Module):
         if self.kind == "sampled":
             return sampled_margin(scores, self.margin)
         return hardest_margin(scores, self.margin, semihard=self.kind == "semihard")
+
+
+class WordRegionLoss(nn.Module):
+    """Word-to-region contrast inside each true pair, with a learned temperature.
+
+    A word's alignment over the P patches is its similarities min-max scaled to [0, 1], those below 1/P
+    set to 0, renormalised to sum to 1 (SPARC's sparse alignment); its region vector is the weighted sum
+    of the patches. Then, per caption, a cross-entropy both ways between region vectors and the caption's
+    word vectors. Repeats of one token id are not each other's negatives.
+    """
+
+    def __init__(self, init_temperature: float = 0.07) -> None:
+        super().__init__()
+        self.log_scale = nn.Parameter(torch.tensor(math.log(1.0 / init_temperature)))
+
+    def forward(
+        self, patches: torch.Tensor, words: torch.Tensor, weights: torch.Tensor, input_ids: torch.Tensor
+    ) -> torch.Tensor:
+        """patches (B, P, D) and words (B, T, D) of B true pairs; weights (B, T) > 0 where a token
+        scores, its share of the loss; input_ids (B, T) -> a scalar."""
+        sim = torch.einsum("btd,bpd->btp", words, patches)
+        low, high = sim.amin(-1, keepdim=True), sim.amax(-1, keepdim=True)
+        align = (sim - low) / (high - low).clamp_min(1e-6)
+        align = align.masked_fill(align < 1.0 / patches.shape[1], 0.0)
+        align = align / align.sum(-1, keepdim=True).clamp_min(1e-6)
+        regions = F.normalize(torch.einsum("btp,bpd->btd", align, patches), dim=-1)
+        logits = torch.einsum("btd,bsd->bts", regions, words).float() * self.log_scale.clamp(max=math.log(100.0)).exp()
+        scoring = weights > 0
+        same = input_ids[:, :, None] == input_ids[:, None, :]
+        eye = torch.eye(logits.shape[1], dtype=torch.bool, device=logits.device)
+        # Other scoring words with another token id (and their regions) are the negatives; the word
+        # itself is the target.
+        allowed = (scoring[:, :, None] & scoring[:, None, :] & ~same) | eye
+        to_word = -torch.log_softmax(logits.masked_fill(~allowed, float("-inf")), dim=-1).diagonal(dim1=1, dim2=2)
+        to_region = -torch.log_softmax(
+            logits.transpose(1, 2).masked_fill(~allowed.transpose(1, 2), float("-inf")), dim=-1
+        ).diagonal(dim1=1, dim2=2)
+        share = weights.float() * scoring
+        return 0.5 * ((to_word + to_region) * share).sum() / share.sum().clamp_min(1e-6)

@@ -13,7 +13,7 @@ from torch import nn
 from ..runtime.errors import AssocError
 from .bert import load_bert
 from .config import TOKEN_WEIGHTINGS, TrainConfig
-from .losses import InfoNCE, RankingLoss
+from .losses import InfoNCE, RankingLoss, WordRegionLoss
 from .matchmap import pairwise_scores, pooled_scores, soft_misa_scores
 from .towers import ImageTower, TextTower
 from .trunks import build_trunk
@@ -43,6 +43,7 @@ class MatchmapModel(nn.Module):
             self.register_buffer("token_weight", torch.ones(self.text.bert.config.vocab_size))
         self.loss = RankingLoss(config.loss, config.margin)
         self.pooled_loss = InfoNCE() if config.pooled_weight > 0 else None
+        self.region_loss = WordRegionLoss() if config.region_weight > 0 else None
         if config.soft_max_temperature > 0:
             if config.score != "misa":
                 raise ValueError("soft_max_temperature softens MISA's max; it needs score = 'misa'")
@@ -69,8 +70,11 @@ class MatchmapModel(nn.Module):
         """grids (B, h, w, D), tokens (C, T, D) -> (B, C) image-caption scores."""
         return pairwise_scores(grids.flatten(1, 2), tokens, word_mask, self.config.score)
 
-    def objective(self, grids: torch.Tensor, tokens: torch.Tensor, word_mask: torch.Tensor) -> torch.Tensor:
-        """The training loss of a batch of true pairs (image i with caption i)."""
+    def objective(
+        self, grids: torch.Tensor, tokens: torch.Tensor, word_mask: torch.Tensor, input_ids: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """The training loss of a batch of true pairs (image i with caption i); the word-to-region term
+        (region_weight > 0) needs the captions' input_ids."""
         if self.soft_log_t is not None:
             t = self.soft_log_t.clamp(math.log(0.01), 0.0).exp()
             scores = soft_misa_scores(grids.flatten(1, 2), tokens, word_mask, t)
@@ -80,6 +84,11 @@ class MatchmapModel(nn.Module):
         if self.pooled_loss is not None:
             pooled = pooled_scores(grids.flatten(1, 2), tokens, word_mask).float()
             loss = loss + self.config.pooled_weight * self.pooled_loss(pooled)
+        if self.region_loss is not None:
+            if input_ids is None:
+                raise ValueError("region_weight > 0: objective needs the captions' input_ids")
+            region = self.region_loss(grids.flatten(1, 2), tokens, word_mask, input_ids)
+            loss = loss + self.config.region_weight * region
         return loss
 
     def parameter_groups(self) -> list[dict[str, Any]]:
@@ -87,6 +96,8 @@ class MatchmapModel(nn.Module):
         new = [*self.image.proj.parameters(), *self.text.proj.parameters(), *self.loss.parameters()]
         if self.pooled_loss is not None:
             new += list(self.pooled_loss.parameters())
+        if self.region_loss is not None:
+            new += list(self.region_loss.parameters())
         if self.soft_log_t is not None:
             new.append(self.soft_log_t)
         new_ids = {id(p) for p in new}

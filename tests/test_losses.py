@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from assoc.models.losses import InfoNCE, RankingLoss, hardest_margin, sampled_margin
+from assoc.models.losses import InfoNCE, RankingLoss, WordRegionLoss, hardest_margin, sampled_margin
 
 
 def _scores(aligned: bool) -> torch.Tensor:
@@ -91,3 +91,25 @@ def test_word_dropout_leaves_out_scoring_pieces_but_never_a_whole_caption() -> N
     single = torch.zeros(200, 5, dtype=torch.bool)
     single[:, 2] = True  # one word each: kept whatever the draw
     assert torch.equal(drop_words(single, 0.9), single)
+
+
+def test_word_region_loss_is_low_when_each_word_has_its_own_region_and_skips_repeats() -> None:
+    """Words that each match a region of their own cost little; words all matching one region cost
+    more; a repeated token id is never its own repeat's negative, and non-scoring tokens count for nothing."""
+    torch.manual_seed(0)
+    patches = torch.nn.functional.normalize(torch.randn(3, 9, 16), dim=-1)
+    own = patches[:, :5].clone()  # word t is patch t
+    shared = patches[:, :1].expand(3, 5, 16).clone()  # every word is patch 0
+    weights = torch.ones(3, 5)
+    ids = torch.arange(5).repeat(3, 1)
+    loss = WordRegionLoss()
+    with torch.no_grad():
+        assert float(loss(patches, own, weights, ids)) < float(loss(patches, shared, weights, ids))
+        repeated = torch.zeros(3, 5, dtype=torch.long)  # one token id five times: no negatives left
+        assert float(loss(patches, shared, weights, repeated)) == pytest.approx(0.0, abs=1e-6)
+        quiet = weights.clone()
+        quiet[:, 1:] = 0  # only the first word scores: its negatives are gone too
+        assert float(loss(patches, shared, quiet, ids)) == pytest.approx(0.0, abs=1e-6)
+    value = loss(patches.requires_grad_(), own, weights, ids)
+    value.backward()
+    assert patches.grad is not None and loss.log_scale.grad is not None
