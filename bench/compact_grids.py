@@ -478,7 +478,7 @@ def agreement(bundle: Bundle, args: argparse.Namespace) -> dict:
 
     truth = [top(row, TOP) for row in scores["f16"]]
     gaps = [np.sort(row)[-TOP] - np.sort(row)[-TOP - 1] for row in scores["f16"]]
-    plans = {"plan": search_plan(n, bundle.config.first_stage, TOP), "tight": SearchPlan(*args.tight)}
+    plans = {"plan": search_plan(n, bundle.config.first_stage, TOP), "tight": SearchPlan(*args.tight, probe=n)}
     candidates = {}  # (plan, centroid layout) -> per caption, the candidates scored exactly
     for p, plan in plans.items():
         shortlists = [top(pooled @ q.pooled, plan.shortlist) for q in queries]

@@ -83,6 +83,7 @@ from assoc.runtime.search.rerank import GridChunk, SearchHit, chunk_scores, rera
 from assoc.runtime.stores.base import PhotoRecord
 from assoc.runtime.stores.catalogue import FORMAT_VERSION
 from assoc.runtime.stores.gallery import Gallery
+from assoc.runtime.stores.gallery_cells import needs_partition
 
 WORDS = (6, 15)  # the query lengths the issue names
 PROBE_PHOTOS = 1000  # photos of the probe gallery that prices a photo's bytes on disk
@@ -105,6 +106,11 @@ def main() -> None:
     parser.add_argument("--exact-queries", type=int, default=3, help="queries per set also timed exactly")
     parser.add_argument("--exact-budget", type=float, default=120, help="seconds of exact searches a set may take")
     parser.add_argument("--seed", type=int, default=0, help="of the synthetic photos")
+    parser.add_argument(
+        "--sweep",
+        default="0:200,20000:200,20000:1000,50000:1000",
+        help="first-stage plans tried on the synthetic gallery, PROBE:CANDIDATES each (probe 0: without its cells)",
+    )
     add_common_options(parser, "the real photos' gallery")
     args = parser.parse_args()
     if args.photos < 1 or args.queries < 1 or args.rounds < 1:
@@ -141,8 +147,12 @@ def run(args: argparse.Namespace) -> None:
     figures["build"] = build(folder, bundle, args)
     figures["disk"] = disk(folder / "gallery", args.photos)
     lap("build (or finding it built)")
+    figures["cells"] = ensure_cells(folder / "gallery", bundle)
+    lap("cells")
     figures["synthetic"], truth = synthetic_gallery(folder, bundle, sets, texts, args)
     lap("queries on the synthetic gallery")
+    figures["sweep"] = sweep(folder / "gallery", bundle, sets, truth, args)
+    lap("first-stage plans")
     figures["distribution"] = distribution(bundle, sets["sentences"], args, truth["sentences"])
     lap("score distribution check")
     figures["real"] = real_gallery(bundle, sets, args)
@@ -391,6 +401,54 @@ def disk(gallery: Path, photos: int) -> dict:
 
 
 # ----------------------------------------------------------------------------------------- queries
+
+
+def ensure_cells(gallery: Path, bundle: Bundle) -> dict:
+    """The gallery's cells (runtime/stores/gallery_cells.py), made now where the build did not make them
+    (a gallery built before format 5, upgraded as it opens, or smaller than the bundle's cells_from):
+    how many, and the seconds making them took."""
+    config = bundle.config
+    with Gallery.open(gallery, bundle.bundle_id, config.embed_dim, first_stage=config.first_stage) as store:
+        cells, seconds = store.cells(), None
+        if cells is None or needs_partition(len(store), cells, config.first_stage.cells_from):
+            start = time.perf_counter()
+            store.partition()
+            seconds = time.perf_counter() - start
+            cells = store.cells()
+    made = f"made now in {seconds:.1f} s" if seconds is not None else "made by the build"
+    print(f"\ncells: {len(cells):,} for {cells.photos:,} photos ({made}); a search reads {config.first_stage.probe:,}")
+    return {"cells": len(cells), "for_photos": cells.photos, "made_s": seconds}
+
+
+def sweep(gallery: Path, bundle: Bundle, sets: dict, truth: dict, args: argparse.Namespace) -> dict:
+    """Two-stage search under each --sweep plan: kept and p50/p95 per query set (no exact searches)."""
+    config = bundle.config
+    plans = [tuple(int(v) for v in plan.split(":")) for plan in args.sweep.split(",") if plan]
+    print(f"\nfirst-stage plans on {args.photos:,} synthetic photos (probe 0: every pooled vector, no cells)")
+    print(f"{'probe':>8s}{'candidates':>12s}" + "".join(f"{name:>24s}" for name in sets))
+    print(" " * 20 + "".join(f"{'kept  p50  p95 ms':>24s}" for _ in sets))
+    rows = []
+    for probe_photos, candidates in plans:
+        plan = replace(config.first_stage, probe=probe_photos or args.photos + 1, candidates=candidates)
+        with Gallery.open(gallery, bundle.bundle_id, config.embed_dim, create=False, first_stage=plan) as store:
+            search(store, sets["sentences"][0], k=TOP)  # the snapshot
+            found = two_stage_hits(store, sets)
+            times = {name: timed(store, queries, replace_args(args, exact_queries=0)) for name, queries in sets.items()}
+        row = {"probe": probe_photos, "candidates": candidates, "sets": {}}
+        cells = []
+        for name in sets:
+            tops = [{path for path, _ in hits} for hits in truth[name]]
+            kept = float(np.mean([len(t & set(f)) / TOP for t, f in zip(tops, found[name], strict=True)]))
+            row["sets"][name] = {"kept": kept, "two_stage": times[name]["two_stage"]}
+            two = times[name]["two_stage"]
+            cells.append(f"{kept:8.3f}{two['p50_ms']:8.1f}{two['p95_ms']:8.1f}")
+        print(f"{probe_photos:>8,}{candidates:>12,}" + "".join(cells))
+        rows.append(row)
+    return {"plans": rows}
+
+
+def replace_args(args: argparse.Namespace, **changes: object) -> argparse.Namespace:
+    return argparse.Namespace(**{**vars(args), **changes})
 
 
 def synthetic_gallery(

@@ -1,7 +1,7 @@
 """`assoc check`: verify every photo the built-in gallery stores, and optionally drop the damaged ones.
 
-Exit codes: 0 when nothing is damaged (or --repair dropped what was), 4 when damage was found and left
-in place (assoc.cli.errors).
+Exit codes: 0 when nothing is damaged (or --repair dropped the damaged photos and made damaged cells
+again), 4 when damage was found and left in place (assoc.cli.errors).
 """
 
 from __future__ import annotations
@@ -36,13 +36,16 @@ def check(
         console = out_console()
         for damaged in report.damaged:
             console.print(Text(f"damaged: {shown(damaged.path)}: {damaged.reason}"), soft_wrap=True)
+        if report.cells is not None:
+            done = ": made again" if report.cells_rebuilt else ": `assoc check --repair` makes them again"
+            console.print(Text(f"damaged: the first stage's cells: {report.cells}{done}"), soft_wrap=True)
         summary = f"{report.photos} photos checked, {len(report.damaged)} damaged"
         if report.dropped:
             summary += f", {report.dropped} dropped: run `assoc index` on your photos to encode them again"
         elif report.damaged:
             summary += ": `assoc check --repair` drops them, then `assoc index` encodes them again"
         console.print(Text(summary), soft_wrap=True)
-    if report.damaged and not report.dropped:
+    if not report.mended:
         raise typer.Exit(EXIT_DAMAGED)
 
 

@@ -47,7 +47,8 @@ def test_exact_and_two_stage_agree_and_check_is_clean(indexed: tuple[Path, Path]
     assert json.loads(default.stdout) == json.loads(exact.stdout) and len(json.loads(exact.stdout)) == 8
     checked = assoc("check", "--gallery", str(gallery), "--json")
     assert checked.returncode == 0, checked.stderr
-    assert json.loads(checked.stdout) == {"photos": 8, "damaged": [], "dropped": 0}
+    clean = {"photos": 8, "damaged": [], "dropped": 0, "cells": None, "cells_rebuilt": False}
+    assert json.loads(checked.stdout) == clean
 
 
 def test_flipped_bits_are_an_error_until_repaired_and_indexed_again(indexed: tuple[Path, Path], tmp_path: Path) -> None:

@@ -186,7 +186,7 @@ def test_a_format_2_gallery_learns_its_dates_on_the_next_index_without_encoding(
     assert report["dated"] == PHOTOS
     assert _shard_bytes(gallery) == before  # no grid encoded or written again
     with sqlite3.connect(gallery / "gallery.sqlite") as conn:
-        assert conn.execute("SELECT value FROM meta WHERE key = 'format_version'").fetchone() == ("4",)
+        assert conn.execute("SELECT value FROM meta WHERE key = 'format_version'").fetchone() == ("5",)
     conn.close()
     assert query(old, "a dog", "--in", library / "summer", "--since", "2019-07-15T00:00Z") == query(
         stores["builtin"], "a dog", "--in", library / "summer", "--since", "2019-07-15T00:00Z"

@@ -110,7 +110,7 @@ def test_first_stage_keeps_the_exact_top_10_and_reports_exact_scores(
     config = FirstStageConfig(shortlist=0.25, shortlist_min=0, candidates=PHOTOS // 10)
     kept = []
     with fill(tmp_path / "g", bundle, grids, config) as gallery:
-        assert search_plan(len(gallery), gallery.first_stage, 10) == SearchPlan(PHOTOS // 4, PHOTOS // 10)
+        assert search_plan(len(gallery), gallery.first_stage, 10) == SearchPlan(PHOTOS // 4, PHOTOS // 10, config.probe)
         for query in queries:
             truth = exact_scores(grids, query)
             hits = search(gallery, query, k=10)
@@ -253,7 +253,7 @@ def test_a_format_1_gallery_is_upgraded_in_place(
     conn = sqlite3.connect(folder / "gallery.sqlite")
     meta = dict(conn.execute("SELECT key, value FROM meta"))
     conn.close()
-    assert meta["format_version"] == "4" and json.loads(meta["first_stage"])["vectors"] == 8  # 1 -> ... -> 4 at once
+    assert meta["format_version"] == "5" and json.loads(meta["first_stage"])["vectors"] == 8  # 1 -> ... -> 5 at once
     names = sorted(p.name for p in (folder / "shards").iterdir())  # shard 1 rewritten as shard 2
     assert names == ["00002.ci8", "00002.cscale", "00002.i8", "00002.pool", "00002.scale"]
     with Gallery.open(folder, bundle.bundle_id, bundle.config.embed_dim) as gallery:
@@ -398,7 +398,7 @@ def test_a_format_3_gallery_is_upgraded_shard_by_shard_and_answers_as_before(
         error = max(error, max(abs(s - old[p]) for p, s in hits))
     assert np.mean(kept) >= 0.9 and error < 5e-3
     conn = sqlite3.connect(folder / "gallery.sqlite")
-    assert conn.execute("SELECT value FROM meta WHERE key = 'format_version'").fetchone() == ("4",)
+    assert conn.execute("SELECT value FROM meta WHERE key = 'format_version'").fetchone() == ("5",)
     assert conn.execute("SELECT DISTINCT layout FROM shards").fetchall() == [(4,)]
     conn.close()
     assert not [p for p in (folder / "shards").iterdir() if p.suffix in (".f16", ".cent")]

@@ -108,8 +108,11 @@ class FirstStageConfig:
     Each photo's grid is also stored reduced to its pooled vector and to `vectors` unit vectors (the
     centroids of its patches after `iterations` rounds of k-means). A search ranks every photo by
     its pooled vector and keeps a shortlist (`shortlist` of the gallery, at least `shortlist_min`
-    photos), ranks those by their centroids and scores the best `candidates` exactly. Optional in
-    config.json: bundles written before it get these defaults (chosen by bench/first_stage.py).
+    photos), ranks those by their centroids and scores the best `candidates` exactly. A gallery of
+    `cells_from` photos or more is also partitioned into cells (assoc.runtime.stores.gallery_cells):
+    a search then reads only the `probe` photos of the cells nearest the query before the pooled
+    stage. Optional in config.json: bundles written before it get these defaults (chosen by
+    bench/first_stage.py, and bench/million.py for the cells).
     """
 
     vectors: int = 8
@@ -117,6 +120,8 @@ class FirstStageConfig:
     shortlist: float = 0.1
     shortlist_min: int = 1000
     candidates: int = 200
+    cells_from: int = 50_000
+    probe: int = 20_000
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> FirstStageConfig:

@@ -39,16 +39,20 @@ Selection = Any  # what a view's read_grids understands: each store's own (rows 
 class SearchPlan:
     shortlist: int  # photos the pooled stage keeps
     candidates: int  # photos the next stage passes to exact scoring
+    probe: int  # photos a store with cells (an inverted file) reads from the cells nearest the query
 
 
 def search_plan(photos: int, config: FirstStageConfig, k: int) -> SearchPlan:
     """How many photos each first stage keeps.
 
     The shortlist grows with the gallery (a share of it) because the pooled vector's ranking does not
-    get better with size; the exact stage never scores fewer than k.
+    get better with size; where the store's cells narrow the gallery first, the pooled stage keeps no
+    more than they read (a fixed number: what makes the first stage's cost stop growing with the
+    gallery). The exact stage never scores fewer than k.
     """
     candidates = max(config.candidates, k)
-    return SearchPlan(max(int(photos * config.shortlist), config.shortlist_min, candidates), candidates)
+    shortlist = max(int(photos * config.shortlist), config.shortlist_min, candidates)
+    return SearchPlan(shortlist, candidates, max(config.probe, candidates))
 
 
 class CandidateSource(Protocol):

@@ -45,11 +45,20 @@ class CheckReport:
     photos: int  # photos checked
     damaged: list[DamagedPhoto]  # photos whose stored data is missing, altered or not numbers
     dropped: int  # of those, rows removed by repair (the next index run encodes them again)
+    cells: str | None = None  # what is wrong with the first stage's cells (gallery_cells.py); None: nothing
+    cells_rebuilt: bool = False  # repair made them again
 
     def to_dict(self) -> dict[str, object]:
         """The JSON `assoc check --json` prints."""
         damaged = [{"path": d.path, "reason": d.reason} for d in self.damaged]
-        return {"photos": self.photos, "damaged": damaged, "dropped": self.dropped}
+        out: dict[str, object] = {"photos": self.photos, "damaged": damaged, "dropped": self.dropped}
+        return out | {"cells": self.cells, "cells_rebuilt": self.cells_rebuilt}
+
+    @property
+    def mended(self) -> bool:
+        """Whether nothing is left damaged: nothing was, or repair dropped and rebuilt what was."""
+        photos_ok = not self.damaged or self.dropped == len(self.damaged)
+        return photos_ok and (self.cells is None or self.cells_rebuilt)
 
 
 def checked_vectors(

@@ -28,13 +28,16 @@ from ..errors import (
 from .shard_files import NO_ROOM, SHARD_DIR, fsync_dir
 
 FORMAT = "assoc-gallery"
-FORMAT_VERSION = 4
-# Upgraded in place on the first writable open (gallery_upgrade.py); a format 2 or 3 gallery that cannot
-# be written is searched as it is (a format 2 one with its photos' dates unknown).
-UPGRADABLE_VERSIONS = ("1", "2", "3")
+FORMAT_VERSION = 5
+# Upgraded in place on the first writable open (gallery_upgrade.py); a format 2, 3 or 4 gallery that cannot
+# be written is searched as it is (a format 2 one with its photos' dates unknown; before 5, without cells).
+UPGRADABLE_VERSIONS = ("1", "2", "3", "4")
 DB_NAME = "gallery.sqlite"
 BUSY_TIMEOUT_S = 60.0
-_SCHEMA = """
+CELLS_TABLE = (
+    "CREATE TABLE IF NOT EXISTS cells (photos INTEGER NOT NULL, centroids BLOB NOT NULL, sha256 TEXT NOT NULL)"
+)
+_SCHEMA = f"""
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE shards (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -55,8 +58,10 @@ CREATE TABLE photos (
     shard INTEGER NOT NULL,
     row INTEGER NOT NULL,
     checksum INTEGER NOT NULL,
-    taken INTEGER
+    taken INTEGER,
+    cell INTEGER  -- gallery_cells.py: the first stage's cell of its pooled vector (NULL: none yet)
 );
+{CELLS_TABLE};
 CREATE INDEX photos_hash ON photos (content_hash);
 CREATE INDEX photos_place ON photos (shard, row);
 """

@@ -89,6 +89,7 @@ from .catalogue import (
     sqlite_error,
     translated_errors,
 )
+from .gallery_cells import Cells, load_cells, nearest_cells, needs_partition, partition
 from .gallery_compaction import compact_shards, maybe_compact
 from .gallery_files import GalleryFiles, Part, Shard
 from .gallery_upgrade import upgrade
@@ -99,6 +100,7 @@ from .shard_files import (
     LAYER_SUFFIXES,
     LAYOUT_FLOAT16,
     LAYOUT_INT8,
+    POOL_SUFFIX,
     SHARD_DIR,
     gather_rows,
     layer_rows,
@@ -309,7 +311,13 @@ class Gallery(GalleryFiles):
         """A snapshot of the committed photos for one search (assoc.runtime.search.pipeline), of those
         that meet `where` when it is given (its rows picked from the snapshot's paths and dates)."""
         parts, maps = self._retrying(self._snapshot)
-        return GalleryView(self, parts, maps, where)
+        try:
+            cells = load_cells(self)
+        except GalleryDamagedError as exc:
+            said = f"{exc}: every photo's pooled vector is read instead; `assoc check --repair` mends them"
+            warnings.warn(said, stacklevel=2)
+            cells = None
+        return GalleryView(self, parts, maps, where, cells)
 
     @_guarded_read
     def check(self, repair: bool = False) -> CheckReport:
@@ -323,6 +331,11 @@ class Gallery(GalleryFiles):
             raise DatabaseDamagedError(self.folder, f"SQLite's integrity check says: {found[0]}{more}")
         damaged = [DamagedPhoto(p, f"its bytes are missing from shard {s}") for p, s in self._missing().items()]
         missing = {d.path for d in damaged}
+        try:
+            cells, cells_problem = load_cells(self), None
+        except GalleryDamagedError as exc:
+            cells, cells_problem = None, exc.detail
+        misplaced = 0
         parts, maps = self._retrying(lambda: self._snapshot(tolerant=True))
         for part, layers in zip(parts, maps, strict=True):
             step = self.step(part.grid, part.layout)
@@ -337,6 +350,10 @@ class Gallery(GalleryFiles):
                 ]  # not codes
                 finite = np.logical_and.reduce([np.isfinite(b).all(axis=1) for b in values])
                 stored = part.sums[start : start + len(rows)][present]
+                if cells is not None:
+                    pooled = gather_rows(layers[POOL_SUFFIX], rows[present])[:, 0]
+                    placed = part.cells[start : start + len(rows)][present]
+                    misplaced += int((nearest_cells(pooled, cells) != placed).sum())
                 kept = [path for path, here in zip(paths, present, strict=True) if here]
                 for path, ok_sum, ok_values in zip(kept, sums == stored, finite, strict=True):
                     if path in missing:
@@ -345,12 +362,17 @@ class Gallery(GalleryFiles):
                         damaged.append(DamagedPhoto(path, "its stored bytes do not match their checksum"))
                     elif not ok_values:
                         damaged.append(DamagedPhoto(path, "its stored values are not all finite numbers"))
+        if misplaced:
+            cells_problem = f"{misplaced} photos are not in the cell their pooled vector falls in"
         photos = len(self)
-        if not (repair and damaged):
-            return CheckReport(photos, damaged, 0)
-        with self.writing():
-            self.db.executemany("DELETE FROM photos WHERE path = ?", [(sql_path(d.path),) for d in damaged])
-        return CheckReport(photos, damaged, len(damaged))
+        if not repair:
+            return CheckReport(photos, damaged, 0, cells_problem)
+        if damaged:
+            with self.writing():
+                self.db.executemany("DELETE FROM photos WHERE path = ?", [(sql_path(d.path),) for d in damaged])
+        if cells_problem is not None:
+            self.partition()
+        return CheckReport(photos, damaged, len(damaged), cells_problem, cells_problem is not None)
 
     def size_on_disk(self) -> int:
         """Bytes taken by the database (with its WAL) and the shard files."""
@@ -373,18 +395,21 @@ class Gallery(GalleryFiles):
             vectors = checked_vectors(record, vectors, self.embed_dim, self.first_stage)
             by_grid.setdefault(vectors.grid.shape[:2], []).append((record, vectors))
         with self.writing():
+            cells = self._usable_cells()
             for grid_shape, group in by_grid.items():
                 places = self._append(grid_shape, [v for _, v in group])
+                found = nearest_cells(np.stack([v.pooled for _, v in group]), cells) if cells else [-1] * len(group)
                 self.db.executemany(
                     "INSERT OR REPLACE INTO photos (path, size, mtime_ns, content_hash, grid_h, grid_w, width,"
-                    " height, shard, row, checksum, taken) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    " height, shard, row, checksum, taken, cell) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     [
                         (sql_path(r.path), r.size, r.mtime_ns, r.content_hash, *grid_shape, r.width, r.height)
-                        + (*place, r.taken)
-                        for (r, _), place in zip(group, places, strict=True)
+                        + (*place, r.taken, None if cell < 0 else int(cell))
+                        for (r, _), place, cell in zip(group, places, found, strict=True)
                     ],
                 )
         maybe_compact(self)
+        self._maybe_partition()
 
     @_guarded
     def set_dates(self, dates: dict[str, int]) -> None:
@@ -405,11 +430,36 @@ class Gallery(GalleryFiles):
         maybe_compact(self)
 
     @_guarded
+    def partition(self) -> int:
+        """Make the first stage's cells from the photos stored now and put each photo in its cell
+        (gallery_cells.py), in one transaction; returns how many cells there are."""
+        with self.writing():
+            return len(partition(self))
+
+    def cells(self) -> Cells | None:
+        """The first stage's cells as stored, or None before the gallery was partitioned; cells whose
+        bytes do not match their checksum are a GalleryDamagedError."""
+        return load_cells(self)
+
+    @_guarded
     def compact(self) -> int:
         """Rewrite every shard that holds dead rows; returns the bytes given back (gallery_compaction)."""
         return compact_shards(self)
 
     # ------------------------------------------------------------------ internals
+
+    def _usable_cells(self) -> Cells | None:
+        """Inside writing: the cells new photos are put in; none where they are damaged (those photos
+        are then read by every search until `check --repair` partitions again)."""
+        try:
+            return load_cells(self)
+        except GalleryDamagedError:
+            return None
+
+    def _maybe_partition(self) -> None:
+        """Partition once the gallery is large enough, and again each time it has grown REGROWTH-fold."""
+        if needs_partition(len(self), self._usable_cells(), self.first_stage.cells_from):
+            self.partition()
 
     def _missing(self) -> dict[str, int]:
         """Photos whose rows lie past the bytes their shard files hold, with their shard."""
@@ -484,7 +534,8 @@ class Gallery(GalleryFiles):
         try:
             rows = self.db.execute(
                 f"SELECT p.shard, s.grid_h, s.grid_w, s.rows, p.row, p.path, p.checksum, {self._taken},"
-                f" {self.layout_column} FROM photos p JOIN shards s ON s.id = p.shard ORDER BY p.shard, p.row"
+                f" {self.layout_column}, {self.cell_column} FROM photos p JOIN shards s ON s.id = p.shard"
+                " ORDER BY p.shard, p.row"
             ).fetchall()
             photos = self.db.execute("SELECT COUNT(*) FROM photos").fetchone()[0]
         finally:
@@ -501,7 +552,8 @@ class Gallery(GalleryFiles):
                 places = np.array([r[4] for r in chunk], np.int64)
                 sums = np.array([r[6] for r in chunk], np.int64)
                 taken = np.array([NO_DATE if r[7] is None else r[7] for r in chunk], np.int64)
-                parts.append(Part(shard, (gh, gw), rows[start][8], committed, places, paths, sums, taken))
+                cells = np.array([-1 if r[9] is None else r[9] for r in chunk], np.int64)
+                parts.append(Part(shard, (gh, gw), rows[start][8], committed, places, paths, sums, taken, cells))
                 start = end
         return parts
 

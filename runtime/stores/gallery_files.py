@@ -57,6 +57,7 @@ class Part:
     paths: list[str]
     sums: np.ndarray  # each row's stored checksum (int64)
     taken: np.ndarray  # each row's date taken (int64 Unix seconds; NO_DATE: unknown)
+    cells: np.ndarray  # each row's first-stage cell (int64; -1: none; gallery_cells.py)
 
     @functools.cached_property
     def types(self) -> np.ndarray:
@@ -129,6 +130,13 @@ class GalleryFiles:
         """The shards' layout as SQL: their column, or the float16 layout before format 4 added it."""
         found = self.db.execute("SELECT 1 FROM pragma_table_info('shards') WHERE name = 'layout'").fetchone()
         return "s.layout" if found else str(LAYOUT_FLOAT16)
+
+    @property
+    def cell_column(self) -> str:
+        """The photos' cells as SQL: their column, or NULL before format 5 added it (read as it is, a
+        gallery without cells: every pooled vector is read)."""
+        found = self.db.execute("SELECT 1 FROM pragma_table_info('photos') WHERE name = 'cell'").fetchone()
+        return "p.cell" if found else "NULL"
 
     def whole_rows(self, shards: Iterable[Shard]) -> dict[int, int]:
         """Rows of each shard whose bytes are all on disk, in every one of its files (a stat per file)."""

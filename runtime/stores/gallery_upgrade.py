@@ -7,8 +7,10 @@
              in its own transaction, its rows quantized into a new shard's files, fsynced, and its
              photos pointed at them (gallery_compaction.replace_shard); the old files are deleted
              after each commit.
+    4 -> 5   the first stage's cells (gallery_cells.py): the photos' `cell` column (NULL) and the empty
+             `cells` table, in one transaction; a gallery large enough is partitioned by its next write
 
-A kill leaves the format before the step (steps 1-3), or a format 4 gallery some of whose shards are
+A kill leaves the format before the step (steps 1-3 and 4 -> 5), or a format 4 gallery some of whose shards are
 still float16: it opens and searches as it is (a search quantizes those rows as it reads them, as the
 upgrade stores them, so they score alike), the next writable open finishes the upgrade, and the first
 write of a session deletes whatever files a killed step left that no shard names.
@@ -22,7 +24,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..scoring.first_stage import PhotoVectors, photo_vectors
-from .catalogue import reduction_json
+from .catalogue import CELLS_TABLE, reduction_json
 from .gallery_compaction import replace_shard
 from .gallery_files import GalleryFiles
 from .shard_files import (
@@ -43,6 +45,18 @@ def upgrade(files: GalleryFiles, version: str) -> None:
         upgrade_format_1(files)
     upgrade_format_2(files)
     upgrade_format_3(files)
+    upgrade_format_4(files)
+
+
+def upgrade_format_4(files: GalleryFiles) -> None:
+    """Format 4 -> 5: the cells' column and table, empty (nothing is read or rewritten)."""
+    with files.writing(upgrading=True):
+        if _version(files) != "4":
+            return  # another process upgraded it first
+        if files.cell_column == "NULL":
+            files.db.execute("ALTER TABLE photos ADD COLUMN cell INTEGER")
+        files.db.execute(CELLS_TABLE)
+        files.db.execute("INSERT OR REPLACE INTO meta VALUES ('format_version', '5')")
 
 
 def upgrade_format_3(files: GalleryFiles) -> None:

@@ -3,12 +3,15 @@
 GalleryView implements assoc.runtime.search.pipeline.StoreView over the memory-mapped shard files of
 one committed snapshot, which Gallery loads; it reads the folder through the gallery's GalleryFiles
 (gallery_files.py). A selection is, per shard, the sorted rows of the photos picked. Its first stage
-(PooledCentroids) ranks every photo by its pooled vector, keeps the plan's shortlist, ranks those by
-MaxSim against their int8 centroids (each centroid's scale applied before the max over centroids) and
-keeps the plan's candidates. Every row whose grid is read is verified against its checksum first: a
-mismatch is a GalleryDamagedError naming the photo. A shard not yet upgraded to format 4 holds float16
-grids and centroids, which are quantized as they are read (scoring/quantize.py, as the upgrade would
-store them): its photos score and rank as they will once it is upgraded.
+(PooledCentroids) takes, in a gallery partitioned into cells (gallery_cells.py), the photos of the
+cells nearest the query (the plan's probe; else every photo), ranks them by their pooled vectors,
+keeps the plan's shortlist, ranks those by MaxSim against their int8 centroids (each centroid's
+scale applied before the max over centroids) and keeps the plan's candidates.
+
+Every row whose grid is read is verified against its checksum first: a mismatch is a
+GalleryDamagedError naming the photo. A shard not yet upgraded to format 4 holds float16 grids and
+centroids, which are quantized as they are read (scoring/quantize.py, as the upgrade would store
+them): its photos score and rank as they will once it is upgraded.
 A view opened with a filter (assoc.runtime.search.filters) holds only the rows that meet it: its
 `everything` is those rows, and its first stage ranks among them alone.
 """
@@ -26,6 +29,7 @@ from ..search.pipeline import SearchPlan
 from ..search.query import Query
 from ..search.rerank import GridChunk, SearchHit, scan_kernel
 from .catalogue import sql_path, translated_errors
+from .gallery_cells import Cells, probed_rows
 from .gallery_files import GalleryFiles, Part
 from .shard_files import (
     CENTROID_CODES_SUFFIX,
@@ -45,7 +49,12 @@ Selection = list[np.ndarray]  # per part of the view, the rows picked (sorted, a
 
 class GalleryView:
     def __init__(
-        self, files: GalleryFiles, parts: list[Part], maps: list[dict[str, np.memmap]], where: PhotoFilter | None = None
+        self,
+        files: GalleryFiles,
+        parts: list[Part],
+        maps: list[dict[str, np.memmap]],
+        where: PhotoFilter | None = None,
+        cells: Cells | None = None,
     ) -> None:
         self.files = files
         self.parts = parts
@@ -55,6 +64,8 @@ class GalleryView:
         else:
             self.rows = [part.rows for part in parts]
         self.photos = sum(len(rows) for rows in self.rows)
+        # A filtered view ranks its own rows by their pooled vectors: the cells were made for all of them.
+        self.cells = cells if cells is not None and len(cells) and not where else None
 
     def everything(self) -> Selection:
         return self.rows
@@ -104,9 +115,12 @@ class PooledCentroids:
     score that is the global cosine alone, pooled vectors straight to the candidates)."""
 
     def candidates(self, view: GalleryView, query: Query, plan: SearchPlan) -> Selection:
+        picks = view.everything()
+        if view.cells is not None and view.photos > plan.probe:
+            picks = probed_rows(view.parts, view.cells, query.pooled, plan.probe)
         if query.global_only:
-            return _narrow(view, view.everything(), plan.candidates, query, pooled=True)
-        picks = _narrow(view, view.everything(), plan.shortlist, query, pooled=True)
+            return _narrow(view, picks, plan.candidates, query, pooled=True)
+        picks = _narrow(view, picks, plan.shortlist, query, pooled=True)
         return _narrow(view, picks, plan.candidates, query, pooled=False)
 
 
