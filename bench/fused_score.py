@@ -82,7 +82,7 @@ def score_parts(enc: dict[str, np.ndarray], weighted: bool = True) -> tuple[np.n
     if weighted:
         scale = enc["weights"] * (mask.sum(1, keepdims=True) / enc["weights"].sum(1, keepdims=True))
         words = words * scale[..., None]
-    kernel = scan_kernel("misa")
+    kernel = scan_kernel("misa", layout="float16")
     misa = np.empty((len(grids), len(words)), dtype=np.float32)
     for c in range(len(words)):
         misa[:, c] = kernel.scores(grids, np.ascontiguousarray(words[c, mask[c]].T, dtype=np.float32))
