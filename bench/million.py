@@ -44,6 +44,8 @@
      first search, which reads the snapshot), after the two-stage queries, and after the exact
      searches. File-backed pages are the shard files' memory maps: page cache the kernel can take
      back, which an exact scan of a gallery bigger than memory touches all of.
+   Then each --sweep plan (PROBE:CANDIDATES; the gallery's cells, made first where the build did not
+   make them, runtime/stores/gallery_cells.py) is timed alone: kept and p50/p95 per set, no exact.
 4. The same sets and settings on the 7,091 real photos (a temporary Gallery in --tmp): kept, p50s.
 5. The issue's targets for 10^6 photos, beside the figures (at another --photos they only guide).
 
