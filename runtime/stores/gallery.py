@@ -145,6 +145,8 @@ class Gallery(GalleryFiles):
         super().__init__(folder, conn, embed_dim)
         self.bundle_id = bundle_id
         self._taken = "taken"  # the column of dates taken; NULL in a format 2 gallery read as it is
+        # The cells a search uses, loaded with the snapshot (a commit reloads both): or why they cannot be.
+        self._snapshot_cells: Cells | GalleryDamagedError | None = None
 
     # ------------------------------------------------------------------ opening
 
@@ -311,10 +313,9 @@ class Gallery(GalleryFiles):
         """A snapshot of the committed photos for one search (assoc.runtime.search.pipeline), of those
         that meet `where` when it is given (its rows picked from the snapshot's paths and dates)."""
         parts, maps = self._retrying(self._snapshot)
-        try:
-            cells = load_cells(self)
-        except GalleryDamagedError as exc:
-            said = f"{exc}: every photo's pooled vector is read instead; `assoc check --repair` mends them"
+        cells = self._snapshot_cells
+        if isinstance(cells, GalleryDamagedError):
+            said = f"{cells}: every photo's pooled vector is read instead; `assoc check --repair` mends them"
             warnings.warn(said, stacklevel=2)
             cells = None
         return GalleryView(self, parts, maps, where, cells)
@@ -505,6 +506,10 @@ class Gallery(GalleryFiles):
         version = self.db.execute("PRAGMA data_version").fetchone()[0]
         if self.parts is None or version != self.data_version:
             self.parts, self.data_version = self._load_parts(), version
+            try:
+                self._snapshot_cells = load_cells(self)
+            except GalleryDamagedError as exc:
+                self._snapshot_cells = exc
             keep = {p.shard for p in self.parts}
             self.maps = {key: m for key, m in self.maps.items() if key[0] in keep}
         maps = []
