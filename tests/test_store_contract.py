@@ -93,10 +93,8 @@ class CountingSource:
 
     def candidates(self, view, query, plan):  # noqa: ANN001 - the pipeline's protocol
         picked = view.first_stage().candidates(view, query, plan)
-        self.kept.append(
-            sum(len(rows) for rows in picked)
-            if isinstance(picked, list) and picked and not isinstance(picked[0], str)
-            else len(picked)
+        self.kept.append(  # the gallery's selection: (part, rows) per shard; Qdrant's: point ids
+            sum(len(rows) for _, rows in picked) if picked and isinstance(picked[0], tuple) else len(picked)
         )
         return picked
 

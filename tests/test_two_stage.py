@@ -23,7 +23,7 @@ from assoc.runtime.scoring.first_stage import photo_vectors
 from assoc.runtime.scoring.matchmap import score_grids
 from assoc.runtime.search.pipeline import SearchPlan, search, search_plan
 from assoc.runtime.stores import gallery as gallery_module
-from assoc.runtime.stores import gallery_compaction, gallery_upgrade
+from assoc.runtime.stores import gallery_compaction, gallery_snapshot, gallery_upgrade
 from assoc.runtime.stores.base import PhotoRecord
 from assoc.runtime.stores.gallery import Gallery
 from assoc.runtime.stores.shard_files import row_checksums
@@ -438,7 +438,7 @@ def test_a_format_3_gallery_is_upgraded_shard_by_shard_and_answers_as_before(
         with monkeypatch.context() as m:  # opened as it was left (a reader that cannot upgrade it)
             m.setattr(gallery_module, "upgrade", lambda *_: None)
             with Gallery.open(folder, bundle.bundle_id, bundle.config.embed_dim, create=False) as gallery:
-                layouts = {p.layout for p in gallery._snapshot()[0]}
+                layouts = {p.shard.layout for p in gallery_snapshot.parts(gallery)}
                 seen.add(tuple(sorted(layouts)))
                 assert len(gallery) == PHOTOS and assert_answers(gallery) == upgraded, (point, k, layouts)
         with Gallery.open(folder, bundle.bundle_id, bundle.config.embed_dim, create=False) as gallery:

@@ -37,6 +37,9 @@ BUSY_TIMEOUT_S = 60.0
 CELLS_TABLE = (
     "CREATE TABLE IF NOT EXISTS cells (photos INTEGER NOT NULL, centroids BLOB NOT NULL, sha256 TEXT NOT NULL)"
 )
+# What a partitioned gallery's search reads its probed cells' rows through (gallery_snapshot.py), made
+# by its first partition (and by the first writable open of a gallery partitioned before it existed).
+CELL_INDEX = "CREATE INDEX IF NOT EXISTS photos_cell ON photos (cell, shard, row, checksum)"
 _SCHEMA = f"""
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE shards (

@@ -17,10 +17,10 @@ The database side lives in catalogue.py, the file side in shard_files.py. Beneat
 gallery_files.py (GalleryFiles): the folder's connection, its shard files' layout, its shard listing
 and the write transaction, whose first of a session recovers after a killed writer. The jobs run on
 those GalleryFiles: what a search reads (a snapshot of the shards and the pooled -> centroid first
-stage) in gallery_view.py, which assoc.runtime.search ranks through, as it ranks every store;
-compaction in gallery_compaction.py and the format upgrades in gallery_upgrade.py. This module is
-the Gallery that builds on them and holds them to one write order: opening, records, adding and
-removing, checking, and loading the snapshot a search reads.
+stage) in gallery_view.py over gallery_snapshot.py, which assoc.runtime.search ranks through, as it
+ranks every store; compaction in gallery_compaction.py and the format upgrades in gallery_upgrade.py.
+This module is the Gallery that builds on them and holds them to one write order: opening, records,
+adding and removing, and checking.
 
 Each photo's row carries a checksum of its bytes in all of its shard's files (row_checksums); every row whose
 grid is read for a search is verified first, and a mismatch is a GalleryDamagedError naming the photo,
@@ -31,9 +31,9 @@ photos table's `taken`, Unix seconds, for date filters; NULL until an index run 
 the int8 layout (each shard's `layout`); an older gallery is upgraded in place the first time it is
 opened with write access (gallery_upgrade.py), and a format 2 or 3 gallery (or one whose upgrade was
 cut short) that cannot be written is searched as it is, its dates unknown in format 2, with a warning
-line saying how to upgrade it. A search's
-filter (assoc.runtime.search.filters) picks rows of the view's snapshot, which holds every row's
-path and date.
+line saying how to upgrade it. What a search reads of the database, and when, is
+gallery_snapshot.py's: a filter (assoc.runtime.search.filters) picks rows by every row's path and
+date, a search without one reads paths only for the photos it scores exactly.
 
 Crash safety rests on one write order, always inside SQLite's write lock (BEGIN IMMEDIATE): grid
 and first-stage bytes go to the shard files at their committed end and are fsynced, and only then are
@@ -71,9 +71,10 @@ from ..encoding.bundle import FirstStageConfig
 from ..errors import DatabaseDamagedError, GalleryDamagedError, GalleryError, NoGalleryError
 from ..scoring.first_stage import PhotoVectors
 from ..scoring.quantize import as_scored, dequantize_grids, dequantize_vectors
-from ..search.filters import NO_DATE, PhotoFilter
+from ..search.filters import PhotoFilter
 from .base import CheckReport, DamagedPhoto, PhotoRecord, checked_vectors
 from .catalogue import (
+    CELL_INDEX,
     DB_NAME,
     FORMAT_VERSION,
     UPGRADABLE_VERSIONS,
@@ -89,9 +90,10 @@ from .catalogue import (
     sqlite_error,
     translated_errors,
 )
-from .gallery_cells import Cells, load_cells, nearest_cells, needs_partition, partition
+from .gallery_cells import Cells, lacks_cell_index, load_cells, nearest_cells, needs_partition, partition
 from .gallery_compaction import compact_shards, maybe_compact
-from .gallery_files import GalleryFiles, Part, Shard
+from .gallery_files import GalleryFiles, Shard
+from .gallery_snapshot import Part, current, layer_maps, parts
 from .gallery_upgrade import upgrade
 from .gallery_view import GalleryView
 from .shard_files import (
@@ -144,9 +146,6 @@ class Gallery(GalleryFiles):
         """Use Gallery.open."""
         super().__init__(folder, conn, embed_dim)
         self.bundle_id = bundle_id
-        self._taken = "taken"  # the column of dates taken; NULL in a format 2 gallery read as it is
-        # The cells a search uses, loaded with the snapshot (a commit reloads both): or why they cannot be.
-        self._snapshot_cells: Cells | GalleryDamagedError | None = None
 
     # ------------------------------------------------------------------ opening
 
@@ -236,7 +235,7 @@ class Gallery(GalleryFiles):
         that an index run encodes it again)."""
         missing = self._missing()
         rows = self.db.execute(
-            f"SELECT path, size, mtime_ns, content_hash, grid_h, grid_w, width, height, {self._taken} FROM photos"
+            f"SELECT path, size, mtime_ns, content_hash, grid_h, grid_w, width, height, {self.taken_column} FROM photos"
         )
         records = (
             PhotoRecord(path_of(path), size, mtime, digest, (gh, gw), width, height, taken)
@@ -247,7 +246,7 @@ class Gallery(GalleryFiles):
     @_guarded_read
     def record(self, path: str) -> PhotoRecord | None:
         row = self.db.execute(
-            f"SELECT size, mtime_ns, content_hash, grid_h, grid_w, width, height, {self._taken} FROM photos"
+            f"SELECT size, mtime_ns, content_hash, grid_h, grid_w, width, height, {self.taken_column} FROM photos"
             " WHERE path = ?",
             (sql_path(path),),
         ).fetchone()
@@ -312,13 +311,11 @@ class Gallery(GalleryFiles):
     def open_view(self, where: PhotoFilter | None = None) -> GalleryView:
         """A snapshot of the committed photos for one search (assoc.runtime.search.pipeline), of those
         that meet `where` when it is given (its rows picked from the snapshot's paths and dates)."""
-        parts, maps = self._retrying(self._snapshot)
-        cells = self._snapshot_cells
-        if isinstance(cells, GalleryDamagedError):
-            said = f"{cells}: every photo's pooled vector is read instead; `assoc check --repair` mends them"
+        view = self._retrying(lambda: GalleryView(self, current(self), where))
+        if isinstance(damaged := view.snapshot.cells, GalleryDamagedError):
+            said = f"{damaged}: every photo's pooled vector is read instead; `assoc check --repair` mends them"
             warnings.warn(said, stacklevel=2)
-            cells = None
-        return GalleryView(self, parts, maps, where, cells)
+        return view
 
     @_guarded_read
     def check(self, repair: bool = False) -> CheckReport:
@@ -337,12 +334,16 @@ class Gallery(GalleryFiles):
         except GalleryDamagedError as exc:
             cells, cells_problem = None, exc.detail
         misplaced = 0
-        parts, maps = self._retrying(lambda: self._snapshot(tolerant=True))
-        for part, layers in zip(parts, maps, strict=True):
-            step = self.step(part.grid, part.layout)
+
+        def mapped() -> list[tuple[Part, dict[str, np.memmap]]]:
+            return [(part, layer_maps(self, part.shard, tolerant=True)) for part in parts(self, labels=True)]
+
+        for part, layers in self._retrying(mapped):
+            assert part.labels is not None
+            step = self.step(part.shard.grid, part.shard.layout)
             for start in range(0, len(part.rows), step):
                 rows = part.rows[start : start + step]
-                paths = part.paths[start : start + len(rows)]
+                paths = part.labels.paths[start : start + len(rows)]
                 present = rows < min((mm.shape[0] for mm in layers.values()), default=0)
                 blocks = [gather_rows(mm, rows[present]) for mm in layers.values()]
                 sums = row_checksums(blocks)
@@ -497,71 +498,6 @@ class Gallery(GalleryFiles):
             used += take
         return places
 
-    def _snapshot(self, tolerant: bool = False) -> tuple[list[Part], list[dict[str, np.memmap]]]:
-        """The live rows of every shard and a map of each of its files, reloaded after any commit.
-
-        A file shorter than its committed rows is a GalleryDamagedError, or, when tolerant, mapped only
-        as far as its whole rows go.
-        """
-        version = self.db.execute("PRAGMA data_version").fetchone()[0]
-        if self.parts is None or version != self.data_version:
-            self.parts, self.data_version = self._load_parts(), version
-            try:
-                self._snapshot_cells = load_cells(self)
-            except GalleryDamagedError as exc:
-                self._snapshot_cells = exc
-            keep = {p.shard for p in self.parts}
-            self.maps = {key: m for key, m in self.maps.items() if key[0] in keep}
-        maps = []
-        for part in self.parts:
-            layers = {}
-            for layer in self.layers(part.grid, part.layout):
-                mm = self.maps.get((part.shard, layer.suffix))
-                if mm is None or mm.shape[0] < part.committed:
-                    path = self.layer_path(part.shard, layer.suffix)
-                    rows = part.committed
-                    if tolerant:
-                        rows = min(rows, path.stat().st_size // layer.row_bytes)
-                    try:
-                        mm = np.memmap(path, dtype=layer.dtype, mode="r", shape=(rows, *layer.shape))
-                    except ValueError:  # numpy's word for a file shorter than the map (or an empty one)
-                        if rows:
-                            detail = f"{path.name} is shorter than its rows (photos there need indexing again)"
-                            raise GalleryDamagedError(self.folder, detail) from None
-                        mm = np.zeros((0, *layer.shape), layer.dtype)
-                    self.maps[(part.shard, layer.suffix)] = mm
-                layers[layer.suffix] = mm
-            maps.append(layers)
-        return self.parts, maps
-
-    def _load_parts(self) -> list[Part]:
-        self.db.execute("SAVEPOINT load_parts")  # both reads from one snapshot, whoever commits meanwhile
-        try:
-            rows = self.db.execute(
-                f"SELECT p.shard, s.grid_h, s.grid_w, s.rows, p.row, p.path, p.checksum, {self._taken},"
-                f" {self.layout_column}, {self.cell_column} FROM photos p JOIN shards s ON s.id = p.shard"
-                " ORDER BY p.shard, p.row"
-            ).fetchall()
-            photos = self.db.execute("SELECT COUNT(*) FROM photos").fetchone()[0]
-        finally:
-            self.db.execute("RELEASE load_parts")
-        if photos != len(rows):  # a photo pointing at no shard, or an index that lost or doubled a row
-            raise DatabaseDamagedError(self.folder, f"it lists {photos} photos, but {len(rows)} in its shards")
-        parts: list[Part] = []
-        start = 0
-        for end in range(1, len(rows) + 1):
-            if end == len(rows) or rows[end][0] != rows[start][0]:
-                shard, gh, gw, committed = rows[start][:4]
-                chunk = rows[start:end]
-                paths = [path_of(r[5]) for r in chunk]
-                places = np.array([r[4] for r in chunk], np.int64)
-                sums = np.array([r[6] for r in chunk], np.int64)
-                taken = np.array([NO_DATE if r[7] is None else r[7] for r in chunk], np.int64)
-                cells = np.array([-1 if r[9] is None else r[9] for r in chunk], np.int64)
-                parts.append(Part(shard, (gh, gw), rows[start][8], committed, places, paths, sums, taken, cells))
-                start = end
-        return parts
-
     @_guarded
     def _adopt(self, meta: dict[str, str], given: FirstStageConfig | None) -> None:
         """Take the first-stage reduction the gallery stores (a format 1 gallery: the given one, which
@@ -574,6 +510,9 @@ class Gallery(GalleryFiles):
         search = given or reduction
         self.first_stage = replace(search, vectors=reduction.vectors, iterations=reduction.iterations)
         version = meta["format_version"]
+        if version == str(FORMAT_VERSION) and not self.read_only and lacks_cell_index(self):
+            with self.writing():  # partitioned before the index existed; read as it is without write access
+                self.db.execute(CELL_INDEX)
         unfinished = version == str(FORMAT_VERSION) and self._older_shards()
         if version not in UPGRADABLE_VERSIONS and not unfinished:
             return
@@ -584,7 +523,7 @@ class Gallery(GalleryFiles):
         if version == "1":
             raise GalleryError(f"gallery {self.folder} has format version {version}; {how}")
         if version == "2":
-            self._taken = "NULL"  # searched as it is: every date unknown
+            self.taken_column = "NULL"  # searched as it is: every date unknown
         said = (
             "was partly upgraded (some of its shards are still float16)"
             if unfinished
@@ -603,6 +542,6 @@ class Gallery(GalleryFiles):
             try:
                 return read()
             except FileNotFoundError as exc:
-                self.parts = None
+                self.snapshot = None
                 missing = exc.filename
         raise GalleryDamagedError(self.folder, f"{missing} is missing")

@@ -4,6 +4,7 @@ first stage reads a fixed number of photos instead of every one.
     cells table    one row: the gallery size when the cells were made, their centroids (float16,
                    (cells, D)) and the sha256 of those bytes
     photos.cell    the cell a photo's pooled vector falls in (the centroid it is nearest), or NULL
+    photos_cell    an index on (cell, shard, row, checksum): a probe reads its cells' rows from it alone
 
 A gallery is partitioned (`partition`) once it holds `first_stage.cells_from` photos, and again each
 time it has grown REGROWTH-fold since: a spherical k-means of a sample of its pooled vectors into
@@ -11,7 +12,8 @@ about sqrt(photos) cells, then every photo's cell, all in one transaction (a kil
 as it was). Photos added later are put in their cell in the transaction that commits their rows.
 
 A search ranks the cells against the query's sentence vector and reads the photos of the nearest
-cells until it holds `first_stage.probe` of them (`probed_rows`), plus every photo whose cell is
+cells until it holds `first_stage.probe` of them (`nearest_first`; gallery_snapshot.probed_parts reads
+their rows through the index, not the whole photos table), plus every photo whose cell is
 missing or makes no sense: what the cells cannot place is always scored, so damage there costs time,
 never a photo. bench/ann_candidates.py measured faiss, usearch and hnswlib for this stage; all of
 them load an altered index file without a word, and the inverted file is the structure that kept the
@@ -29,7 +31,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import GalleryDamagedError
-from .gallery_files import GalleryFiles, Part
+from .catalogue import CELL_INDEX
+from .gallery_files import GalleryFiles
 from .shard_files import DTYPE, POOL_SUFFIX
 
 REGROWTH = 4  # a gallery is partitioned again once it holds this many times the photos its cells were made for
@@ -67,6 +70,13 @@ def load_cells(files: GalleryFiles) -> Cells | None:
     return Cells(int(photos), centroids)
 
 
+def lacks_cell_index(files: GalleryFiles) -> bool:
+    """Whether the gallery is partitioned but has no photos_cell index (partitioned before it existed)."""
+    found = files.db.execute("SELECT name FROM sqlite_master WHERE name IN ('cells', 'photos_cell')")
+    names = {name for (name,) in found}
+    return names == {"cells"} and files.db.execute("SELECT 1 FROM cells").fetchone() is not None
+
+
 def nearest_cells(pooled: np.ndarray, cells: Cells) -> np.ndarray:
     """(n, D) pooled vectors -> the cell each falls in (int64); -1 for a vector that is not all numbers."""
     x = np.asarray(pooled, np.float32)
@@ -102,6 +112,7 @@ def partition(files: GalleryFiles) -> Cells:
     live = files.db.execute("SELECT shard, row FROM photos ORDER BY shard, row").fetchall()
     places = np.array(live, np.int64).reshape(-1, 2)
     files.db.execute("DELETE FROM cells")
+    files.db.execute(CELL_INDEX)
     if not len(places):
         return Cells(0, np.zeros((0, files.embed_dim), np.float32))
     pooled = _pooled_rows(files, places)
@@ -145,16 +156,17 @@ def _pooled_rows(files: GalleryFiles, places: np.ndarray) -> np.ndarray:
     return out
 
 
-def probed_rows(parts: list[Part], cells: Cells, query_pooled: np.ndarray, probe: int) -> list[np.ndarray]:
-    """Of each part's rows, those in the cells nearest the query's sentence vector, nearest first until
-    they hold at least `probe` photos, and every row without a valid cell."""
-    placed = [np.where((part.cells >= 0) & (part.cells < len(cells)), part.cells, len(cells)) for part in parts]
-    counts = np.zeros(len(cells) + 1, np.int64)
-    for p in placed:
-        counts += np.bincount(p, minlength=len(cells) + 1)
+def cell_sizes(files: GalleryFiles, cells: Cells) -> np.ndarray:
+    """Photos in each cell, through the cells' index, and last those without a valid cell: (cells + 1,)."""
+    sizes = np.zeros(len(cells) + 1, np.int64)
+    for cell, count in files.db.execute("SELECT cell, COUNT(*) FROM photos GROUP BY cell"):
+        sizes[cell if cell is not None and 0 <= cell < len(cells) else len(cells)] += count
+    return sizes
+
+
+def nearest_first(cells: Cells, sizes: np.ndarray, query_pooled: np.ndarray, probe: int) -> np.ndarray:
+    """The cells nearest the query's sentence vector, nearest first, until they hold at least `probe`
+    photos (sizes: cell_sizes). A search reads these and every photo without a valid cell."""
     order = np.argsort(-(cells.centroids @ np.asarray(query_pooled, np.float32)), kind="stable")
-    reached = np.searchsorted(np.cumsum(counts[order]), probe)  # the first cell at which `probe` is reached
-    chosen = np.zeros(len(cells) + 1, bool)
-    chosen[order[: reached + 1]] = True
-    chosen[len(cells)] = True  # no valid cell: always read
-    return [part.rows[chosen[p]] for part, p in zip(parts, placed, strict=True)]
+    reached = np.searchsorted(np.cumsum(sizes[order]), probe)  # the first cell at which `probe` is reached
+    return order[: reached + 1]

@@ -10,19 +10,18 @@ and reach no higher.
 
 from __future__ import annotations
 
-import functools
 import os
 import sqlite3
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..encoding.bundle import FirstStageConfig
 from ..errors import GalleryDamagedError, GalleryError, GalleryReadOnlyError
-from ..search.filters import photo_type
 from .shard_files import (
     LAYOUT_FLOAT16,
     LAYOUT_INT8,
@@ -35,6 +34,9 @@ from .shard_files import (
     unlink_quietly,
 )
 
+if TYPE_CHECKING:
+    from .gallery_snapshot import Snapshot
+
 
 @dataclass(frozen=True)
 class Shard:
@@ -43,26 +45,6 @@ class Shard:
     rows: int  # committed rows
     live: int  # rows that a photo points at
     layout: int = LAYOUT_INT8  # shard_files.LAYOUT_*: which files hold its rows
-
-
-@dataclass(frozen=True)
-class Part:
-    """The live rows of one shard, in row order, as a search reads them."""
-
-    shard: int
-    grid: tuple[int, int]
-    layout: int  # shard_files.LAYOUT_*
-    committed: int
-    rows: np.ndarray
-    paths: list[str]
-    sums: np.ndarray  # each row's stored checksum (int64)
-    taken: np.ndarray  # each row's date taken (int64 Unix seconds; NO_DATE: unknown)
-    cells: np.ndarray  # each row's first-stage cell (int64; -1: none; gallery_cells.py)
-
-    @functools.cached_property
-    def types(self) -> np.ndarray:
-        """Each row's photo_type (what a filter by type compares), worked out once per snapshot."""
-        return np.array([photo_type(path) for path in self.paths], dtype=str)
 
 
 class GalleryFiles:
@@ -75,10 +57,10 @@ class GalleryFiles:
         self._cleaned = False
         self.read_only = False  # set by Gallery.open: a gallery this process may search but not change
         self.first_stage = FirstStageConfig()  # set by Gallery.open: the reduction stored, the search's candidates
-        # The snapshot a search reads, loaded by Gallery; a write drops its parts, another
-        # connection's commit shows in PRAGMA data_version. maps: each (shard, suffix) file's map.
-        self.parts: list[Part] | None = None
-        self.data_version = -1
+        self.taken_column = "taken"  # the photos' dates as SQL; set to NULL by Gallery.open for format 2
+        # What a search reads (gallery_snapshot.py): a write drops it, another connection's commit
+        # shows in PRAGMA data_version. maps: each (shard, suffix) file's map.
+        self.snapshot: Snapshot | None = None
         self.maps: dict[tuple[int, str], np.memmap] = {}
 
     def close(self) -> None:
@@ -160,7 +142,7 @@ class GalleryFiles:
         if self.read_only:
             raise GalleryReadOnlyError(self.folder)
         self.db.execute("BEGIN IMMEDIATE")
-        self.parts = None
+        self.snapshot = None
         try:
             if not self._cleaned and not upgrading:
                 self._drop_orphans()

@@ -112,6 +112,28 @@ def gather_rows(mm: np.ndarray, rows: np.ndarray) -> np.ndarray:
     return mm[rows]
 
 
+def prefetch_rows(path: Path, rows: np.ndarray, row_bytes: int) -> None:
+    """Ask the operating system to read these rows (sorted) of a shard file into its page cache, all at
+    once and without waiting: a search's candidates lie scattered over a gallery larger than memory,
+    and a map faults them in one at a time, waiting on the disk for each (~200 photos, 1.2-1.4 s from
+    a disk at 10^6 photos). Consecutive rows are asked for as one range. Where the system has no such
+    advice (Windows), or the file cannot be opened, nothing is asked."""
+    advise = getattr(os, "posix_fadvise", None)
+    if advise is None or not len(rows):
+        return
+    starts = np.flatnonzero(np.diff(rows, prepend=rows[0] - 2) != 1)  # where a run of consecutive rows begins
+    ends = np.append(starts[1:], len(rows))
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        for first, count in zip(rows[starts].tolist(), (ends - starts).tolist(), strict=True):
+            advise(fd, first * row_bytes, count * row_bytes, os.POSIX_FADV_WILLNEED)
+    finally:
+        os.close(fd)
+
+
 def write_at(path: Path, offset: int, data: np.ndarray) -> None:
     with open(path, "r+b") as fh:
         fh.seek(offset)

@@ -1,0 +1,227 @@
+"""What a search reads of the built-in gallery's database, loaded as late and as little as it can be.
+
+A search of a gallery of a million photos should not read a million rows of SQLite before it
+answers. So the snapshot has three depths, each loaded when a search first needs it and kept until
+a commit shows in PRAGMA data_version (a write of this process drops it at once):
+
+    Snapshot   the photo count, the shards and the cells (gallery_cells.py) with their sizes
+    parts      every live row's place, checksum and cell, shard by shard: numbers only (a search
+               of a gallery without cells, `check`)
+    labels     every row's path and date taken, read with the parts (a filter, an exact search,
+               `check`, duplicates)
+
+An unfiltered search of a partitioned gallery loads no parts at all: the rows of the cells nearest
+the query come through the photos_cell index (probed_parts). Where a search holds no labels, the
+paths of the photos whose grids it reads come through the place index (paths_at). A (shard, row)
+never changes owner while its photo is live (rows are appended; shard ids are never reused; a row
+that a killed writer's cleanup gave back has a new checksum), so a path looked up late, with its
+checksum, names the photo whose bytes were read, or nothing where another process has committed
+since: that photo is then left out, as a snapshot taken a moment later would leave it out.
+
+Each shard file is memory-mapped once per process (layer_maps) and mapped again only when its
+committed rows outgrow the map.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import DatabaseDamagedError, GalleryDamagedError
+from ..search.filters import NO_DATE, photo_type
+from .catalogue import path_of
+from .gallery_cells import Cells, cell_sizes, load_cells, nearest_first
+from .gallery_files import GalleryFiles, Shard
+
+SQL_VARIABLES = 500  # values bound in one IN (...) list, well under any SQLite's limit
+
+
+@dataclass(frozen=True)
+class Labels:
+    """The paths and dates of a part's rows, row for row."""
+
+    paths: list[str]
+    taken: np.ndarray  # int64 Unix seconds; NO_DATE: unknown
+
+    @functools.cached_property
+    def types(self) -> np.ndarray:
+        """Each row's photo_type (what a filter by type compares), worked out once per snapshot."""
+        return np.array([photo_type(path) for path in self.paths], dtype=str)
+
+
+@dataclass(frozen=True)
+class Part:
+    """Live rows of one shard, in row order, as a search reads them: all of them (parts) or some
+    (probed_parts)."""
+
+    shard: Shard  # its id, grid shape, layout and committed rows (live rows not counted)
+    rows: np.ndarray
+    sums: np.ndarray  # each row's stored checksum (int64)
+    cells: np.ndarray  # each row's first-stage cell (int64; -1: none; gallery_cells.py)
+    labels: Labels | None = None  # read with the parts where a search asks for them
+
+
+@dataclass
+class Snapshot:
+    """What a search knows of the committed gallery before it reads any photo's row."""
+
+    version: int  # PRAGMA data_version when it was read
+    photos: int
+    shards: dict[int, Shard]
+    cells: Cells | GalleryDamagedError | None  # None: not partitioned (or before format 5)
+    sizes: np.ndarray | None = None  # photos per cell (gallery_cells.cell_sizes), with usable cells
+    parts: list[Part] | None = None
+    labelled: bool = False  # whether parts carry their labels
+
+    @property
+    def usable_cells(self) -> Cells | None:
+        return self.cells if isinstance(self.cells, Cells) and len(self.cells) else None
+
+
+def current(files: GalleryFiles) -> Snapshot:
+    """The snapshot of what is committed now (the one held, while nothing was committed since)."""
+    version = files.db.execute("PRAGMA data_version").fetchone()[0]
+    held = files.snapshot
+    if held is not None and held.version == version:
+        return held
+    with _one_read(files):
+        try:
+            cells: Cells | GalleryDamagedError | None = load_cells(files)
+        except GalleryDamagedError as exc:
+            cells = exc
+        sizes = cell_sizes(files, cells) if isinstance(cells, Cells) and len(cells) else None
+        if sizes is not None:
+            photos = int(sizes.sum())  # what counting the photos would read anyway
+        else:
+            photos = files.db.execute("SELECT COUNT(*) FROM photos").fetchone()[0]
+        shards = {s.id: s for s in _shards(files)}
+    files.snapshot = Snapshot(version, photos, shards, cells, sizes)
+    files.maps = {key: m for key, m in files.maps.items() if key[0] in shards}
+    return files.snapshot
+
+
+def parts(files: GalleryFiles, labels: bool = False) -> list[Part]:
+    """The live rows of every shard (with their labels, when asked for), kept with the snapshot."""
+    snapshot = current(files)
+    if snapshot.parts is None or (labels and not snapshot.labelled):
+        snapshot.parts, snapshot.labelled = _load_parts(files, labels), labels
+    return snapshot.parts
+
+
+def probed_parts(files: GalleryFiles, snapshot: Snapshot, query_pooled: np.ndarray, probe: int) -> list[Part]:
+    """The live rows of the cells nearest the query's sentence vector, until they hold `probe` photos,
+    and every row without a valid cell (gallery_cells.nearest_first), read through the cells' index."""
+    cells, sizes = snapshot.usable_cells, snapshot.sizes
+    assert cells is not None and sizes is not None, "probed_parts needs a partitioned gallery"
+    chosen = [int(c) for c in nearest_first(cells, sizes, query_pooled, probe)]
+    found: list[tuple[int, int, int, int]] = []
+    with _one_read(files):
+        shards = {s.id: s for s in _shards(files)}
+        for start in range(0, len(chosen), SQL_VARIABLES):
+            batch = chosen[start : start + SQL_VARIABLES]
+            found += files.db.execute(
+                f"SELECT shard, row, checksum, cell FROM photos WHERE cell IN ({','.join('?' * len(batch))})", batch
+            ).fetchall()
+        found += files.db.execute(
+            "SELECT shard, row, checksum, -1 FROM photos WHERE cell IS NULL OR cell < 0 OR cell >= ?", (len(cells),)
+        ).fetchall()
+    table = np.array(found, np.int64).reshape(-1, 4)
+    table = table[np.lexsort((table[:, 1], table[:, 0]))]
+    out = []
+    for rows in np.split(table, np.flatnonzero(np.diff(table[:, 0])) + 1):
+        if len(rows) and (shard := shards.get(int(rows[0, 0]))) is not None:
+            out.append(Part(shard, rows[:, 1], rows[:, 2], rows[:, 3]))
+    return out
+
+
+def paths_at(files: GalleryFiles, part: Part, where: np.ndarray) -> list[str | None]:
+    """The paths of part's rows at these indices, looked up by their place and checksum; None for a
+    row no longer live as it was read (another process committed since)."""
+    wanted = [int(r) for r in part.rows[where]]
+    found: dict[int, tuple[str, int]] = {}
+    for start in range(0, len(wanted), SQL_VARIABLES):
+        batch = wanted[start : start + SQL_VARIABLES]
+        rows = files.db.execute(
+            f"SELECT row, path, checksum FROM photos WHERE shard = ? AND row IN ({','.join('?' * len(batch))})",
+            [part.shard.id, *batch],
+        )
+        found.update((row, (path, checksum)) for row, path, checksum in rows)
+    out: list[str | None] = []
+    for row, checksum in zip(wanted, part.sums[where].tolist(), strict=True):
+        path, stored = found.get(row, (None, None))
+        out.append(path_of(path) if path is not None and stored == checksum else None)
+    return out
+
+
+def layer_maps(files: GalleryFiles, shard: Shard, tolerant: bool = False) -> dict[str, np.memmap]:
+    """A map of each of a shard's files, made once and again when its committed rows outgrow it.
+
+    A file shorter than its committed rows is a GalleryDamagedError, or, when tolerant, mapped only
+    as far as its whole rows go. A missing file is a FileNotFoundError (Gallery retries the read:
+    a compaction in another process may have deleted it).
+    """
+    layers = {}
+    for layer in files.layers(shard.grid, shard.layout):
+        mm = files.maps.get((shard.id, layer.suffix))
+        if mm is None or mm.shape[0] < shard.rows:
+            path = files.layer_path(shard.id, layer.suffix)
+            rows = shard.rows
+            if tolerant:
+                rows = min(rows, path.stat().st_size // layer.row_bytes)
+            try:
+                mm = np.memmap(path, dtype=layer.dtype, mode="r", shape=(rows, *layer.shape))
+            except ValueError:  # numpy's word for a file shorter than the map (or an empty one)
+                if rows:
+                    detail = f"{path.name} is shorter than its rows (photos there need indexing again)"
+                    raise GalleryDamagedError(files.folder, detail) from None
+                mm = np.zeros((0, *layer.shape), layer.dtype)
+            files.maps[(shard.id, layer.suffix)] = mm
+        layers[layer.suffix] = mm
+    return layers
+
+
+@contextmanager
+def _one_read(files: GalleryFiles) -> Iterator[None]:
+    """Every statement inside reads one committed state, whoever commits meanwhile."""
+    files.db.execute("SAVEPOINT snapshot_read")
+    try:
+        yield
+    finally:
+        files.db.execute("RELEASE snapshot_read")
+
+
+def _shards(files: GalleryFiles) -> list[Shard]:
+    rows = files.db.execute(f"SELECT id, grid_h, grid_w, rows, {files.layout_column} FROM shards s")
+    return [Shard(i, (gh, gw), n, 0, layout) for i, gh, gw, n, layout in rows]  # live rows not counted
+
+
+def _load_parts(files: GalleryFiles, labels: bool) -> list[Part]:
+    said = f", p.path, {files.taken_column}" if labels else ""
+    with _one_read(files):
+        rows = files.db.execute(
+            f"SELECT p.shard, s.grid_h, s.grid_w, s.rows, {files.layout_column}, p.row, p.checksum,"
+            f" {files.cell_column}{said} FROM photos p JOIN shards s ON s.id = p.shard ORDER BY p.shard, p.row"
+        ).fetchall()
+        photos = files.db.execute("SELECT COUNT(*) FROM photos").fetchone()[0]
+    if photos != len(rows):  # a photo pointing at no shard, or an index that lost or doubled a row
+        raise DatabaseDamagedError(files.folder, f"it lists {photos} photos, but {len(rows)} in its shards")
+    out: list[Part] = []
+    start = 0
+    for end in range(1, len(rows) + 1):
+        if end == len(rows) or rows[end][0] != rows[start][0]:
+            shard, gh, gw, committed, layout = rows[start][:5]
+            chunk = rows[start:end]
+            places = np.array([r[5] for r in chunk], np.int64)
+            sums = np.array([r[6] for r in chunk], np.int64)
+            cells = np.array([-1 if r[7] is None else r[7] for r in chunk], np.int64)
+            known = None
+            if labels:
+                dates = np.array([NO_DATE if r[9] is None else r[9] for r in chunk], np.int64)
+                known = Labels([path_of(r[8]) for r in chunk], dates)
+            out.append(Part(Shard(shard, (gh, gw), committed, 0, layout), places, sums, cells, known))
+            start = end
+    return out
