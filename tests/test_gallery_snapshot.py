@@ -18,6 +18,7 @@ from assoc.runtime.search.filters import PhotoFilter
 from assoc.runtime.search.pipeline import search, search_plan
 from assoc.runtime.search.query import Query
 from assoc.runtime.stores.base import PhotoRecord
+from assoc.runtime.stores.shard_files import row_runs
 
 NO_CELLS = FirstStageConfig(shortlist=0.25, shortlist_min=0, candidates=30, cells_from=10**9)
 
@@ -109,3 +110,15 @@ def test_a_gallery_partitioned_before_the_cells_index_gets_it_on_a_writable_open
         names = {name for (name,) in gallery.db.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
         assert "photos_cell" in names
         assert_exact(search(gallery, real.queries[0], k=10), real.grids, real.queries[0])
+
+
+def test_the_rows_asked_of_the_disk_ahead_are_asked_as_runs() -> None:
+    """What a search asks the operating system to read ahead (shard_files.prefetch_rows): each run of
+    consecutive rows once, every row in some run."""
+    rows = np.array([0, 1, 2, 7, 9, 10, 40], np.int64)
+    assert row_runs(rows) == [(0, 3), (7, 1), (9, 2), (40, 1)]
+    assert row_runs(np.arange(5, 900)) == [(5, 895)]
+    assert row_runs(np.array([], np.int64)) == []
+    scattered = np.unique(np.random.default_rng(0).integers(0, 10_000, 500))
+    covered = np.concatenate([np.arange(a, a + n) for a, n in row_runs(scattered)])
+    assert np.array_equal(covered, scattered)

@@ -121,17 +121,24 @@ def prefetch_rows(path: Path, rows: np.ndarray, row_bytes: int) -> None:
     advise = getattr(os, "posix_fadvise", None)
     if advise is None or not len(rows):
         return
-    starts = np.flatnonzero(np.diff(rows, prepend=rows[0] - 2) != 1)  # where a run of consecutive rows begins
-    ends = np.append(starts[1:], len(rows))
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError:
         return
     try:
-        for first, count in zip(rows[starts].tolist(), (ends - starts).tolist(), strict=True):
+        for first, count in row_runs(rows):
             advise(fd, first * row_bytes, count * row_bytes, os.POSIX_FADV_WILLNEED)
     finally:
         os.close(fd)
+
+
+def row_runs(rows: np.ndarray) -> list[tuple[int, int]]:
+    """Sorted rows as runs of consecutive rows: (first row, rows in the run)."""
+    if not len(rows):
+        return []
+    starts = np.flatnonzero(np.diff(rows, prepend=rows[0] - 2) != 1)  # where a run begins
+    ends = np.append(starts[1:], len(rows))
+    return list(zip(rows[starts].tolist(), (ends - starts).tolist(), strict=True))
 
 
 def write_at(path: Path, offset: int, data: np.ndarray) -> None:
