@@ -41,7 +41,7 @@
      set allow after the first (at least one round);
    - resident memory of the process (/proc/self/status: RSS, its anonymous and file-backed parts,
      and the peak since the gallery was opened): before opening, after opening, after loading (the
-     first search, which reads the snapshot), after the two-stage queries, and after the exact
+     first search: the cells, their sizes and the shards' maps), after the two-stage queries, and after the exact
      searches. File-backed pages are the shard files' memory maps: page cache the kernel can take
      back, which an exact scan of a gallery bigger than memory touches all of.
    Then each --sweep plan (PROBE:CANDIDATES; the gallery's cells, made first where the build did not
@@ -433,7 +433,7 @@ def sweep(gallery: Path, bundle: Bundle, sets: dict, truth: dict, args: argparse
     for probe_photos, candidates in plans:
         plan = replace(config.first_stage, probe=probe_photos or args.photos + 1, candidates=candidates)
         with Gallery.open(gallery, bundle.bundle_id, config.embed_dim, create=False, first_stage=plan) as store:
-            search(store, sets["sentences"][0], k=TOP)  # the snapshot
+            search(store, sets["sentences"][0], k=TOP)  # the cells and the maps (gallery_snapshot.py)
             found = two_stage_hits(store, sets)
             times = {name: timed(store, queries, replace_args(args, exact_queries=0)) for name, queries in sets.items()}
         row = {"probe": probe_photos, "candidates": candidates, "sets": {}}
@@ -471,7 +471,7 @@ def synthetic_gallery(
         search(store, sets["sentences"][0], k=TOP)
         first_s = time.perf_counter() - start
         memory["after loading (a first search)"] = resident()
-        print(f"\nGallery.open {open_s * 1000:.0f} ms; the first search (reads the snapshot) {first_s * 1000:.0f} ms")
+        print(f"\nGallery.open {open_s * 1000:.0f} ms; the first search {first_s * 1000:.0f} ms")
         found = two_stage_hits(store, sets)
         memory["after the two-stage queries"] = resident()
         truth = cached_truth(folder, store, sets, texts)

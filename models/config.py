@@ -46,6 +46,7 @@ class TrainConfig:
     margin_warmup: int = _setting(0, "Epochs of InfoNCE alone before infonce_hardest's margin term joins.")
     pooled_weight: float = _setting(0.0, "Weight of an auxiliary loss on mean-pooled vectors (search's first stage).")
     region_weight: float = _setting(0.0, "Weight of the word-to-region contrast in true pairs (sees location).")
+    region_smooth: int = _setting(1, "Cells (odd) the region contrast's word maps are averaged over; 1 = none.")
     # > 0: the training score softens each word's max over patches (softmax weights, a learned temperature
     # starting here); evaluation and search still rank by the hard score. 0 = hard max in training too.
     soft_max_temperature: float = 0.0

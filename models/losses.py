@@ -93,6 +93,22 @@ class RankingLoss(nn.Module):
         return hardest_margin(scores, self.margin, semihard=self.kind == "semihard")
 
 
+def region_alignment(sim: torch.Tensor, smooth: int = 1, grid: tuple[int, int] | None = None) -> torch.Tensor:
+    """Word-to-patch similarities (B, T, P) -> each word's alignment over the patches (B, T, P), summing
+    to 1 (WordRegionLoss): min-max scaled, under 1/P dropped, renormalised; with smooth > 1, from the
+    maps over the (h, w) grid averaged over smooth x smooth cells first, edge cells repeated outward."""
+    if smooth > 1:
+        if grid is None or grid[0] * grid[1] != sim.shape[-1]:
+            raise ValueError(f"smoothing the alignment needs the patches' grid, not {grid}")
+        r = smooth // 2
+        maps = F.pad(sim.reshape(-1, 1, *grid), (r, r, r, r), mode="replicate")
+        sim = F.avg_pool2d(maps, smooth, stride=1).reshape(sim.shape)
+    low, high = sim.amin(-1, keepdim=True), sim.amax(-1, keepdim=True)
+    align = (sim - low) / (high - low).clamp_min(1e-6)
+    align = align.masked_fill(align < 1.0 / sim.shape[-1], 0.0)
+    return align / align.sum(-1, keepdim=True).clamp_min(1e-6)
+
+
 class WordRegionLoss(nn.Module):
     """Word-to-region contrast inside each true pair, with a learned temperature.
 
@@ -100,22 +116,32 @@ class WordRegionLoss(nn.Module):
     set to 0, renormalised to sum to 1 (SPARC's sparse alignment); its region vector is the weighted sum
     of the patches. Then, per caption, a cross-entropy both ways between region vectors and the caption's
     word vectors. Repeats of one token id are not each other's negatives.
+
+    With smooth > 1 the alignment is taken from each word's similarity map averaged over smooth x smooth
+    cells (edge cells repeated outward), as localize smooths the map whose peak it points at
+    (runtime/scoring/heatmap.py smooth_map): the region is pulled towards where the word's map is high
+    over a neighbourhood, not towards single cells that differ most from the other words'.
     """
 
-    def __init__(self, init_temperature: float = 0.07) -> None:
+    def __init__(self, init_temperature: float = 0.07, smooth: int = 1) -> None:
         super().__init__()
+        if smooth < 1 or smooth % 2 == 0:
+            raise ValueError(f"region_smooth must be an odd number of cells, not {smooth}")
+        self.smooth = smooth
         self.log_scale = nn.Parameter(torch.tensor(math.log(1.0 / init_temperature)))
 
     def forward(
-        self, patches: torch.Tensor, words: torch.Tensor, weights: torch.Tensor, input_ids: torch.Tensor
+        self,
+        patches: torch.Tensor,
+        words: torch.Tensor,
+        weights: torch.Tensor,
+        input_ids: torch.Tensor,
+        grid: tuple[int, int] | None = None,
     ) -> torch.Tensor:
         """patches (B, P, D) and words (B, T, D) of B true pairs; weights (B, T) > 0 where a token
-        scores, its share of the loss; input_ids (B, T) -> a scalar."""
-        sim = torch.einsum("btd,bpd->btp", words, patches)
-        low, high = sim.amin(-1, keepdim=True), sim.amax(-1, keepdim=True)
-        align = (sim - low) / (high - low).clamp_min(1e-6)
-        align = align.masked_fill(align < 1.0 / patches.shape[1], 0.0)
-        align = align / align.sum(-1, keepdim=True).clamp_min(1e-6)
+        scores, its share of the loss; input_ids (B, T); grid: the (h, w) the P patches come from
+        (needed where smooth > 1) -> a scalar."""
+        align = region_alignment(torch.einsum("btd,bpd->btp", words, patches), self.smooth, grid)
         regions = F.normalize(torch.einsum("btp,bpd->btd", align, patches), dim=-1)
         logits = torch.einsum("btd,bsd->bts", regions, words).float() * self.log_scale.clamp(max=math.log(100.0)).exp()
         scoring = weights > 0

@@ -43,7 +43,7 @@ class MatchmapModel(nn.Module):
             self.register_buffer("token_weight", torch.ones(self.text.bert.config.vocab_size))
         self.loss = RankingLoss(config.loss, config.margin)
         self.pooled_loss = InfoNCE() if config.pooled_weight > 0 else None
-        self.region_loss = WordRegionLoss() if config.region_weight > 0 else None
+        self.region_loss = WordRegionLoss(smooth=config.region_smooth) if config.region_weight > 0 else None
         if config.soft_max_temperature > 0:
             if config.score != "misa":
                 raise ValueError("soft_max_temperature softens MISA's max; it needs score = 'misa'")
@@ -87,7 +87,7 @@ class MatchmapModel(nn.Module):
         if self.region_loss is not None:
             if input_ids is None:
                 raise ValueError("region_weight > 0: objective needs the captions' input_ids")
-            region = self.region_loss(grids.flatten(1, 2), tokens, word_mask, input_ids)
+            region = self.region_loss(grids.flatten(1, 2), tokens, word_mask, input_ids, grid=tuple(grids.shape[1:3]))
             loss = loss + self.config.region_weight * region
         return loss
 

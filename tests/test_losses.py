@@ -1,9 +1,18 @@
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
-from assoc.models.losses import InfoNCE, RankingLoss, WordRegionLoss, hardest_margin, sampled_margin
+from assoc.models.losses import (
+    InfoNCE,
+    RankingLoss,
+    WordRegionLoss,
+    hardest_margin,
+    region_alignment,
+    sampled_margin,
+)
+from assoc.runtime.scoring.heatmap import smooth_map
 
 
 def _scores(aligned: bool) -> torch.Tensor:
@@ -113,3 +122,24 @@ def test_word_region_loss_is_low_when_each_word_has_its_own_region_and_skips_rep
     value = loss(patches.requires_grad_(), own, weights, ids)
     value.backward()
     assert patches.grad is not None and loss.log_scale.grad is not None
+
+
+def test_the_smoothed_region_alignment_is_taken_from_the_map_localize_smooths() -> None:
+    """region_smooth = 3: each word's alignment comes from its similarity map averaged over 3 x 3 cells
+    exactly as localize averages the map it points from (heatmap.smooth_map), then scaled and sparsified
+    as the plain alignment; the loss takes it, and a smoothing width that is even is refused."""
+    torch.manual_seed(1)
+    sim = torch.randn(2, 4, 5 * 6)
+    smoothed = torch.from_numpy(smooth_map(sim.reshape(2, 4, 5, 6).numpy(), 3)).reshape(2, 4, 30)
+    np.testing.assert_allclose(region_alignment(sim, 3, (5, 6)).numpy(), region_alignment(smoothed).numpy(), atol=1e-6)
+    align = region_alignment(sim, 3, (5, 6))
+    np.testing.assert_allclose(align.sum(-1).numpy(), 1.0, atol=1e-5)
+    assert not torch.allclose(align, region_alignment(sim))
+    patches = torch.nn.functional.normalize(torch.randn(2, 30, 8), dim=-1)
+    words = torch.nn.functional.normalize(torch.randn(2, 4, 8), dim=-1)
+    ids, weights = torch.arange(4).repeat(2, 1), torch.ones(2, 4)
+    assert torch.isfinite(WordRegionLoss(smooth=3)(patches, words, weights, ids, grid=(5, 6)))
+    with pytest.raises(ValueError, match="grid"):
+        WordRegionLoss(smooth=3)(patches, words, weights, ids)
+    with pytest.raises(ValueError, match="odd"):
+        WordRegionLoss(smooth=2)
