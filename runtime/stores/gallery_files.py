@@ -16,7 +16,6 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -33,9 +32,6 @@ from .shard_files import (
     shard_layers,
     unlink_quietly,
 )
-
-if TYPE_CHECKING:
-    from .gallery_snapshot import Snapshot
 
 
 @dataclass(frozen=True)
@@ -60,7 +56,7 @@ class GalleryFiles:
         self.taken_column = "taken"  # the photos' dates as SQL; set to NULL by Gallery.open for format 2
         # What a search reads (gallery_snapshot.py): a write drops it, another connection's commit
         # shows in PRAGMA data_version. maps: each (shard, suffix) file's map.
-        self.snapshot: Snapshot | None = None
+        self.snapshot: object | None = None  # a gallery_snapshot.Snapshot (this layer only drops it)
         self.maps: dict[tuple[int, str], np.memmap] = {}
 
     def close(self) -> None:

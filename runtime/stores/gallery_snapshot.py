@@ -86,7 +86,7 @@ def current(files: GalleryFiles) -> Snapshot:
     """The snapshot of what is committed now (the one held, while nothing was committed since)."""
     version = files.db.execute("PRAGMA data_version").fetchone()[0]
     held = files.snapshot
-    if held is not None and held.version == version:
+    if isinstance(held, Snapshot) and held.version == version:
         return held
     with _one_read(files):
         try:
@@ -99,9 +99,9 @@ def current(files: GalleryFiles) -> Snapshot:
         else:
             photos = files.db.execute("SELECT COUNT(*) FROM photos").fetchone()[0]
         shards = {s.id: s for s in _shards(files)}
-    files.snapshot = Snapshot(version, photos, shards, cells, sizes)
+    snapshot = files.snapshot = Snapshot(version, photos, shards, cells, sizes)
     files.maps = {key: m for key, m in files.maps.items() if key[0] in shards}
-    return files.snapshot
+    return snapshot
 
 
 def parts(files: GalleryFiles, labels: bool = False) -> list[Part]:
