@@ -25,6 +25,7 @@ committed rows outgrow the map.
 from __future__ import annotations
 
 import functools
+import itertools
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -200,28 +201,32 @@ def _shards(files: GalleryFiles) -> list[Shard]:
 
 
 def _load_parts(files: GalleryFiles, labels: bool) -> list[Part]:
-    said = f", p.path, {files.taken_column}" if labels else ""
+    """Every live row, in (shard, row) order through the place index; the numbers straight into one
+    array (a row a photo: shard, row, checksum, cell), the labels, where asked for, beside them."""
+    numbers = f"p.shard, p.row, p.checksum, COALESCE({files.cell_column}, -1)"
     with _one_read(files):
-        rows = files.db.execute(
-            f"SELECT p.shard, s.grid_h, s.grid_w, s.rows, {files.layout_column}, p.row, p.checksum,"
-            f" {files.cell_column}{said} FROM photos p JOIN shards s ON s.id = p.shard ORDER BY p.shard, p.row"
-        ).fetchall()
+        shards = {s.id: s for s in _shards(files)}
+        if labels:
+            said = f"{numbers}, p.path, {files.taken_column}"
+            rows = files.db.execute(f"SELECT {said} FROM photos p ORDER BY p.shard, p.row").fetchall()
+            table = np.array([r[:4] for r in rows], np.int64).reshape(-1, 4)
+        else:
+            cursor = files.db.execute(f"SELECT {numbers} FROM photos p ORDER BY p.shard, p.row")
+            table = np.fromiter(itertools.chain.from_iterable(cursor), np.int64).reshape(-1, 4)
         photos = files.db.execute("SELECT COUNT(*) FROM photos").fetchone()[0]
-    if photos != len(rows):  # a photo pointing at no shard, or an index that lost or doubled a row
-        raise DatabaseDamagedError(files.folder, f"it lists {photos} photos, but {len(rows)} in its shards")
+    placed = np.isin(table[:, 0], np.fromiter(shards, np.int64, len(shards)))
+    if photos != len(table) or not placed.all():  # a photo pointing at no shard, or an index that lost or doubled a row
+        raise DatabaseDamagedError(files.folder, f"it lists {photos} photos, but {int(placed.sum())} in its shards")
     out: list[Part] = []
-    start = 0
-    for end in range(1, len(rows) + 1):
-        if end == len(rows) or rows[end][0] != rows[start][0]:
-            shard, gh, gw, committed, layout = rows[start][:5]
+    bounds = np.flatnonzero(np.diff(table[:, 0])) + 1
+    for start, end in zip([0, *bounds.tolist()], [*bounds.tolist(), len(table)], strict=True):
+        if start == end:
+            continue
+        known = None
+        if labels:
             chunk = rows[start:end]
-            places = np.array([r[5] for r in chunk], np.int64)
-            sums = np.array([r[6] for r in chunk], np.int64)
-            cells = np.array([-1 if r[7] is None else r[7] for r in chunk], np.int64)
-            known = None
-            if labels:
-                dates = np.array([NO_DATE if r[9] is None else r[9] for r in chunk], np.int64)
-                known = Labels([path_of(r[8]) for r in chunk], dates)
-            out.append(Part(Shard(shard, (gh, gw), committed, 0, layout), places, sums, cells, known))
-            start = end
+            dates = np.array([NO_DATE if r[5] is None else r[5] for r in chunk], np.int64)
+            known = Labels([path_of(r[4]) for r in chunk], dates)
+        block = table[start:end]
+        out.append(Part(shards[int(block[0, 0])], block[:, 1].copy(), block[:, 2].copy(), block[:, 3].copy(), known))
     return out
