@@ -52,10 +52,23 @@ def test_a_partitioned_gallery_reads_the_probed_cells_rows_through_their_index_a
         # The paths are looked up for the photos scored exactly, not for the photos probed.
         lookups = [s for s in ran if s.startswith("SELECT row, path, checksum")]
         assert sum(s.count(",") - 1 for s in lookups) == CELLS.candidates  # "row, path, checksum ... IN (a, b, ...)"
+        # The cells read are kept until a commit: the same query again reads no cell's rows, ...
+        again = statements(gallery, lambda: search(gallery, q, k=10))
+        assert not [s for s in again if "WHERE cell IN" in s]
         # An exact search reads every row, with its path.
         truth = ranked(exact_scores(real.grids, q), 10)
         assert [h.path for h in search(gallery, q, k=10, exact=True)] == truth
         assert gallery.snapshot.parts is not None and gallery.snapshot.labelled
+        # Another process's commit makes the next search read its cells again, and see the photo it added (a
+        # copy of the best photo's grid: the same cell, found beside it).
+        with opened(folder, real, CELLS) as other:
+            h, w = real.grids.shape[1:3]
+            other.add([(PhotoRecord("/dev/new.jpg", 1, 0, "f" * 32, (h, w), 320, 320), real.grids[0])])
+        assert truth[0] == "/dev/0000.jpg"
+        hits: list = []
+        after = statements(gallery, lambda: hits.extend(search(gallery, q, k=10)))
+        assert [s for s in after if "WHERE cell IN" in s]
+        assert {"/dev/0000.jpg", "/dev/new.jpg"} <= {h.path for h in hits}
 
 
 def test_a_gallery_without_cells_reads_every_place_and_only_its_hits_paths(tmp_path: Path, real: Real) -> None:  # noqa: F811

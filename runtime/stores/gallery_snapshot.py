@@ -28,7 +28,7 @@ import functools
 import itertools
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -38,6 +38,7 @@ from .catalogue import path_of
 from .gallery_cells import Cells, cell_sizes, load_cells, nearest_first
 from .gallery_files import GalleryFiles, Shard
 
+NO_CELL = -1  # where probed_parts keeps the rows whose cell is missing or impossible
 SQL_VARIABLES = 500  # values bound in one IN (...) list, well under any SQLite's limit
 
 
@@ -77,6 +78,7 @@ class Snapshot:
     sizes: np.ndarray | None = None  # photos per cell (gallery_cells.cell_sizes), with usable cells
     parts: list[Part] | None = None
     labelled: bool = False  # whether parts carry their labels
+    cell_rows: dict[int, np.ndarray] = field(default_factory=dict)  # probed_parts' cells read so far
 
     @property
     def usable_cells(self) -> Cells | None:
@@ -115,27 +117,47 @@ def parts(files: GalleryFiles, labels: bool = False) -> list[Part]:
 
 def probed_parts(files: GalleryFiles, snapshot: Snapshot, query_pooled: np.ndarray, probe: int) -> list[Part]:
     """The live rows of the cells nearest the query's sentence vector, until they hold `probe` photos,
-    and every row without a valid cell (gallery_cells.nearest_first), read through the cells' index."""
+    and every row without a valid cell (gallery_cells.nearest_first), read through the cells' index.
+
+    A cell's rows, once read, are kept with the snapshot (cell_rows), so later searches read only the
+    cells no search has read since the last commit; read after another process's commit (the
+    snapshot is then behind), every chosen cell is read again, and nothing is kept."""
     cells, sizes = snapshot.usable_cells, snapshot.sizes
     assert cells is not None and sizes is not None, "probed_parts needs a partitioned gallery"
-    chosen = [int(c) for c in nearest_first(cells, sizes, query_pooled, probe)]
-    found: list[tuple[int, int, int, int]] = []
+    chosen = [int(c) for c in nearest_first(cells, sizes, query_pooled, probe)] + [NO_CELL]
     with _one_read(files):
-        shards = {s.id: s for s in _shards(files)}
-        for start in range(0, len(chosen), SQL_VARIABLES):
-            batch = chosen[start : start + SQL_VARIABLES]
-            found += files.db.execute(
-                f"SELECT shard, row, checksum, cell FROM photos WHERE cell IN ({','.join('?' * len(batch))})", batch
-            ).fetchall()
-        found += files.db.execute(
-            "SELECT shard, row, checksum, -1 FROM photos WHERE cell IS NULL OR cell < 0 OR cell >= ?", (len(cells),)
-        ).fetchall()
-    table = np.array(found, np.int64).reshape(-1, 4)
+        shards = {s.id: s for s in _shards(files)}  # also begins the read, so the version below is its own
+        current_read = files.db.execute("PRAGMA data_version").fetchone()[0] == snapshot.version
+        kept = snapshot.cell_rows if current_read else {}
+        read = _cell_rows(files, [c for c in chosen if c not in kept], len(cells))
+    kept.update(read)
+    table = np.concatenate([kept[c] for c in chosen])
     table = table[np.lexsort((table[:, 1], table[:, 0]))]
     out = []
     for rows in np.split(table, np.flatnonzero(np.diff(table[:, 0])) + 1):
         if len(rows) and (shard := shards.get(int(rows[0, 0]))) is not None:
             out.append(Part(shard, rows[:, 1], rows[:, 2], rows[:, 3]))
+    return out
+
+
+def _cell_rows(files: GalleryFiles, wanted: list[int], cells: int) -> dict[int, np.ndarray]:
+    """Each wanted cell's live rows (n, 4): shard, row, checksum, cell; NO_CELL: the rows whose cell is
+    missing or impossible (with cell -1)."""
+    found: list[np.ndarray] = []
+    valid = [c for c in wanted if c != NO_CELL]
+    for start in range(0, len(valid), SQL_VARIABLES):
+        batch = valid[start : start + SQL_VARIABLES]
+        said = f"SELECT shard, row, checksum, cell FROM photos WHERE cell IN ({','.join('?' * len(batch))})"
+        found.append(np.fromiter(itertools.chain.from_iterable(files.db.execute(said, batch)), np.int64))
+    if NO_CELL in wanted:
+        said = "SELECT shard, row, checksum, -1 FROM photos WHERE cell IS NULL OR cell < 0 OR cell >= ?"
+        found.append(np.fromiter(itertools.chain.from_iterable(files.db.execute(said, (cells,))), np.int64))
+    table = np.concatenate([np.zeros(0, np.int64), *found]).reshape(-1, 4)
+    table = table[np.argsort(table[:, 3], kind="stable")]
+    out = {c: np.zeros((0, 4), np.int64) for c in wanted}
+    for rows in np.split(table, np.flatnonzero(np.diff(table[:, 3])) + 1):
+        if len(rows):
+            out[int(rows[0, 3])] = rows
     return out
 
 
