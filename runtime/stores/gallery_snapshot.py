@@ -161,22 +161,29 @@ def _cell_rows(files: GalleryFiles, wanted: list[int], cells: int) -> dict[int, 
     return out
 
 
-def paths_at(files: GalleryFiles, part: Part, where: np.ndarray) -> list[str | None]:
-    """The paths of part's rows at these indices, looked up by their place and checksum; None for a
-    row no longer live as it was read (another process committed since)."""
-    wanted = [int(r) for r in part.rows[where]]
-    found: dict[int, tuple[str, int]] = {}
-    for start in range(0, len(wanted), SQL_VARIABLES):
-        batch = wanted[start : start + SQL_VARIABLES]
-        rows = files.db.execute(
-            f"SELECT row, path, checksum FROM photos WHERE shard = ? AND row IN ({','.join('?' * len(batch))})",
-            [part.shard.id, *batch],
+def paths_at(files: GalleryFiles, pieces: list[tuple[Part, np.ndarray]]) -> list[list[str | None]]:
+    """For each (part, indices into part.rows), the paths of those rows, looked up by their place and
+    checksum in a few statements; None for a row no longer live as it was read (another process has
+    committed since)."""
+    wanted = [(part.shard.id, row) for part, where in pieces for row in part.rows[where].tolist()]
+    found: dict[tuple[int, int], tuple[str, int]] = {}
+    step = SQL_VARIABLES // 2
+    for start in range(0, len(wanted), step):
+        batch = wanted[start : start + step]
+        said = ", ".join(["(?, ?)"] * len(batch))
+        rows = files.db.execute(  # a join, which searches the place index (an IN of row values scans)
+            f"WITH wanted(shard, row) AS (VALUES {said}) SELECT p.shard, p.row, p.path, p.checksum"
+            " FROM wanted w JOIN photos p ON p.shard = w.shard AND p.row = w.row",
+            [value for place in batch for value in place],
         )
-        found.update((row, (path, checksum)) for row, path, checksum in rows)
-    out: list[str | None] = []
-    for row, checksum in zip(wanted, part.sums[where].tolist(), strict=True):
-        path, stored = found.get(row, (None, None))
-        out.append(path_of(path) if path is not None and stored == checksum else None)
+        found.update(((shard, row), (path, checksum)) for shard, row, path, checksum in rows)
+    out = []
+    for part, where in pieces:
+        paths: list[str | None] = []
+        for row, checksum in zip(part.rows[where].tolist(), part.sums[where].tolist(), strict=True):
+            path, stored = found.get((part.shard.id, row), (None, None))
+            paths.append(path_of(path) if path is not None and stored == checksum else None)
+        out.append(paths)
     return out
 
 

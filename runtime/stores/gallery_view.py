@@ -87,11 +87,15 @@ class GalleryView:
                 where = np.searchsorted(part.rows, rows)  # rows are sorted, as part.rows are
                 step = self.files.step(part.shard.grid, part.shard.layout)
                 pieces += [(part, where[start : start + step]) for start in range(0, len(rows), step)]
+            # Paths not read with the parts are looked up now, all at once: such a selection is a first
+            # stage's candidates. None where another process has committed since (gallery_snapshot).
+            unlabelled = [(part, chunk) for part, chunk in pieces if part.labels is None]
+            looked_up = iter(paths_at(self.files, unlabelled)) if unlabelled else iter(())
             for part, chunk in _asked_ahead(self.files, pieces):
                 if part.labels is not None:
                     paths = [part.labels.paths[i] for i in chunk]
-                else:  # looked up now; None where another process has committed since (gallery_snapshot)
-                    found = paths_at(self.files, part, chunk)
+                else:
+                    found = next(looked_up)
                     if None in found and not self._committed_since():
                         row = int(part.rows[chunk[found.index(None)]])
                         detail = f"its database disagrees with itself about shard {part.shard.id} row {row}"
@@ -201,15 +205,16 @@ def _mapped(files: GalleryFiles, part: Part) -> dict[str, np.ndarray]:
 
 
 def _asked_ahead(files: GalleryFiles, pieces: list[tuple[Part, np.ndarray]]) -> Iterator[tuple[Part, np.ndarray]]:
-    """The pieces in turn, each once the rows of the pieces up to PREFETCH_BYTES past it have been asked
-    of the operating system (shard_files.prefetch_rows): the disk then reads many photos at once."""
+    """The pieces in turn, each once the grid rows of the pieces up to PREFETCH_BYTES past it have been
+    asked of the operating system (shard_files.prefetch_rows): the disk then reads many photos at once.
+    Only the grid's file is asked for: a photo's other rows are small, and the first stage read most."""
     asked, ahead = 0, 0
     for i, (part, chunk) in enumerate(pieces):
         while asked < len(pieces) and (asked <= i or ahead < PREFETCH_BYTES):
             later, rows = pieces[asked]
-            for layer in files.layers(later.shard.grid, later.shard.layout):
-                prefetch_rows(files.layer_path(later.shard.id, layer.suffix), later.rows[rows], layer.row_bytes)
-            ahead += len(rows) * files.row_bytes(later.shard.grid, later.shard.layout)
+            grid = files.layers(later.shard.grid, later.shard.layout)[0]
+            prefetch_rows(files.layer_path(later.shard.id, grid.suffix), later.rows[rows], grid.row_bytes)
+            ahead += len(rows) * grid.row_bytes
             asked += 1
         yield part, chunk
         ahead -= len(chunk) * files.row_bytes(part.shard.grid, part.shard.layout)

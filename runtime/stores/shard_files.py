@@ -134,11 +134,13 @@ def prefetch_rows(path: Path, rows: np.ndarray, row_bytes: int) -> None:
 
 def row_runs(rows: np.ndarray) -> list[tuple[int, int]]:
     """Sorted rows as runs of consecutive rows: (first row, rows in the run)."""
-    if not len(rows):
-        return []
-    starts = np.flatnonzero(np.diff(rows, prepend=rows[0] - 2) != 1)  # where a run begins
-    ends = np.append(starts[1:], len(rows))
-    return list(zip(rows[starts].tolist(), (ends - starts).tolist(), strict=True))
+    runs: list[tuple[int, int]] = []
+    for row in rows.tolist():  # a search asks for a few rows at a time: a loop beats numpy's set-up
+        if runs and runs[-1][0] + runs[-1][1] == row:
+            runs[-1] = (runs[-1][0], runs[-1][1] + 1)
+        else:
+            runs.append((row, 1))
+    return runs
 
 
 def write_at(path: Path, offset: int, data: np.ndarray) -> None:
