@@ -102,6 +102,7 @@ def current(files: GalleryFiles) -> Snapshot:
         else:
             photos = files.db.execute("SELECT COUNT(*) FROM photos").fetchone()[0]
         shards = {s.id: s for s in _shards(files)}
+        version = files.db.execute("PRAGMA data_version").fetchone()[0]  # of this read, whoever committed since
     snapshot = files.snapshot = Snapshot(version, photos, shards, cells, sizes)
     files.maps = {key: m for key, m in files.maps.items() if key[0] in shards}
     return snapshot
