@@ -77,8 +77,13 @@ class Snapshot:
     cells: Cells | GalleryDamagedError | None  # None: not partitioned (or before format 5)
     sizes: np.ndarray | None = None  # photos per cell (gallery_cells.cell_sizes), with usable cells
     parts: list[Part] | None = None
-    labelled: bool = False  # whether parts carry their labels
     cell_rows: dict[int, np.ndarray] = field(default_factory=dict)  # probed_parts' cells read so far
+    mapped: bool = False  # whether a view has mapped every one of its shards' files (GalleryView)
+
+    @property
+    def labelled(self) -> bool:
+        """Whether the parts are read, with their labels."""
+        return self.parts is not None and all(part.labels is not None for part in self.parts)
 
     @property
     def usable_cells(self) -> Cells | None:
@@ -112,7 +117,7 @@ def parts(files: GalleryFiles, labels: bool = False) -> list[Part]:
     """The live rows of every shard (with their labels, when asked for), kept with the snapshot."""
     snapshot = current(files)
     if snapshot.parts is None or (labels and not snapshot.labelled):
-        snapshot.parts, snapshot.labelled = _load_parts(files, labels), labels
+        snapshot.parts = _load_parts(files, labels)
     return snapshot.parts
 
 

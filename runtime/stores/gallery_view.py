@@ -58,8 +58,10 @@ class GalleryView:
         cells are left out where they are damaged (Gallery.open_view says so)."""
         self.files = files
         self.snapshot = snapshot
-        for shard in snapshot.shards.values():  # mapped now: a file deleted later stays readable through its map
-            layer_maps(files, shard)
+        if not snapshot.mapped:  # once a snapshot: a file deleted later stays readable through its map
+            for shard in snapshot.shards.values():
+                layer_maps(files, shard)
+            snapshot.mapped = True
         self._filtered: Selection | None = None
         self._read: dict[str, tuple[int, int]] = {}  # where read_grids read each path it looked up late
         if where:
