@@ -14,7 +14,9 @@ where its time goes.
    Median, min and max ms of each. With --baseline DIR, also the same query by the `assoc` package in
    DIR (another checkout, as DIR/assoc: PYTHONPATH=DIR) through the same console script, so that it
    ends as an installed command does; its ratio taken round by round. Whether every query printed the
-   same JSON, byte for byte, is checked on the warm-up runs.
+   same JSON, byte for byte, is checked on the warm-up runs. These cold rows run with ASSOC_STANDBY=0.
+   With --standby, also the same query with `assoc standby` running (a server with assoc loaded that
+   forks for each command: assoc.cli.standby_server), in a socket folder of the bench's own.
 3. The cold query's wall time by phase, from --rounds more processes that each run the CLI's own
    main() in process with time.perf_counter around the calls it makes (the functions are wrapped, not
    replaced), ending as the installed command ends (assoc.cli.quick_exit): imports (the CLI and the
@@ -50,6 +52,7 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 QUERY = "a dog on the grass"
+STANDING_BY = "assoc query --json, `assoc standby` running"
 ONE_BLAS_FLOOR = "the same, one BLAS thread"  # as `assoc query` loads numpy (assoc.cli.app.before_loading)
 
 # Run in a new process for the phase split: the CLI's main() on the query, each phase's calls wrapped
@@ -135,9 +138,11 @@ def main() -> None:
     parser.add_argument("--json", help="also write the figures to this file")
     parser.add_argument("--baseline", type=Path, help="a folder holding another `assoc` package to time beside")
     parser.add_argument("--compile-each-run", action="store_true", help="keep PYTHONDONTWRITEBYTECODE if set")
+    parser.add_argument("--standby", action="store_true", help="also time the query served by `assoc standby`")
     args = parser.parse_args()
     if not args.compile_each_run:
         os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+    os.environ["ASSOC_STANDBY"] = "0"  # a cold query is a process of its own
 
     from common import open_bundle, write_json
     from serve_latency import assoc_command
@@ -161,14 +166,21 @@ def main() -> None:
     fresh_cache = {"assoc query --json, empty cache folder"}
     if args.baseline is not None:  # the same console script, importing DIR's `assoc` (PYTHONPATH)
         commands["baseline: assoc query --json"] = [*assoc_command(), "query", *query_args]
+    envs: dict[str, dict[str, str]] = {}
+    if args.standby:
+        envs[STANDING_BY] = {"ASSOC_STANDBY": "1", "XDG_RUNTIME_DIR": tempfile.mkdtemp(prefix="assoc-bench-standby-")}
+        commands[STANDING_BY] = [*assoc_command(), "query", *query_args]
+        standing_env = {**os.environ, **envs[STANDING_BY]}
+        subprocess.run([*assoc_command(), "standby", "--idle", "3600"], env=standing_env, check=True)
     print(f"bundle {bundle.bundle_id}; gallery {gallery} ({args.photos:,} photos); {args.rounds} rounds")
     print(f"cores: {os.cpu_count()}; load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
     answers = {}  # warm-up: the page cache, the hash record, bytecode; and what each query printed
     for name, command in commands.items():
-        if name.startswith(("assoc", "baseline")):
+        if name.startswith(("assoc", "baseline")) or name in envs:
             cache = Path(tempfile.mkdtemp(prefix="assoc-bench-cold-")) if name in fresh_cache else None
-            answers[name] = run_process(command, cache, args.baseline if name.startswith("baseline") else None, True)
+            path = args.baseline if name.startswith("baseline") else None
+            answers[name] = run_process(command, cache, path, True, envs.get(name))
             if cache is not None:
                 shutil.rmtree(cache)
     same = len(set(answers.values())) == 1
@@ -181,7 +193,7 @@ def main() -> None:
             for name, command in commands.items():
                 cache = Path(scratch) / f"cache-{n}" if name in fresh_cache else None
                 path = args.baseline if name.startswith("baseline") else None
-                seconds[name].append(run_process(command, cache, path))
+                seconds[name].append(run_process(command, cache, path, env=envs.get(name)))
             phase_runs.append(phase_run(["query", *query_args]))
             if args.baseline is not None:
                 baseline_phases.append(phase_run(["query", *query_args], args.baseline))
@@ -214,6 +226,11 @@ def main() -> None:
         print(f"  {'':26s} {'ms':>8s} {'baseline':>9s}")
     for name in figures["phases_ms"]:
         print(f"  {name:26s} " + " ".join(f"{column[name]:8.1f}" for column in columns))
+    if args.standby:
+        served = figures["processes"][STANDING_BY]["median_ms"]
+        print(f"\nserved by `assoc standby`: {served:.1f} ms, {served / cold:.2f} of the cold query")
+        subprocess.run([*assoc_command(), "standby", "--stop"], env={**os.environ, **envs[STANDING_BY]}, check=True)
+        shutil.rmtree(envs[STANDING_BY]["XDG_RUNTIME_DIR"], ignore_errors=True)
     write_json(args.json, figures)
 
 
@@ -244,10 +261,13 @@ def ensure_gallery(folder: Path, bundle, photos: int) -> Path:  # noqa: ANN001 -
     return gallery
 
 
-def run_process(command: list[str], cache: Path | None, path: Path | None = None, output: bool = False) -> Any:
+def run_process(
+    command: list[str], cache: Path | None, path: Path | None = None, output: bool = False, env: dict | None = None
+) -> Any:
     """Wall seconds of one process (output discarded), or with output=True what it printed (bytes);
-    cache: its XDG_CACHE_HOME, else the user's own; path: its PYTHONPATH (where its `assoc` comes from)."""
-    env = dict(os.environ)
+    cache: its XDG_CACHE_HOME, else the user's own; path: its PYTHONPATH (where its `assoc` comes from);
+    env: variables set besides."""
+    env = {**os.environ, **(env or {})}
     if cache is not None:
         env["XDG_CACHE_HOME"] = str(cache)
     if path is not None:

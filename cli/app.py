@@ -48,6 +48,7 @@ COMMANDS = {
     "localize": "localize_cmd",
     "duplicates": "duplicates_cmd",
     "info": "info_cmd",
+    "standby": "standby_cmd",
     "check": "check_cmd",
     "serve": "serve_cmd",
     "train": "model_cmds",

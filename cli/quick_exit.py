@@ -5,8 +5,9 @@ sessions, the tokenizers and the gallery's memory maps, ~75 ms of a cold query's
 (and ~25 ms more where the command's searcher is freed on its way out). The installed `assoc` command
 has nothing left to do by then, so after a command that only reads (QUICK_EXIT) it ends the process
 itself (leave_now): the atexit handlers run and stdout and stderr are flushed, as at any exit, and the
-operating system takes back the rest. Only the console script does this (is_the_command): `python -c`,
-a test or a program that calls assoc.cli.app.main() goes on after it, and gets Python's own exit.
+operating system takes back the rest. Only the console script does this (is_the_command), and the child
+of `assoc standby` that runs a command in its stead: `python -c`, a test or a program that calls
+assoc.cli.app.main() goes on after it, and gets Python's own exit.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import Any
 QUICK_EXIT = frozenset({"query", "localize", "info"})  # commands that only read
 _ran: list[str] = []  # the command this process runs (note_command)
 _kept: list[Any] = []  # objects left for the operating system to take back (keep_until_exit)
+_acting: list[bool] = []  # a standing-by process's child runs the command in its stead (act_as_the_command)
 
 
 def note_command(name: str | None) -> None:
@@ -37,8 +39,16 @@ def will_leave_now() -> bool:
 def is_the_command() -> bool:
     """Whether this process is the installed `assoc` command (its console script), after whose main()
     only sys.exit runs."""
+    if _acting:
+        return True
     script = getattr(sys.modules.get("__main__"), "__file__", None)
     return script is not None and Path(script).name.split(".")[0].removesuffix("-script") == "assoc"
+
+
+def act_as_the_command() -> None:
+    """This process is a child of `assoc standby` that runs a client's command and then ends: it ends as
+    the console script would (assoc.cli.standby_server)."""
+    _acting.append(True)
 
 
 def keep_until_exit(value: Any) -> None:

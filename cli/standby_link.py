@@ -1,0 +1,195 @@
+"""Where a standing-by assoc process listens, and how a command asks it to run (`assoc standby`).
+
+Only the standard library is imported here: this runs before anything else in the `assoc` command
+(assoc.cli.launcher), and it must cost less than the imports it saves.
+
+The wire, over a Unix socket: the client sends one line, "assoc-standby 1", with its stdin, stdout and
+stderr attached (SCM_RIGHTS), then one JSON line (what to do; for "run": argv, cwd, environment and
+umask). The server answers JSON lines: {"pid": N} once the command runs in process N (a fork of the
+server, writing to the client's own stdout and stderr), then {"exit": CODE}; or {"stale": true} where
+it can no longer run the command as the installed code would (the client then runs it itself).
+
+A server only ever serves its own user: the folder is private (0700, owned by the user, checked before
+every use), and each side checks the other's uid on the socket (SO_PEERCRED). Its name is a hash of
+what decides the code and the libraries a fresh process would load (IMPORT_ENVIRONMENT, the Python and
+the package folder), so a client that would load something else never finds it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import struct
+import sys
+from contextlib import suppress
+from pathlib import Path
+
+from .quick_exit import QUICK_EXIT
+
+HELLO = b"assoc-standby 1\n"
+SERVED = QUICK_EXIT  # the short commands that only read
+DISABLE = "ASSOC_STANDBY"  # "0" in the environment: never use a standing-by process
+# What a fresh process reads from its environment before any command runs: a standing-by process
+# that loaded its libraries under other values would not answer as a fresh one does.
+IMPORT_ENVIRONMENT = (
+    "OPENBLAS_NUM_THREADS",
+    "OMP_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "PYTHONIOENCODING",
+    "PYTHONUTF8",
+    "PYTHONHASHSEED",
+    "PYTHONPATH",
+    "LANG",
+    "LC_ALL",
+    "LC_CTYPE",
+)
+MAX_REQUEST = 4 << 20  # bytes of one request line (argv and environment)
+
+
+class StandbyLost(Exception):
+    """The standing-by process closed the connection before the command it ran ended."""
+
+
+class StandbyUnsafe(Exception):
+    """The socket's folder is not this user's alone: nothing is sent to or served from it."""
+
+
+def socket_folder() -> Path:
+    """$XDG_RUNTIME_DIR/assoc where the session has one, else a per-user folder in the temp folder."""
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    if runtime and os.path.isdir(runtime):
+        return Path(runtime) / "assoc"
+    return Path(os.environ.get("TMPDIR") or "/tmp") / f"assoc-{os.getuid()}"
+
+
+def private_folder(create: bool = False) -> Path:
+    """The socket folder, made if asked; StandbyUnsafe unless it is a real folder of this user's that
+    nobody else can enter."""
+    folder = socket_folder()
+    if create:
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    st = os.lstat(folder)
+    if not os.path.isdir(folder) or os.path.islink(folder) or st.st_uid != os.getuid() or st.st_mode & 0o077:
+        raise StandbyUnsafe(f"{folder} is not a private folder of this user's")
+    return folder
+
+
+def server_key() -> str:
+    """What a standing-by process must share with a client to answer for it (see the module doc)."""
+    import hashlib
+
+    package = Path(__file__).resolve().parents[1]
+    fields = [sys.executable, str(package), sys.version, *(f"{k}={os.environ.get(k)}" for k in IMPORT_ENVIRONMENT)]
+    return hashlib.sha256("\0".join(fields).encode()).hexdigest()[:16]
+
+
+def socket_path(folder: Path) -> Path:
+    return folder / f"{server_key()}.sock"
+
+
+def peer_uid(sock: socket.socket) -> int:
+    pid_uid_gid = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    return struct.unpack("3i", pid_uid_gid)[1]
+
+
+def supported() -> bool:
+    """Unix sockets that pass file descriptors and tell their peer's uid, fork and process fds: Linux."""
+    needs = ((socket, "SO_PEERCRED"), (socket, "send_fds"), (os, "fork"), (os, "pidfd_open"))
+    return all(hasattr(module, name) for module, name in needs)
+
+
+def connect(folder: Path, timeout: float | None = None) -> socket.socket | None:
+    """A connection to this key's standing-by process, or None where none listens (or another user does)."""
+    path = socket_path(folder)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(timeout)
+    try:
+        sock.connect(str(path))
+        if peer_uid(sock) == os.getuid():
+            return sock
+    except OSError:
+        pass
+    sock.close()
+    return None
+
+
+def send_request(sock: socket.socket, request: dict, fds: list[int]) -> None:
+    socket.send_fds(sock, [HELLO], fds)
+    sock.sendall(json.dumps(request).encode() + b"\n")
+
+
+def read_messages(sock: socket.socket):  # noqa: ANN201 - a generator of dicts
+    """The server's JSON lines, as they come, until it closes the connection."""
+    buffered = b""
+    while True:
+        chunk = sock.recv(65536)
+        if not chunk:
+            return
+        buffered += chunk
+        while b"\n" in buffered:
+            line, buffered = buffered.split(b"\n", 1)
+            yield json.loads(line)
+
+
+def ask(control: str) -> dict | None:
+    """A control request ("status" or "stop") to this key's standing-by process; None if none listens."""
+    try:
+        sock = connect(private_folder(), timeout=10)
+    except (OSError, StandbyUnsafe):
+        return None
+    if sock is None:
+        return None
+    with sock:
+        try:
+            send_request(sock, {"do": control}, [])
+            return next(read_messages(sock), None)
+        except (OSError, ValueError):
+            return None
+
+
+def run_served(argv: list[str]) -> int | None:
+    """Run `assoc ARGV` in a standing-by process where one answers for this client: its exit code, the
+    command's output written to this process's own stdout and stderr. None where none can (no server,
+    not a served command, ASSOC_STANDBY=0, a stale server): the caller then runs the command itself."""
+    if not argv or argv[0] not in SERVED or os.environ.get(DISABLE) == "0" or not supported():
+        return None
+    try:
+        sock = connect(private_folder())
+    except (OSError, StandbyUnsafe):
+        return None
+    if sock is None:
+        return None
+    with sock:
+        umask = os.umask(0o22)
+        os.umask(umask)
+        try:
+            request = {"do": "run", "argv": [sys.argv[0], *argv], "cwd": os.getcwd(), "env": dict(os.environ)}
+            send_request(sock, request | {"umask": umask}, [0, 1, 2])
+            messages = read_messages(sock)
+            first = next(messages, None)
+        except (OSError, ValueError):
+            return None
+        if not first or "pid" not in first:
+            return None  # stale, or it went away before running anything: run here
+        return _follow(int(first["pid"]), messages)
+
+
+def _follow(pid: int, messages) -> int:  # noqa: ANN001 - the generator of read_messages
+    """Wait for the served command's exit code; Ctrl-C and termination go on to it, as they would reach
+    the command run here. StandbyLost where the server goes away first."""
+    import signal
+
+    def forward(signum: int, _frame: object) -> None:
+        with suppress(ProcessLookupError):
+            os.kill(pid, signum)
+
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, forward)
+    try:
+        for message in messages:
+            if "exit" in message:
+                return int(message["exit"])
+    except (OSError, ValueError):
+        pass
+    raise StandbyLost("the standing-by assoc process went away before the command ended")
