@@ -49,11 +49,12 @@ def test_read_only_commands_never_create_a_collection(tmp_path: Path, flickr8k: 
     where = tmp_path / "qdrant"
     qdrant = ("--store", "qdrant", "--qdrant-path", where, "--collection", "photos")
     missing = assoc("query", "a dog", *qdrant, "--device", "cpu")
-    assert_one_line_error(missing, "no local Qdrant", "assoc index")
+    assert_one_line_error(missing, "no local Qdrant", "index some photos into it first")
     assert not where.exists()
 
     ok_json("index", photo, "--store", "qdrant", "--qdrant-path", where, "--collection", "other", "--device", "cpu")
-    assert_one_line_error(assoc("query", "a dog", *qdrant, "--device", "cpu"), "no collection 'photos'", "assoc index")
+    missing_collection = assoc("query", "a dog", *qdrant, "--device", "cpu")
+    assert_one_line_error(missing_collection, "no collection 'photos'", "index some photos")
     assert ok_json("localize", photo, "a dog", *qdrant, "--device", "cpu")["words"]  # encodes the photo itself
     facts = ok_json("info", *qdrant)["store"]
     assert (facts["exists"], facts["photos"], facts["bundle_id"]) == (False, 0, None)

@@ -232,7 +232,7 @@ def test_without_create_a_missing_collection_is_an_error_and_nothing_is_made(tmp
     from qdrant_client import QdrantClient
 
     where = tmp_path / "qdrant"
-    with pytest.raises(NoGalleryError, match="run `assoc index`") as err:
+    with pytest.raises(NoGalleryError, match="nothing indexed there yet") as err:
         QdrantStore(BUNDLE, D, path=where, collection="photos", create=False)
     assert "\n" not in str(err.value) and str(where) in str(err.value)
     assert not where.exists()
@@ -240,7 +240,7 @@ def test_without_create_a_missing_collection_is_an_error_and_nothing_is_made(tmp
     QdrantStore(BUNDLE, D, path=where, collection="other").close()  # the folder now exists, "photos" not
     with pytest.raises(NoGalleryError, match="no collection 'photos'") as err:
         QdrantStore(BUNDLE, D, path=where, collection="photos", create=False)
-    assert "assoc index" in str(err.value) and "\n" not in str(err.value)
+    assert "nothing indexed there yet" in str(err.value) and "\n" not in str(err.value)
     client = QdrantClient(path=str(where))
     assert not client.collection_exists("photos")
     client.close()

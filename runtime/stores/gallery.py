@@ -175,7 +175,7 @@ class Gallery(GalleryFiles):
             if grids:  # grids without the rows naming them
                 raise DatabaseDamagedError(folder, f"its database {DB_NAME} is missing; only its shard files are there")
             if not can_create:
-                raise NoGalleryError(f"no gallery at {folder} (index some photos into it first)")
+                raise NoGalleryError(f"no gallery at {folder} (nothing indexed there yet)")
             create_catalogue(folder, bundle_id, embed_dim, first_stage or FirstStageConfig())
         read_only = not (os.access(folder, os.W_OK) and os.access(db, os.W_OK))
         try:

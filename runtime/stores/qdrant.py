@@ -152,7 +152,7 @@ class QdrantStore:
         self._backoff_s = backoff_s
         self._where = f"Qdrant at {url}" if self._remote else f"local Qdrant {path}"
         if not create and not self._remote and str(path) != ":memory:" and not Path(path).is_dir():
-            raise NoGalleryError(f"no {self._where} (run `assoc index` into it first)")
+            raise NoGalleryError(f"no {self._where} (nothing indexed there yet)")
         if self._remote:
             self._client = qdrant_client.QdrantClient(
                 url=url, api_key=api_key, timeout=timeout, check_compatibility=False
@@ -298,7 +298,7 @@ class QdrantStore:
         exists = self._call("open the collection", lambda: self._client.collection_exists(self.collection))
         if not exists and not create:
             raise NoGalleryError(
-                f"{self._where} has no collection {self.collection!r} (run `assoc index` into it first)"
+                f"{self._where} has no collection {self.collection!r} (nothing indexed there yet)"
             )
         if not exists:
             self._create_collection(shard_number, replication_factor, on_disk)
