@@ -15,9 +15,7 @@ from __future__ import annotations
 import atexit
 import os
 import sys
-import threading
 from contextlib import suppress
-from pathlib import Path
 from typing import Any
 
 QUICK_EXIT = frozenset({"query", "localize", "info"})  # commands that only read
@@ -42,7 +40,7 @@ def is_the_command() -> bool:
     if _acting:
         return True
     script = getattr(sys.modules.get("__main__"), "__file__", None)
-    return script is not None and Path(script).name.split(".")[0].removesuffix("-script") == "assoc"
+    return script is not None and os.path.basename(script).split(".")[0].removesuffix("-script") == "assoc"
 
 
 def act_as_the_command() -> None:
@@ -61,6 +59,8 @@ def keep_until_exit(value: Any) -> None:
 def leave_now(code: object) -> None:
     """End the process with this SystemExit code as Python would, without its shutdown. Returns, for
     Python's own exit, while another thread still runs, or if flushing fails (Python reports that)."""
+    import threading  # loaded by then; not on the way to a served command (assoc.cli.standby_link)
+
     others = [t for t in threading.enumerate() if t is not threading.current_thread() and not t.daemon]
     run_exit_handlers = getattr(atexit, "_run_exitfuncs", None)
     if any(t.is_alive() for t in others) or run_exit_handlers is None:

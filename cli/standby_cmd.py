@@ -10,6 +10,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -52,7 +53,7 @@ def _start(idle: float) -> dict:
         folder = private_folder(create=True)
     except (OSError, StandbyUnsafe) as exc:
         raise AssocError(f"cannot stand by: {exc}") from None
-    log = folder / f"{socket_path(folder).stem}.log"  # what a server that failed to start said
+    log = Path(socket_path(folder)).with_suffix(".log")  # what a server that failed to start said
     with open(log, "wb") as err:
         process = subprocess.Popen(
             [sys.executable, "-m", "assoc.cli.standby_server", "--idle", str(idle)],

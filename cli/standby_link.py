@@ -23,7 +23,6 @@ import socket
 import struct
 import sys
 from contextlib import suppress
-from pathlib import Path
 
 from .quick_exit import QUICK_EXIT
 
@@ -55,20 +54,21 @@ class StandbyUnsafe(Exception):
     """The socket's folder is not this user's alone: nothing is sent to or served from it."""
 
 
-def socket_folder() -> Path:
-    """$XDG_RUNTIME_DIR/assoc where the session has one, else a per-user folder in the temp folder."""
+def socket_folder() -> str:
+    """$XDG_RUNTIME_DIR/assoc where the session has one, else a per-user folder in the temp folder.
+    (Paths are strings here: pathlib is not loaded on the way to a served command.)"""
     runtime = os.environ.get("XDG_RUNTIME_DIR")
     if runtime and os.path.isdir(runtime):
-        return Path(runtime) / "assoc"
-    return Path(os.environ.get("TMPDIR") or "/tmp") / f"assoc-{os.getuid()}"
+        return os.path.join(runtime, "assoc")
+    return os.path.join(os.environ.get("TMPDIR") or "/tmp", f"assoc-{os.getuid()}")
 
 
-def private_folder(create: bool = False) -> Path:
+def private_folder(create: bool = False) -> str:
     """The socket folder, made if asked; StandbyUnsafe unless it is a real folder of this user's that
     nobody else can enter."""
     folder = socket_folder()
     if create:
-        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.makedirs(folder, mode=0o700, exist_ok=True)
     st = os.lstat(folder)
     if not os.path.isdir(folder) or os.path.islink(folder) or st.st_uid != os.getuid() or st.st_mode & 0o077:
         raise StandbyUnsafe(f"{folder} is not a private folder of this user's")
@@ -79,13 +79,13 @@ def server_key() -> str:
     """What a standing-by process must share with a client to answer for it (see the module doc)."""
     import hashlib
 
-    package = Path(__file__).resolve().parents[1]
-    fields = [sys.executable, str(package), sys.version, *(f"{k}={os.environ.get(k)}" for k in IMPORT_ENVIRONMENT)]
+    package = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
+    fields = [sys.executable, package, sys.version, *(f"{k}={os.environ.get(k)}" for k in IMPORT_ENVIRONMENT)]
     return hashlib.sha256("\0".join(fields).encode()).hexdigest()[:16]
 
 
-def socket_path(folder: Path) -> Path:
-    return folder / f"{server_key()}.sock"
+def socket_path(folder: str) -> str:
+    return os.path.join(folder, f"{server_key()}.sock")
 
 
 def peer_uid(sock: socket.socket) -> int:
@@ -99,13 +99,13 @@ def supported() -> bool:
     return all(hasattr(module, name) for module, name in needs)
 
 
-def connect(folder: Path, timeout: float | None = None) -> socket.socket | None:
+def connect(folder: str, timeout: float | None = None) -> socket.socket | None:
     """A connection to this key's standing-by process, or None where none listens (or another user does)."""
     path = socket_path(folder)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.settimeout(timeout)
     try:
-        sock.connect(str(path))
+        sock.connect(path)
         if peer_uid(sock) == os.getuid():
             return sock
     except OSError:

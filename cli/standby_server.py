@@ -296,7 +296,7 @@ def serve(idle: float = IDLE_SECONDS) -> None:
     if probe is not None:
         probe.close()
         return
-    path = socket_path(folder)
+    path = Path(socket_path(folder))
     preload()
     gc.collect()
     gc.freeze()  # what is loaded stays out of every child's collections (and its pages shared)
