@@ -56,13 +56,17 @@ def keep_until_exit(value: Any) -> None:
         _kept.append(value)
 
 
-def leave_now(code: object) -> None:
+def leave_now(code: object, *, join_others: bool = False) -> None:
     """End the process with this SystemExit code as Python would, without its shutdown. Returns, for
-    Python's own exit, while another thread still runs, or if flushing fails (Python reports that)."""
+    Python's own exit, while another thread still runs (unless join_others: then it waits for them, as
+    Python's exit would), or if flushing fails (Python reports that)."""
     import threading  # loaded by then; not on the way to a served command (assoc.cli.standby_link)
 
     others = [t for t in threading.enumerate() if t is not threading.current_thread() and not t.daemon]
     run_exit_handlers = getattr(atexit, "_run_exitfuncs", None)
+    if join_others:
+        for thread in others:
+            thread.join()
     if any(t.is_alive() for t in others) or run_exit_handlers is None:
         return
     try:

@@ -202,10 +202,11 @@ class Server:
             if pid == 0:
                 run_child(request, fds, [*self.inherited(), conn.fileno()])  # never returns
             self.served += 1
-            _send(conn, {"pid": pid})
-            pidfd = os.pidfd_open(pid)
+            pidfd = os.pidfd_open(pid)  # watched before anything else can fail: every child is reaped
             self.children[pidfd] = (pid, conn)
             self.selector.register(pidfd, selectors.EVENT_READ, (_CHILD, (pid, conn)))
+            with suppress(OSError):  # a client gone already; its command still runs to its end
+                _send(conn, {"pid": pid})
         else:
             conn.close()
 
@@ -250,8 +251,8 @@ def run_child(request: dict, fds: list[int], inherited: list[int]) -> None:
         import traceback
 
         traceback.print_exc()
-    quick_exit.leave_now(code)
-    os._exit(1)  # leave_now returned: flushing failed (what Python's own exit would report)
+    quick_exit.leave_now(code, join_others=True)
+    os._exit(120)  # leave_now returned: flushing failed, for which Python's own exit gives 120
 
 
 def _fresh_streams() -> None:

@@ -83,6 +83,8 @@ def test_served_commands_answer_as_fresh_processes_do(gallery: tuple[Path, Path]
     # the served ones were served, each in a child of the server; none was run without it
     assert status(runtime_dir)["served"] == len(commands) + 2
     assert status(runtime_dir)["pid"] == server["pid"]
+    children = Path(f"/proc/{server['pid']}/task/{server['pid']}/children")
+    assert children.read_text().split() == []  # every child reaped, none left a zombie
 
 
 def test_commands_that_change_things_and_the_unserved_run_here(gallery: tuple[Path, Path], runtime_dir: Path) -> None:
