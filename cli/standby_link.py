@@ -44,6 +44,7 @@ IMPORT_ENVIRONMENT = (
     "LC_CTYPE",
 )
 MAX_REQUEST = 4 << 20  # bytes of one request line (argv and environment)
+FORWARDED = ("SIGINT", "SIGTERM", "SIGHUP")  # signals the client passes on to the command it waits for
 
 
 class StandbyLost(Exception):
@@ -151,7 +152,8 @@ def ask(control: str) -> dict | None:
 def run_served(argv: list[str]) -> int | None:
     """Run `assoc ARGV` in a standing-by process where one answers for this client: its exit code, the
     command's output written to this process's own stdout and stderr. None where none can (no server,
-    not a served command, ASSOC_STANDBY=0, a stale server): the caller then runs the command itself."""
+    not a served command, ASSOC_STANDBY=0, a stale server): the caller then runs the command itself.
+    StandbyLost where the server goes away while the command runs."""
     if not argv or argv[0] not in SERVED or os.environ.get(DISABLE) == "0" or not supported():
         return None
     try:
@@ -160,7 +162,7 @@ def run_served(argv: list[str]) -> int | None:
         return None
     if sock is None:
         return None
-    with sock:
+    with sock, _Relay() as relay:
         umask = os.umask(0o22)
         os.umask(umask)
         try:
@@ -172,24 +174,47 @@ def run_served(argv: list[str]) -> int | None:
             return None
         if not first or "pid" not in first:
             return None  # stale, or it went away before running anything: run here
-        return _follow(int(first["pid"]), messages)
+        relay.to(int(first["pid"]))
+        try:
+            for message in messages:
+                if "exit" in message:
+                    return int(message["exit"])
+        except (OSError, ValueError):
+            pass
+        raise StandbyLost("the standing-by assoc process went away before the command ended")
 
 
-def _follow(pid: int, messages) -> int:  # noqa: ANN001 - the generator of read_messages
-    """Wait for the served command's exit code; Ctrl-C and termination go on to it, as they would reach
-    the command run here. StandbyLost where the server goes away first."""
-    import signal
+class _Relay:
+    """While a command is asked for and runs elsewhere, Ctrl-C and termination go on to it, as they
+    would reach it run here; one that comes before its process is known waits for it, and where the
+    command then runs here after all, it reaches this process once the relay is gone."""
 
-    def forward(signum: int, _frame: object) -> None:
-        with suppress(ProcessLookupError):
-            os.kill(pid, signum)
+    def __init__(self) -> None:
+        import signal
 
-    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(signum, forward)
-    try:
-        for message in messages:
-            if "exit" in message:
-                return int(message["exit"])
-    except (OSError, ValueError):
-        pass
-    raise StandbyLost("the standing-by assoc process went away before the command ended")
+        self.signal, self.pid, self.pending = signal, None, []
+        self.kept = {getattr(signal, name): signal.getsignal(getattr(signal, name)) for name in FORWARDED}
+
+    def __enter__(self) -> _Relay:
+        for signum in self.kept:
+            self.signal.signal(signum, self._caught)
+        return self
+
+    def _caught(self, signum: int, _frame: object) -> None:
+        if self.pid is None:
+            self.pending.append(signum)
+        else:
+            with suppress(ProcessLookupError):
+                os.kill(self.pid, signum)
+
+    def to(self, pid: int) -> None:
+        self.pid = pid
+        for signum in self.pending:
+            self._caught(signum, None)
+        self.pending.clear()
+
+    def __exit__(self, *_: object) -> None:
+        for signum, handler in self.kept.items():
+            self.signal.signal(signum, handler)
+        for signum in self.pending:  # caught while asking, for a command that runs here
+            os.kill(os.getpid(), signum)

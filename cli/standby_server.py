@@ -29,7 +29,7 @@ import time
 from contextlib import suppress
 from pathlib import Path
 
-from . import quick_exit
+from . import quick_exit, standby_link
 from .standby_link import HELLO, MAX_REQUEST, SERVED, connect, peer_uid, private_folder, socket_path
 
 IDLE_SECONDS = 900.0  # leave after this long without a command
@@ -52,6 +52,7 @@ PRELOAD = (
     "PIL.Image",
 )
 _ACCEPT, _CHILD, _SIGNAL = "accept", "child", "signal"
+FORWARDED = {getattr(signal, name) for name in standby_link.FORWARDED}
 
 
 def preload() -> None:
@@ -198,9 +199,13 @@ class Server:
                 conn.close()
                 self.leave()
                 return
+            # Blocked across the fork: a signal the client passes on before the child has set its own
+            # handlers waits for them, instead of meeting the server's.
+            mask = signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED)
             pid = os.fork()
             if pid == 0:
-                run_child(request, fds, [*self.inherited(), conn.fileno()])  # never returns
+                run_child(request, fds, [*self.inherited(), conn.fileno()], mask)  # never returns
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
             self.served += 1
             pidfd = os.pidfd_open(pid)  # watched before anything else can fail: every child is reaped
             self.children[pidfd] = (pid, conn)
@@ -222,15 +227,16 @@ class Server:
         self.last = time.monotonic()
 
 
-def run_child(request: dict, fds: list[int], inherited: list[int]) -> None:
-    """In the forked child: become the client's command, run it, end (never returns)."""
+def run_child(request: dict, fds: list[int], inherited: list[int], mask: set[signal.Signals]) -> None:
+    """In the forked child: become the client's command, run it, end (never returns). mask: the signal
+    mask to go back to once the child's handlers are those of a fresh process."""
     code: object = 1
     try:
         signal.set_wakeup_fd(-1)
         for fd in inherited:
             os.close(fd)
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+        for signum in FORWARDED:
+            signal.signal(signum, signal.default_int_handler if signum == signal.SIGINT else signal.SIG_DFL)
         for target, fd in enumerate(fds):
             os.dup2(fd, target)
             os.close(fd)
@@ -243,14 +249,19 @@ def run_child(request: dict, fds: list[int], inherited: list[int]) -> None:
         quick_exit.act_as_the_command()
         from .app import main
 
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)  # from here on a signal reaches the command
         main()
         code = 0
     except SystemExit as done:
         code = done.code
-    except BaseException:  # noqa: BLE001 - as an uncaught exception ends a fresh process
+    except BaseException as exc:  # noqa: BLE001 - as an uncaught exception ends a fresh process
         import traceback
 
         traceback.print_exc()
+        if isinstance(exc, KeyboardInterrupt):  # Python then ends by the signal itself
+            sys.stderr.flush()
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGINT)
     quick_exit.leave_now(code, join_others=True)
     os._exit(120)  # leave_now returned: flushing failed, for which Python's own exit gives 120
 

@@ -119,6 +119,32 @@ def test_stop_idle_and_a_killed_server(gallery: tuple[Path, Path], runtime_dir: 
     assert status(runtime_dir) is None and not Path(server["socket"]).exists()
 
 
+def test_ctrl_c_reaches_the_served_command(gallery: tuple[Path, Path], runtime_dir: Path) -> None:
+    store, _ = gallery
+    server = start(runtime_dir)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ASSOC_")} | {"XDG_RUNTIME_DIR": str(runtime_dir)}
+    client = subprocess.Popen(
+        [*assoc_command(), "query", QUERY, "--gallery", str(store), "--json", "--device", "cpu"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    children = Path(f"/proc/{server['pid']}/task/{server['pid']}/children")
+    deadline = time.monotonic() + 60
+    while not (forked := children.read_text().split()) and time.monotonic() < deadline:
+        pass
+    child = int(forked[0])
+    os.kill(child, signal.SIGSTOP)  # held where it is, so that the interrupt comes before the answer
+    time.sleep(0.3)  # the client has its pid by now: it was sent before the child could run
+    client.send_signal(signal.SIGINT)
+    time.sleep(0.3)
+    os.kill(child, signal.SIGCONT)
+    out, err = client.communicate(timeout=60)
+    assert client.returncode == 130 and out == ""  # as a fresh process interrupted, wherever it was
+    assert "interrupted" in err or "KeyboardInterrupt" in err
+
+
 def test_a_folder_others_can_enter_is_not_used(gallery: tuple[Path, Path], runtime_dir: Path) -> None:
     store, _ = gallery
     (runtime_dir / "assoc").mkdir(mode=0o755)
