@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..models.config import LOCALIZE_SCALE
 from ..models.model import MatchmapModel, load_checkpoint
 from ..models.onnx_graph import export_onnx
 from ..runtime.encoding.bundle import (
@@ -28,11 +29,6 @@ from ..runtime.encoding.bundle import (
 )
 from .ranking import write_ranking
 from .vocabulary import build_vocabulary
-
-# localize encodes a photo at this multiple of the training input size: a grid twice as fine. On the
-# pointing game (bench/localize_cost.py) 1.6x to 2.8x the 320 px input all beat it by 5-10 points with
-# 3x3 smoothing; 2x is the middle of that plateau at about three times the encoder's cost for one photo.
-LOCALIZE_SCALE = 2
 
 
 class _Textual(nn.Module):

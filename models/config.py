@@ -13,6 +13,11 @@ LITE_TRUNKS = ("efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2")
 TRUNKS = (*LITE_TRUNKS, "resnet50", "convnext_tiny", "mobilenet_v3_large")
 LOSSES = ("sampled", "semihard", "hardest", "infonce", "infonce_semihard", "infonce_hardest")
 TOKEN_WEIGHTINGS = ("uniform", "idf")
+# `assoc localize` encodes a photo at this multiple of the training input size: a grid twice as fine. On
+# the pointing game (bench/localize_cost.py) 1.6x to 2.8x the 320 px input all beat it by 5-10 points with
+# 3x3 smoothing; 2x is the middle of that plateau at about three times the encoder's cost for one photo.
+# Fine views (TrainConfig.fine_views) are cached at it, so training sees the grid localize reads.
+LOCALIZE_SCALE = 2
 
 
 def _setting(default: Any, help: str) -> Any:
@@ -67,6 +72,7 @@ class TrainConfig:
     eval_every: int = _setting(1, "Evaluate on dev every N epochs (and after the last).")
     augment_views: int = _setting(0, "Augmented views cached per photo, beside the plain one.")
     flip_views: bool = _setting(False, "Mirror every second augmented view, left and right swapped in its captions.")
+    fine_views: int = _setting(0, "Augmented views cached at localize's size (2x image_size); a batch is one size.")
     device: str = _setting("auto", "auto | cpu | cuda")
     limit_images: int | None = _setting(None, "Train on the first N images only (smoke runs).")
     limit_dev_images: int | None = _setting(None, "Evaluate on the first N dev images only.")

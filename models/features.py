@@ -51,20 +51,23 @@ def image_features(
     batch_size: int = 32,
     on_batch: Progress | None = None,
     view: int = 0,
+    size: int | None = None,
 ) -> torch.Tensor:
     """Frozen image features (N, C, h, w) as float16, from the disk cache when it has them.
 
     view 0 is each photo as search sees it; view v > 0 is a repeatable augmented view of it, mirrored
-    where the run flips views (models.augment.flipped_view).
+    where the run flips views (models.augment.flipped_view) and the view is at the run's own size.
+    size: the input's side in pixels (default the run's image_size).
     """
     cfg = model.config
-    flip = flipped_view(view, cfg.flip_views)
+    size = size or cfg.image_size
+    flip = size == cfg.image_size and flipped_view(view, cfg.flip_views)
     key = _cache_key(
         {
             "trunk": cfg.trunk,
             "weights": model.trunk_weights_source,
             "cut": len(model.image.frozen),
-            "size": cfg.image_size,
+            "size": size,
             "paths": [str(p) for p in paths],
             **({"view": view} if view else {}),
             **({"flip": True} if flip else {}),
@@ -73,7 +76,6 @@ def image_features(
     cached = cache_dir / f"image-{key}.npy" if cache_dir else None
     if cached is not None and cached.is_file():
         return torch.from_numpy(np.load(cached))
-    size = cfg.image_size
     with tempfile.TemporaryDirectory() as tmp:
         onnx_path = export_onnx(
             model.image.frozen,

@@ -21,7 +21,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from ..runtime.scoring.token_weights import idf_weights
 from .augment import flipped_view, swap_sides
-from .config import TrainConfig
+from .config import LOCALIZE_SCALE, TrainConfig
 from .datasets import five_caption_eval_set, load_split
 from .evaluate import evaluate_features, prepare_eval
 from .features import image_features, text_features
@@ -80,7 +80,7 @@ def train(config: TrainConfig, resume: bool = False, console: Console | None = N
     first_caption = np.concatenate([[0], np.cumsum([len(item.captions) for item in train_items])])
     with _progress(console) as progress:
         views = 1 + config.augment_views
-        total = views * len(paths) + len(dev_images)
+        total = (views + config.fine_views) * len(paths) + len(dev_images)
         task = progress.add_task("caching image features", total=total, info="")
         img_feats = torch.stack(
             [
@@ -88,6 +88,13 @@ def train(config: TrainConfig, resume: bool = False, console: Console | None = N
                 for v in range(views)
             ]
         )  # (views, N, C, h, w)
+        fine_size = LOCALIZE_SCALE * config.image_size
+        fine_feats = [  # augmented views at localize's size, numbered after the others: (fine, N, C, 2h, 2w)
+            image_features(
+                model, paths, cache_dir, view=views + v, size=fine_size, on_batch=lambda n: progress.advance(task, n)
+            )
+            for v in range(config.fine_views)
+        ]
         dev = prepare_eval(
             model, dev_images, dev_captions, dev_index, cache_dir, on_batch=lambda n: progress.advance(task, n)
         )
@@ -125,7 +132,7 @@ def train(config: TrainConfig, resume: bool = False, console: Console | None = N
         model.train()
         model.loss.margin_active = epoch >= config.margin_warmup
         order = torch.randperm(len(paths))
-        seen, loss_sum, started = 0, 0.0, time.perf_counter()
+        seen, loss_sum, started, fine_batches = 0, 0.0, time.perf_counter(), 0
         with _progress(console) as progress:
             task = progress.add_task(f"epoch {epoch + 1}/{config.epochs}", total=len(paths), info="")
             for step in range(steps_per_epoch):
@@ -133,12 +140,17 @@ def train(config: TrainConfig, resume: bool = False, console: Console | None = N
                 rows = idx.numpy()
                 counts = torch.from_numpy(first_caption[rows + 1] - first_caption[rows])
                 cap = torch.from_numpy(first_caption[rows]) + (torch.rand(len(idx)) * counts).long()
-                view = torch.randint(views, (len(idx),))
-                if mirror_row is not None:  # a mirrored view is told its caption with left and right swapped
-                    cap = torch.where(mirrored[view], mirror_row[cap], cap)
+                if fine_feats and float(torch.rand(())) < len(fine_feats) / (views + len(fine_feats)):
+                    feats = fine_feats[int(torch.randint(len(fine_feats), ()))][idx]  # a batch of one size
+                    fine_batches += 1
+                else:
+                    view = torch.randint(views, (len(idx),))
+                    feats = img_feats[view, idx]
+                    if mirror_row is not None:  # a mirrored view is told its caption with left and right swapped
+                        cap = torch.where(mirrored[view], mirror_row[cap], cap)
                 width = int(attention[cap].sum(1).max())
                 with torch.autocast(device.type, enabled=use_amp):
-                    grids = model.image.from_features(img_feats[view, idx].to(device).float())
+                    grids = model.image.from_features(feats.to(device).float())
                     words = model.text.from_features(
                         txt_feats[cap, :width].to(device).float(), attention[cap, :width].to(device)
                     )
@@ -158,6 +170,8 @@ def train(config: TrainConfig, resume: bool = False, console: Console | None = N
                 if not console.is_terminal and step % 10 == 0:
                     console.print(f"epoch {epoch + 1} step {step}/{steps_per_epoch}: {info}")
         row: dict[str, Any] = {"epoch": epoch + 1, "loss": loss_sum / seen}
+        if fine_feats:
+            row["fine_batches"] = fine_batches
         if (epoch + 1) % config.eval_every == 0 or epoch + 1 == config.epochs:
             metrics = evaluate_features(model, dev)
             row["dev"] = metrics

@@ -37,6 +37,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory, flickr8k: Path) -> Path:
         f'data = "{flickr8k}"\nlimit_images = 600\nlimit_dev_images = {DEV_IMAGES}\n'
         "epochs = 3\nbatch_size = 100\nembed_dim = 128\ntrain_layers = 1\ntrain_stages = 1\nwarmup_steps = 5\n"
         "word_dropout = 0.1\naugment_views = 2\nflip_views = true\n"  # view 2 mirrored, its captions' sides swapped
+        "fine_views = 1\n"  # one more view at localize's size (twice the grid), trained in batches of its own
     )
     result = CliRunner().invoke(app, ["train", "--config", str(settings), "--out", str(out), "--seed", "1"])
     assert result.exit_code == 0, result.output
@@ -50,6 +51,15 @@ def test_training_lowers_the_loss_and_beats_chance(trained: Path) -> None:
     best = max(row["dev"]["text_to_image"]["R@10"] for row in log)
     assert best >= 30.0, f"dev R@10 {best} is not well above the 10% of chance"
     assert log[-1]["dev"]["images"] == DEV_IMAGES and log[-1]["dev"]["captions"] == 5 * DEV_IMAGES
+    assert sum(row["fine_batches"] for row in log) > 0
+
+
+def test_fine_views_are_cached_at_localize_size(trained: Path) -> None:
+    cached = [np.load(path, mmap_mode="r").shape for path in (trained / "cache").glob("image-*.npy")]
+    train = {shape for shape in cached if shape[0] == 600}
+    assert len(train) == 2  # three views at the run's size, one at twice it: a grid twice as fine
+    (n, c, h, w), (_, c2, h2, w2) = sorted(train, key=lambda shape: shape[2])
+    assert (c2, h2, w2) == (c, 2 * h, 2 * w)
 
 
 def test_resume_continues_from_the_last_epoch(trained: Path, tmp_path: Path) -> None:
