@@ -24,6 +24,7 @@ import struct
 import sys
 from contextlib import suppress
 
+from ..runtime import TELEMETRY_SWITCH  # the package's import also sets its default, as a fresh process does
 from .quick_exit import QUICK_EXIT
 
 HELLO = b"assoc-standby 1\n"
@@ -32,6 +33,7 @@ DISABLE = "ASSOC_STANDBY"  # "0" in the environment: never use a standing-by pro
 # What a fresh process reads from its environment before any command runs: a standing-by process
 # that loaded its libraries under other values would not answer as a fresh one does.
 IMPORT_ENVIRONMENT = (
+    TELEMETRY_SWITCH,
     "OPENBLAS_NUM_THREADS",
     "OMP_NUM_THREADS",
     "MKL_NUM_THREADS",
