@@ -164,8 +164,8 @@ def main() -> None:
         "assoc query --json, empty cache folder": [*assoc_command(), "query", *query_args],
     }
     fresh_cache = {"assoc query --json, empty cache folder"}
-    if args.baseline is not None:  # the same console script, importing DIR's `assoc` (PYTHONPATH)
-        commands["baseline: assoc query --json"] = [*assoc_command(), "query", *query_args]
+    if args.baseline is not None:  # a console script like the installed one, importing DIR's `assoc` (PYTHONPATH)
+        commands["baseline: assoc query --json"] = [*baseline_script(), "query", *query_args]
     envs: dict[str, dict[str, str]] = {}
     if args.standby:
         envs[STANDING_BY] = {"ASSOC_STANDBY": "1", "XDG_RUNTIME_DIR": tempfile.mkdtemp(prefix="assoc-bench-standby-")}
@@ -259,6 +259,20 @@ def ensure_gallery(folder: Path, bundle, photos: int) -> Path:  # noqa: ANN001 -
     building.rmdir()
     print(f"built the gallery in {time.perf_counter() - start:.1f} s")
     return gallery
+
+
+def baseline_script() -> list[str]:
+    """A console script named `assoc` (the name assoc.cli.quick_exit knows it by) that starts whichever
+    entry point the `assoc` package on its path has: the launcher, or before it the app's main."""
+    folder = Path(tempfile.mkdtemp(prefix="assoc-bench-baseline-"))
+    script = folder / "assoc"
+    script.write_text(
+        "import sys\n"
+        "try:\n    from assoc.cli.launcher import main\n"
+        "except ImportError:\n    from assoc.cli.app import main\n"
+        "sys.exit(main())\n"
+    )
+    return [sys.executable, str(script)]
 
 
 def run_process(

@@ -17,15 +17,16 @@ the package folder), so a client that would load something else never finds it.
 
 from __future__ import annotations
 
-import json
 import os
-import socket
-import struct
 import sys
 from contextlib import suppress
+from typing import TYPE_CHECKING
 
 from ..runtime import TELEMETRY_SWITCH  # the package's import also sets its default, as a fresh process does
 from .quick_exit import QUICK_EXIT
+
+if TYPE_CHECKING:  # socket, json and struct load only where a server may listen (run_served)
+    import socket
 
 HELLO = b"assoc-standby 1\n"
 SERVED = QUICK_EXIT  # the short commands that only read
@@ -92,18 +93,25 @@ def socket_path(folder: str) -> str:
 
 
 def peer_uid(sock: socket.socket) -> int:
+    import socket
+    import struct
+
     pid_uid_gid = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
     return struct.unpack("3i", pid_uid_gid)[1]
 
 
 def supported() -> bool:
     """Unix sockets that pass file descriptors and tell their peer's uid, fork and process fds: Linux."""
+    import socket
+
     needs = ((socket, "SO_PEERCRED"), (socket, "send_fds"), (os, "fork"), (os, "pidfd_open"))
     return all(hasattr(module, name) for module, name in needs)
 
 
 def connect(folder: str, timeout: float | None = None) -> socket.socket | None:
     """A connection to this key's standing-by process, or None where none listens (or another user does)."""
+    import socket
+
     path = socket_path(folder)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.settimeout(timeout)
@@ -118,12 +126,17 @@ def connect(folder: str, timeout: float | None = None) -> socket.socket | None:
 
 
 def send_request(sock: socket.socket, request: dict, fds: list[int]) -> None:
+    import json
+    import socket
+
     socket.send_fds(sock, [HELLO], fds)
     sock.sendall(json.dumps(request).encode() + b"\n")
 
 
 def read_messages(sock: socket.socket):  # noqa: ANN201 - a generator of dicts
     """The server's JSON lines, as they come, until it closes the connection."""
+    import json
+
     buffered = b""
     while True:
         chunk = sock.recv(65536)
@@ -156,7 +169,9 @@ def run_served(argv: list[str]) -> int | None:
     command's output written to this process's own stdout and stderr. None where none can (no server,
     not a served command, ASSOC_STANDBY=0, a stale server): the caller then runs the command itself.
     StandbyLost where the server goes away while the command runs."""
-    if not argv or argv[0] not in SERVED or os.environ.get(DISABLE) == "0" or not supported():
+    if not argv or argv[0] not in SERVED or os.environ.get(DISABLE) == "0":
+        return None
+    if not os.path.isdir(socket_folder()) or not supported():  # one stat where standby was never used
         return None
     try:
         sock = connect(private_folder())
