@@ -12,9 +12,10 @@ where its time goes.
    (XDG_CACHE_HOME pointed at a new folder: the first run after installing, or after the bundle
    changed, when the bundle's files are hashed in full and the text graph is optimised and kept).
    Median, min and max ms of each. With --baseline DIR, also the same query by the `assoc` package in
-   DIR (another checkout, as DIR/assoc: PYTHONPATH=DIR) through the same console script, so that it
-   ends as an installed command does; its ratio taken round by round. Whether every query printed the
-   same JSON, byte for byte, is checked on the warm-up runs. These cold rows run with ASSOC_STANDBY=0.
+   DIR (another checkout, as DIR/assoc: PYTHONPATH=DIR) through a script named like the console script
+   (baseline_script), so that it ends as an installed command does; its ratio taken round by round.
+   Whether every query printed the same JSON, byte for byte, is checked on the warm-up runs. These cold
+   rows run with ASSOC_STANDBY=0.
    With --standby, also the same query with `assoc standby` running (a server with assoc loaded that
    forks for each command: assoc.cli.standby_server), in a socket folder of the bench's own.
 3. The cold query's wall time by phase, from --rounds more processes that each run the CLI's own
@@ -164,7 +165,7 @@ def main() -> None:
         "assoc query --json, empty cache folder": [*assoc_command(), "query", *query_args],
     }
     fresh_cache = {"assoc query --json, empty cache folder"}
-    if args.baseline is not None:  # a console script like the installed one, importing DIR's `assoc` (PYTHONPATH)
+    if args.baseline is not None:  # a script like the console script, importing DIR's `assoc` (PYTHONPATH)
         commands["baseline: assoc query --json"] = [*baseline_script(), "query", *query_args]
     envs: dict[str, dict[str, str]] = {}
     if args.standby:
