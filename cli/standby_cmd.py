@@ -32,7 +32,7 @@ def standby(
     ] = IDLE_SECONDS,
     as_json: JsonOpt = False,
 ) -> None:
-    """Keep a process standing by with assoc loaded: `query`, `localize` and `info` then start at once."""
+    """Keep a process standing by with assoc loaded: `query`, `localize` and `info` then start in half the time."""
     if not supported():
         raise AssocError("assoc standby needs Linux (Unix sockets that pass files, and process fds)")
     facts = ask("status")
