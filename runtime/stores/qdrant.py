@@ -297,9 +297,7 @@ class QdrantStore:
     ) -> None:
         exists = self._call("open the collection", lambda: self._client.collection_exists(self.collection))
         if not exists and not create:
-            raise NoGalleryError(
-                f"{self._where} has no collection {self.collection!r} (nothing indexed there yet)"
-            )
+            raise NoGalleryError(f"{self._where} has no collection {self.collection!r} (nothing indexed there yet)")
         if not exists:
             self._create_collection(shard_number, replication_factor, on_disk)
             return
