@@ -126,15 +126,22 @@ def connect(folder: str, timeout: float | None = None) -> socket.socket | None:
 
 
 def send_request(sock: socket.socket, request: dict, fds: list[int]) -> None:
-    import json
     import socket
 
     socket.send_fds(sock, [HELLO], fds)
-    sock.sendall(json.dumps(request).encode() + b"\n")
+    send_message(sock, request)
 
 
-def read_messages(sock: socket.socket):  # noqa: ANN201 - a generator of dicts
-    """The server's JSON lines, as they come, until it closes the connection."""
+def send_message(sock: socket.socket, message: dict) -> None:
+    """One JSON line: every message either side sends after the hello."""
+    import json
+
+    sock.sendall(json.dumps(message).encode() + b"\n")
+
+
+def read_messages(sock: socket.socket, limit: int | None = None):  # noqa: ANN201 - a generator of dicts
+    """The other side's JSON lines, as they come, until it closes the connection; ValueError for a line
+    longer than limit bytes."""
     import json
 
     buffered = b""
@@ -146,6 +153,8 @@ def read_messages(sock: socket.socket):  # noqa: ANN201 - a generator of dicts
         while b"\n" in buffered:
             line, buffered = buffered.split(b"\n", 1)
             yield json.loads(line)
+        if limit is not None and len(buffered) > limit:
+            raise ValueError(f"a message longer than {limit} bytes")
 
 
 def ask(control: str) -> dict | None:

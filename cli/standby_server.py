@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import gc
 import importlib
-import json
 import os
 import selectors
 import signal
@@ -30,7 +29,17 @@ from contextlib import suppress
 from pathlib import Path
 
 from . import quick_exit, standby_link
-from .standby_link import HELLO, MAX_REQUEST, SERVED, connect, peer_uid, private_folder, socket_path
+from .standby_link import (
+    HELLO,
+    MAX_REQUEST,
+    SERVED,
+    connect,
+    peer_uid,
+    private_folder,
+    read_messages,
+    send_message,
+    socket_path,
+)
 
 IDLE_SECONDS = 900.0  # leave after this long without a command
 # Loaded before the first fork: what the served commands import on their way (a module missing here only
@@ -56,14 +65,14 @@ FORWARDED = {getattr(signal, name) for name in standby_link.FORWARDED}
 
 
 def preload() -> None:
-    from .app import _load, before_loading
+    from .app import COMMANDS, _load, before_loading
 
     before_loading(next(iter(SERVED)))  # numpy's BLAS as a short command loads it (one thread)
     for name in PRELOAD:
         with suppress(ImportError):  # an optional library that is not installed
             importlib.import_module(name)
     for command in SERVED:
-        _load(importlib.import_module("assoc.cli.app").COMMANDS[command], {})
+        _load(COMMANDS[command], {})
 
 
 def stamp() -> dict[str, tuple[int, int]]:
@@ -172,8 +181,8 @@ class Server:
                 conn.close()
                 return
             hello, fds, _, _ = socket.recv_fds(conn, len(HELLO), 3)
-            request = _read_line(conn) if hello == HELLO else None
-            if request is None:
+            request = next(read_messages(conn, MAX_REQUEST), None) if hello == HELLO else None
+            if not isinstance(request, dict):
                 raise ValueError("not a request")
             self.last = time.monotonic()
             self.answer(conn, request, fds)
@@ -187,15 +196,15 @@ class Server:
     def answer(self, conn: socket.socket, request: dict, fds: list[int]) -> None:
         what = request.get("do")
         if what == "status":
-            _send(conn, {"pid": os.getpid(), "served": self.served, "idle": self.idle, "socket": str(self.path)})
+            send_message(conn, {"pid": os.getpid(), "served": self.served, "idle": self.idle, "socket": str(self.path)})
             conn.close()
         elif what == "stop":
-            _send(conn, {"stopping": os.getpid()})
+            send_message(conn, {"stopping": os.getpid()})
             conn.close()
             self.leave()
         elif what == "run" and len(fds) == 3 and not self.leaving:
             if not unchanged(self.loaded):
-                _send(conn, {"stale": True})
+                send_message(conn, {"stale": True})
                 conn.close()
                 self.leave()
                 return
@@ -211,7 +220,7 @@ class Server:
             self.children[pidfd] = (pid, conn)
             self.selector.register(pidfd, selectors.EVENT_READ, (_CHILD, (pid, conn)))
             with suppress(OSError):  # a client gone already; its command still runs to its end
-                _send(conn, {"pid": pid})
+                send_message(conn, {"pid": pid})
         else:
             conn.close()
 
@@ -222,7 +231,7 @@ class Server:
         os.close(pidfd)
         del self.children[pidfd]
         with suppress(OSError):  # the client may have gone
-            _send(conn, {"exit": code if code >= 0 else 128 - code})
+            send_message(conn, {"exit": code if code >= 0 else 128 - code})
         conn.close()
         self.last = time.monotonic()
 
@@ -283,21 +292,6 @@ def _fresh_streams() -> None:
             stream.reconfigure(line_buffering=fd == 2 or os.isatty(fd))
         setattr(sys, name, stream)
         setattr(sys, f"__{name}__", stream)
-
-
-def _read_line(conn: socket.socket) -> dict | None:
-    buffered = b""
-    while b"\n" not in buffered:
-        chunk = conn.recv(65536)
-        if not chunk or len(buffered) > MAX_REQUEST:
-            return None
-        buffered += chunk
-    request = json.loads(buffered.split(b"\n", 1)[0])
-    return request if isinstance(request, dict) else None
-
-
-def _send(conn: socket.socket, message: dict) -> None:
-    conn.sendall(json.dumps(message).encode() + b"\n")
 
 
 def serve(idle: float = IDLE_SECONDS) -> None:
